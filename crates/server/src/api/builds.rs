@@ -1,0 +1,147 @@
+//! `POST /builds` (the quota-checked call a build plugin makes) and `GET /builds` (history).
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{RawQuery, State};
+use axum::http::StatusCode;
+use rusqlite::params;
+use serde_json::{Value, json};
+
+use super::{AuthUser, Params, Shared};
+use crate::error::ApiError;
+use crate::quota::{self, BuildOutcome, NewBuild};
+
+const MAX_FIELD_CHARS: usize = 200;
+
+pub async fn create(
+    State(st): State<Shared>,
+    AuthUser(user): AuthUser,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let body = body.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                format!("request body is over {} bytes", super::MAX_BODY),
+            )
+        } else {
+            ApiError::bad_request("unreadable_body", e.body_text())
+        }
+    })?;
+    let build = decode_build(&body)?;
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    match st.writer.record_build(user, build, now).await? {
+        BuildOutcome::Accepted { build, .. } => Ok((StatusCode::CREATED, Json(build))),
+        BuildOutcome::Rejected {
+            metric, used, limit, ..
+        } => Err(ApiError::new(
+            StatusCode::PAYMENT_REQUIRED,
+            "quota_exceeded",
+            format!("{metric} quota reached ({used}/{limit}) on a plan with a hard limit"),
+        )
+        .with("metric", metric)
+        .with("used", used)
+        .with("limit", limit)),
+    }
+}
+
+/// Parses and validates a build body; every error names the field at fault.
+pub fn decode_build(body: &[u8]) -> Result<NewBuild, ApiError> {
+    let de = &mut serde_json::Deserializer::from_slice(body);
+    let build: NewBuild = serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        if inner.is_data() {
+            let field = if path == "." {
+                backticked(&inner.to_string()).unwrap_or_default()
+            } else {
+                path
+            };
+            ApiError::bad_request("invalid_field", format!("field `{field}`: {inner}"))
+                .with("field", field)
+        } else {
+            ApiError::bad_request("malformed_json", format!("request body is not valid JSON: {inner}"))
+        }
+    })?;
+    for (field, value) in [
+        ("app", &build.app),
+        ("version", &build.version),
+        ("commit", &build.commit),
+    ] {
+        let chars = value.chars().count();
+        if chars == 0 || chars > MAX_FIELD_CHARS || value.chars().any(char::is_control) {
+            return Err(ApiError::bad_request(
+                "invalid_field",
+                format!("field `{field}` must be 1 to {MAX_FIELD_CHARS} characters without control characters"),
+            )
+            .with("field", field));
+        }
+    }
+    Ok(build)
+}
+
+/// The first name between backticks in a serde message ("missing field `app`").
+fn backticked(msg: &str) -> Option<String> {
+    let start = msg.find('`')? + 1;
+    let len = msg[start..].find('`')?;
+    Some(msg[start..start + len].to_owned())
+}
+
+/// `?after=ID` pages forward (oldest first, for syncing); `?before=ID` or no cursor pages back
+/// from the newest (for browsing history).
+pub async fn list(
+    State(st): State<Shared>,
+    AuthUser(user): AuthUser,
+    RawQuery(raw): RawQuery,
+) -> Result<Json<Value>, ApiError> {
+    let p = Params::parse(raw.as_deref());
+    let (after, before) = (p.u64("after")?, p.u64("before")?);
+    if after.is_some() && before.is_some() {
+        return Err(ApiError::bad_request(
+            "invalid_parameter",
+            "give `after` or `before`, not both",
+        )
+        .with("field", "before"));
+    }
+    let limit = p.limit(100, 1000)?;
+    let rows = st
+        .read(move |c| {
+            let (sql, cursor) = match (after, before) {
+                (Some(a), _) => ("SELECT id, app, version, commit_sha, overage, created_at FROM builds
+                     WHERE user_id = ?1 AND id > ?2 ORDER BY id ASC LIMIT ?3", a as i64),
+                (None, b) => ("SELECT id, app, version, commit_sha, overage, created_at FROM builds
+                     WHERE user_id = ?1 AND id < ?2 ORDER BY id DESC LIMIT ?3",
+                     b.map_or(i64::MAX, |b| b as i64)),
+            };
+            let mut stmt = c.prepare_cached(sql)?;
+            let rows = stmt.query_map(params![user, cursor, limit as i64 + 1], |r| {
+                let build = NewBuild { app: r.get(1)?, version: r.get(2)?, commit: r.get(3)? };
+                Ok(quota::build_json(r.get(0)?, &build, r.get(4)?, r.get(5)?))
+            })?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await?;
+    let mut builds = rows;
+    let has_more = builds.len() as u64 > limit;
+    builds.truncate(limit as usize);
+    Ok(Json(json!({ "builds": builds, "has_more": has_more })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decode_errors_name_the_field() {
+        let field = |body: &str| decode_build(body.as_bytes()).unwrap_err().extra["field"].clone();
+        assert_eq!(field(r#"{"version":"1","commit":"a"}"#), "app");
+        assert_eq!(field(r#"{"app":5,"version":"1","commit":"a"}"#), "app");
+        assert_eq!(field(r#"{"app":"x","version":"1","commit":""}"#), "commit");
+        assert_eq!(field(r#"{"app":"x","version":"1","commit":"a","extra":1}"#), "extra");
+        let e = decode_build(b"{not json").unwrap_err();
+        assert_eq!(e.code, "malformed_json");
+        assert!(decode_build(br#"{"app":"x","version":"1","commit":"a"}"#).is_ok());
+    }
+}

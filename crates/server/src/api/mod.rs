@@ -1,0 +1,170 @@
+//! The HTTP surface of protocol v1 (docs/protocol.md): routing, authentication and the pieces
+//! every handler shares.
+
+mod account;
+mod builds;
+mod events;
+mod stream;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, FromRequestParts};
+use axum::http::request::Parts;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::routing::get;
+use rusqlite::{Connection, OptionalExtension};
+use tokio::sync::watch;
+
+use crate::auth::{self, TokenCache};
+use crate::db::ReadPool;
+use crate::error::{ApiError, StoreError};
+use crate::hub::Hubs;
+use crate::writer::Writer;
+
+pub const MAX_BODY: usize = 64 * 1024;
+
+/// Stream settings the operator can tune (tests shorten the keepalive).
+#[derive(Debug, Clone, Copy)]
+pub struct StreamSettings {
+    pub keepalive: Duration,
+    pub retry: Duration,
+}
+
+pub struct AppState {
+    pub pool: ReadPool,
+    pub writer: Writer,
+    pub hubs: Arc<Hubs>,
+    pub tokens: TokenCache,
+    pub stream: StreamSettings,
+    /// Flips to true on shutdown so that open streams and long polls end promptly.
+    pub shutdown: watch::Receiver<bool>,
+}
+
+pub type Shared = Arc<AppState>;
+
+impl AppState {
+    /// Runs a read on a pooled connection off the async threads.
+    pub async fn read<T, F>(self: &Arc<Self>, f: F) -> Result<T, ApiError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let pool = self.pool.clone();
+        tokio::task::spawn_blocking(move || {
+            let conn = pool.get().map_err(StoreError::from)?;
+            f(&conn)
+        })
+        .await
+        .map_err(|e| {
+            tracing::error!(error = %e, "read task failed");
+            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal server error")
+        })?
+        .map_err(ApiError::from)
+    }
+}
+
+pub fn router(state: Shared) -> Router {
+    let api = Router::new()
+        .route("/account", get(account::account))
+        .route("/usage", get(account::usage))
+        .route("/builds", get(builds::list).post(builds::create))
+        .route("/events", get(events::list))
+        .route("/stream", get(stream::open));
+    Router::new()
+        .nest("/api/v1", api)
+        .fallback(|| async { ApiError::not_found() })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "method not allowed on this route",
+            )
+        })
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(state)
+}
+
+/// The authenticated user of a request, from `Authorization: Bearer <token>`.
+pub struct AuthUser(pub i64);
+
+impl FromRequestParts<Shared> for AuthUser {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &Shared) -> Result<Self, ApiError> {
+        let token = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| ApiError::unauthorized("missing bearer token"))?;
+        let hash = auth::hash(token);
+        if let Some(user) = state.tokens.get(&hash, Instant::now()) {
+            return Ok(Self(user));
+        }
+        let user = state
+            .read(move |c| {
+                Ok(c.prepare_cached("SELECT id FROM users WHERE token_hash = ?1")?
+                    .query_row([&hash[..]], |r| r.get::<_, i64>(0))
+                    .optional()?)
+            })
+            .await?
+            .ok_or_else(|| ApiError::unauthorized("unknown or revoked token"))?;
+        state.tokens.put(hash, user, Instant::now());
+        Ok(Self(user))
+    }
+}
+
+/// Query parameters, parsed one by one so that an error names the parameter.
+pub struct Params(HashMap<String, String>);
+
+impl Params {
+    pub fn parse(raw: Option<&str>) -> Self {
+        Self(
+            raw.map(|q| {
+                form_urlencoded::parse(q.as_bytes())
+                    .into_owned()
+                    .collect()
+            })
+            .unwrap_or_default(),
+        )
+    }
+
+    pub fn u64(&self, name: &'static str) -> Result<Option<u64>, ApiError> {
+        self.0
+            .get(name)
+            .map(|v| {
+                v.parse::<u64>().map_err(|_| {
+                    ApiError::bad_request(
+                        "invalid_parameter",
+                        format!("query parameter `{name}` must be a non-negative integer"),
+                    )
+                    .with("field", name)
+                })
+            })
+            .transpose()
+    }
+
+    pub fn limit(&self, default: u64, max: u64) -> Result<u64, ApiError> {
+        match self.u64("limit")? {
+            None => Ok(default),
+            Some(n) if (1..=max).contains(&n) => Ok(n),
+            Some(_) => Err(ApiError::bad_request(
+                "invalid_parameter",
+                format!("query parameter `limit` must be between 1 and {max}"),
+            )
+            .with("field", "limit")),
+        }
+    }
+}
+
+pub fn epoch_header(epoch: &str) -> (&'static str, HeaderValue) {
+    (
+        "stream-epoch",
+        HeaderValue::from_str(epoch).unwrap_or(HeaderValue::from_static("unknown")),
+    )
+}

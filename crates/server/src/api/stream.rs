@@ -1,0 +1,170 @@
+//! `GET /stream`: the user's events as Server-Sent Events.
+//!
+//! A stream always reads after its own cursor, from the hub's tail when that reaches back far
+//! enough and from the database otherwise, so a slow or lagging client loses nothing and never
+//! sees an event twice. A cursor the log cannot serve (pruned, or ahead of the newest id) gets
+//! one `sync.reset` instead of a silent skip.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use bytes::BytesMut;
+use serde_json::json;
+use tokio::sync::watch;
+
+use super::{AuthUser, Shared, epoch_header};
+use crate::error::ApiError;
+use crate::events::{self, LogBounds};
+use crate::hub::UserHub;
+
+/// Events sent in one chunk at most; bounds the memory a far-behind stream holds at once.
+const PAGE: usize = 256;
+
+pub async fn open(
+    State(st): State<Shared>,
+    AuthUser(user): AuthUser,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let requested = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .map(|v| v.parse::<u64>().map_err(|_| ()));
+    let (bounds, epoch) = st
+        .read(move |c| Ok((events::bounds(c, user)?, events::epoch(c, user)?.unwrap_or_default())))
+        .await?;
+    let hub = st.hubs.hub(user, bounds.last_id);
+    let newest = hub.subscribe();
+
+    let mut prelude = format!("retry: {}\n\n", st.stream.retry.as_millis());
+    let cursor = match requested {
+        // No cursor: the client starts live; it learns the past from /usage and /events.
+        None => bounds.last_id,
+        Some(Ok(id)) if id >= bounds.pruned_through && id <= bounds.last_id => id,
+        Some(other) => {
+            let reason = match other {
+                Ok(id) if id > bounds.last_id => "ahead",
+                Ok(_) => "expired",
+                Err(()) => "invalid",
+            };
+            prelude.push_str(&sync_reset(bounds, &epoch, reason));
+            bounds.last_id
+        }
+    };
+
+    let state = StreamState {
+        st: st.clone(),
+        user,
+        hub,
+        newest,
+        shutdown: st.shutdown.clone(),
+        cursor,
+        pending: Some(Bytes::from(prelude)),
+    };
+    let body = Body::from_stream(futures_util::stream::unfold(state, next_chunk));
+    let mut res = body.into_response();
+    let h = res.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    let (name, value) = epoch_header(&epoch);
+    h.insert(name, value);
+    Ok(res)
+}
+
+/// The synthetic event that replaces history a cursor cannot reach. Its id is the newest id,
+/// so a client that follows the SSE rules resumes after it once it has resynced.
+fn sync_reset(bounds: LogBounds, epoch: &str, reason: &str) -> String {
+    let data = json!({
+        "reason": reason,
+        "oldest_id": (bounds.pruned_through + 1).to_string(),
+        "last_event_id": bounds.last_id.to_string(),
+        "stream_epoch": epoch,
+    });
+    format!("id: {}\nevent: {}\ndata: {data}\n\n", bounds.last_id, events::SYNC_RESET)
+}
+
+struct StreamState {
+    st: Shared,
+    user: i64,
+    hub: Arc<UserHub>,
+    newest: watch::Receiver<u64>,
+    shutdown: watch::Receiver<bool>,
+    cursor: u64,
+    pending: Option<Bytes>,
+}
+
+async fn next_chunk(mut s: StreamState) -> Option<(Result<Bytes, Infallible>, StreamState)> {
+    if let Some(bytes) = s.pending.take() {
+        return Some((Ok(bytes), s));
+    }
+    loop {
+        if *s.shutdown.borrow() {
+            return None;
+        }
+        let newest = *s.newest.borrow_and_update();
+        // The tail is used when it reaches back to the cursor and is not behind what the hub
+        // announced (an outside write may be announced before it is in the tail).
+        let from_tail = s
+            .hub
+            .after(s.cursor, PAGE)
+            .filter(|f| !f.is_empty() || newest <= s.cursor);
+        if let Some(frames) = from_tail {
+            if let Some(last) = frames.last() {
+                s.cursor = last.id;
+                let chunk = if frames.len() == 1 {
+                    frames[0].bytes.clone()
+                } else {
+                    let mut buf = BytesMut::new();
+                    frames.iter().for_each(|f| buf.extend_from_slice(&f.bytes));
+                    buf.freeze()
+                };
+                return Some((Ok(chunk), s));
+            }
+        } else {
+            let (user, cursor) = (s.user, s.cursor);
+            let page = s
+                .st
+                .read(move |c| {
+                    let bounds = events::bounds(c, user)?;
+                    if cursor < bounds.pruned_through {
+                        let epoch = events::epoch(c, user)?.unwrap_or_default();
+                        return Ok(Err((bounds, epoch)));
+                    }
+                    Ok(Ok(events::after(c, user, cursor, PAGE)?))
+                })
+                .await;
+            match page {
+                Ok(Ok(evs)) if !evs.is_empty() => {
+                    s.cursor = evs[evs.len() - 1].id;
+                    let text: String = evs.iter().map(events::StoredEvent::sse_frame).collect();
+                    return Some((Ok(Bytes::from(text)), s));
+                }
+                Ok(Ok(_)) => {}
+                Ok(Err((bounds, epoch))) => {
+                    s.cursor = bounds.last_id;
+                    return Some((Ok(Bytes::from(sync_reset(bounds, &epoch, "expired"))), s));
+                }
+                // The database is unavailable: end the stream; the client reconnects with its
+                // Last-Event-ID and loses nothing.
+                Err(_) => return None,
+            }
+        }
+        tokio::select! {
+            changed = s.newest.changed() => {
+                if changed.is_err() {
+                    return None;
+                }
+            }
+            _ = tokio::time::sleep(s.st.stream.keepalive) => {
+                return Some((Ok(Bytes::from_static(b":\n\n")), s));
+            }
+            _ = s.shutdown.changed() => return None,
+        }
+    }
+}

@@ -1,0 +1,169 @@
+//! Live fan-out of committed events to the streams of the same user.
+//!
+//! Each user with at least one open stream has a hub: a short tail of recent events, already
+//! framed as SSE bytes (framed once, shared by every stream of that user), and a watch channel
+//! carrying the newest id. Streams never depend on the hub for correctness: per-user ids are
+//! contiguous, so a stream takes events from the tail only when the tail reaches back to its own
+//! cursor, and reads the database otherwise. A missed wake-up or a cleared tail can make a
+//! stream slower, never make it skip or repeat.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, Weak};
+
+use bytes::Bytes;
+use tokio::sync::watch;
+
+use crate::events::StoredEvent;
+
+const TAIL_LEN: usize = 1024;
+
+#[derive(Debug, Clone)]
+pub struct Frame {
+    pub id: u64,
+    pub bytes: Bytes,
+}
+
+pub struct UserHub {
+    tail: Mutex<VecDeque<Frame>>,
+    newest: watch::Sender<u64>,
+}
+
+impl UserHub {
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.newest.subscribe()
+    }
+
+    /// Frames after `cursor` (at most `max`) if the tail covers `cursor + 1`; `None` means the
+    /// caller must read the database.
+    pub fn after(&self, cursor: u64, max: usize) -> Option<Vec<Frame>> {
+        let tail = lock(&self.tail);
+        let first = tail.front()?.id;
+        if first > cursor + 1 {
+            return None;
+        }
+        let skip = (cursor + 1 - first) as usize;
+        Some(tail.iter().skip(skip).take(max).cloned().collect())
+    }
+
+    /// Raises the newest known id without adding frames, waking waiters to re-read.
+    pub fn note_newest(&self, newest: u64) {
+        self.newest.send_if_modified(|v| {
+            let changed = *v < newest;
+            *v = (*v).max(newest);
+            changed
+        });
+    }
+
+    fn push(&self, events: &[StoredEvent]) {
+        let mut tail = lock(&self.tail);
+        for ev in events {
+            match tail.back() {
+                Some(last) if ev.id <= last.id => continue, // already there (published twice)
+                Some(last) if ev.id != last.id + 1 => tail.clear(), // a gap: start over from here
+                _ => {}
+            }
+            if tail.len() == TAIL_LEN {
+                tail.pop_front();
+            }
+            tail.push_back(Frame {
+                id: ev.id,
+                bytes: Bytes::from(ev.sse_frame()),
+            });
+        }
+        if let Some(last) = tail.back() {
+            let newest = last.id;
+            drop(tail);
+            self.note_newest(newest);
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic while holding the lock cannot leave a VecDeque or HashMap half-updated in a way
+    // that matters here; keep serving rather than poisoning every later stream.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[derive(Default)]
+pub struct Hubs {
+    by_user: Mutex<HashMap<i64, Weak<UserHub>>>,
+}
+
+impl Hubs {
+    /// The hub of `user_id`, created if no stream holds it; it lives while a stream holds it.
+    /// `newest` is the newest id the caller knows of (0 if none); a new hub starts from it.
+    pub fn hub(&self, user_id: i64, newest: u64) -> Arc<UserHub> {
+        let mut map = lock(&self.by_user);
+        if let Some(hub) = map.get(&user_id).and_then(Weak::upgrade) {
+            return hub;
+        }
+        map.retain(|_, w| w.strong_count() > 0);
+        let hub = Arc::new(UserHub {
+            tail: Mutex::new(VecDeque::new()),
+            newest: watch::channel(newest).0,
+        });
+        map.insert(user_id, Arc::downgrade(&hub));
+        hub
+    }
+
+    /// Called after commit with the events just made durable.
+    pub fn publish(&self, user_id: i64, events: &[StoredEvent]) {
+        if events.is_empty() {
+            return;
+        }
+        let hub = lock(&self.by_user).get(&user_id).and_then(Weak::upgrade);
+        if let Some(hub) = hub {
+            hub.push(events);
+        }
+    }
+
+    /// Users that have a live hub now, with the newest id their hub knows of.
+    pub fn live_users(&self) -> Vec<(i64, Arc<UserHub>, u64)> {
+        lock(&self.by_user)
+            .iter()
+            .filter_map(|(u, w)| w.upgrade().map(|h| { let n = *h.newest.borrow(); (*u, h, n) }))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ev(id: u64) -> StoredEvent {
+        StoredEvent {
+            user_id: 1,
+            id,
+            kind: "notice".into(),
+            data: "{}".into(),
+            created_at: 0,
+        }
+    }
+
+    #[test]
+    fn tail_serves_only_contiguous_ranges() {
+        let hubs = Hubs::default();
+        let hub = hubs.hub(1, 0);
+        hubs.publish(1, &[ev(5), ev(6), ev(7)]);
+        assert!(hub.after(3, 10).is_none(), "4 is not in the tail");
+        let ids: Vec<u64> = hub.after(4, 10).unwrap().iter().map(|f| f.id).collect();
+        assert_eq!(ids, [5, 6, 7]);
+        assert!(hub.after(7, 10).unwrap().is_empty());
+        hubs.publish(1, &[ev(6), ev(7), ev(8)]);
+        let ids: Vec<u64> = hub.after(6, 10).unwrap().iter().map(|f| f.id).collect();
+        assert_eq!(ids, [7, 8], "republished ids are ignored");
+        hubs.publish(1, &[ev(10)]);
+        assert!(hub.after(8, 10).is_none(), "a gap clears the tail");
+        assert_eq!(*hub.subscribe().borrow(), 10);
+    }
+
+    #[test]
+    fn hub_lives_while_held() {
+        let hubs = Hubs::default();
+        let hub = hubs.hub(7, 0);
+        assert_eq!(hubs.live_users().len(), 1);
+        drop(hub);
+        hubs.publish(7, &[ev(1)]);
+        assert!(hubs.live_users().is_empty());
+    }
+}
