@@ -134,7 +134,9 @@ pub fn record_build(
     }
     for metric in metrics {
         let mut data = acct.quota_json(metric);
-        data["period"] = acct.period_json();
+        if metric == METRIC_BUILDS {
+            data["period"] = acct.period_json();
+        }
         staged.push(events::append(
             conn,
             user_id,
