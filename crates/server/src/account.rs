@@ -46,7 +46,10 @@ impl Account {
     }
 
     pub fn quotas_json(&self) -> Value {
-        json!([self.quota_json(METRIC_BUILDS), self.quota_json(METRIC_APPLICATIONS)])
+        json!([
+            self.quota_json(METRIC_BUILDS),
+            self.quota_json(METRIC_APPLICATIONS)
+        ])
     }
 
     pub fn period_json(&self) -> Value {
@@ -133,7 +136,11 @@ pub fn create(
 }
 
 /// Replaces a user's token (the old one stops working at once).
-pub fn set_token_hash(conn: &Connection, user_id: i64, token_hash: &[u8]) -> Result<(), StoreError> {
+pub fn set_token_hash(
+    conn: &Connection,
+    user_id: i64,
+    token_hash: &[u8],
+) -> Result<(), StoreError> {
     conn.execute(
         "UPDATE users SET token_hash = ?2 WHERE id = ?1",
         params![user_id, token_hash],
@@ -162,14 +169,28 @@ pub fn set_plan(
         None,
         now,
     )?];
-    out.extend(crate::quota::announce_crossings(conn, &acct, METRIC_BUILDS, now)?);
-    out.extend(crate::quota::announce_crossings(conn, &acct, METRIC_APPLICATIONS, now)?);
+    out.extend(crate::quota::announce_crossings(
+        conn,
+        &acct,
+        METRIC_BUILDS,
+        now,
+    )?);
+    out.extend(crate::quota::announce_crossings(
+        conn,
+        &acct,
+        METRIC_APPLICATIONS,
+        now,
+    )?);
     Ok(out)
 }
 
 /// Starts a new billing period for the user now (an operator action; periods also roll by
 /// themselves when a build arrives after the period's end).
-pub fn roll_period(conn: &Connection, user_id: i64, now: i64) -> Result<Vec<StoredEvent>, StoreError> {
+pub fn roll_period(
+    conn: &Connection,
+    user_id: i64,
+    now: i64,
+) -> Result<Vec<StoredEvent>, StoreError> {
     start_period(conn, user_id, now, period::add_month(now), now).map(|e| vec![e])
 }
 
@@ -217,7 +238,8 @@ pub fn notice(
     notice: &Notice<'_>,
     now: i64,
 ) -> Result<StoredEvent, StoreError> {
-    let mut data = json!({ "title": notice.title, "body": notice.body, "severity": notice.severity });
+    let mut data =
+        json!({ "title": notice.title, "body": notice.body, "severity": notice.severity });
     if let Some(url) = notice.url {
         data["url"] = url.into();
     }

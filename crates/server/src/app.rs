@@ -55,7 +55,11 @@ impl Server {
         let hubs = Arc::new(Hubs::default());
         let (writer, writer_thread) = Writer::spawn(conn, hubs.clone(), cfg.retention)?;
         let (stop, shutdown) = watch::channel(false);
-        let watcher_thread = spawn_outside_write_watcher(Connection::open(&cfg.db).map_err(StoreError::from)?, hubs.clone(), shutdown.clone())?;
+        let watcher_thread = spawn_outside_write_watcher(
+            Connection::open(&cfg.db).map_err(StoreError::from)?,
+            hubs.clone(),
+            shutdown.clone(),
+        )?;
         let listener = TcpListener::bind(cfg.listen)
             .await
             .map_err(|source| ServeError::Bind {
@@ -83,7 +87,10 @@ impl Server {
         self.listener.local_addr()
     }
 
-    pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ServeError> {
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ServeError> {
         let stop = self.stop;
         let app = api::router(self.state);
         axum::serve(self.listener, app)
@@ -116,7 +123,8 @@ fn spawn_outside_write_watcher(
             let mut seen: i64 = -1;
             while !*shutdown.borrow() {
                 std::thread::sleep(Duration::from_millis(250));
-                let Ok(version) = conn.query_row("PRAGMA data_version", [], |r| r.get::<_, i64>(0)) else {
+                let Ok(version) = conn.query_row("PRAGMA data_version", [], |r| r.get::<_, i64>(0))
+                else {
                     continue;
                 };
                 if version == seen {

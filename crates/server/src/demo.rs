@@ -69,7 +69,13 @@ pub async fn run_plugin(addr: SocketAddr, token: String, interval: Duration) {
             "version": format!("1.{}.{}", n / 10, n % 10),
             "commit": hex::encode(rand::random::<[u8; 20]>()),
         });
-        match client.post(&url).bearer_auth(&token).json(&body).send().await {
+        match client
+            .post(&url)
+            .bearer_auth(&token)
+            .json(&body)
+            .send()
+            .await
+        {
             Ok(res) => tracing::debug!(status = %res.status(), app, "demo build posted"),
             Err(e) => tracing::warn!(error = %e, "demo build post failed"),
         }

@@ -31,7 +31,10 @@ impl StoredEvent {
     /// The event as one SSE block. `data` is single-line JSON (serde escapes newlines), so one
     /// `data:` line carries it whole.
     pub fn sse_frame(&self) -> String {
-        format!("id: {}\nevent: {}\ndata: {}\n\n", self.id, self.kind, self.data)
+        format!(
+            "id: {}\nevent: {}\ndata: {}\n\n",
+            self.id, self.kind, self.data
+        )
     }
 
     pub fn to_json(&self) -> Value {

@@ -121,7 +121,12 @@ impl Hubs {
     pub fn live_users(&self) -> Vec<(i64, Arc<UserHub>, u64)> {
         lock(&self.by_user)
             .iter()
-            .filter_map(|(u, w)| w.upgrade().map(|h| { let n = *h.newest.borrow(); (*u, h, n) }))
+            .filter_map(|(u, w)| {
+                w.upgrade().map(|h| {
+                    let n = *h.newest.borrow();
+                    (*u, h, n)
+                })
+            })
             .collect()
     }
 }

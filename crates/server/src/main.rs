@@ -15,7 +15,11 @@ use quotabell_server::writer::Retention;
 use quotabell_server::{auth, db, demo, paths};
 
 #[derive(Parser)]
-#[command(name = "quotabell-server", version, about = "Quotabell reference backend")]
+#[command(
+    name = "quotabell-server",
+    version,
+    about = "Quotabell reference backend"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -136,8 +140,7 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .init();
     match run(Cli::parse()) {

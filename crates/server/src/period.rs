@@ -25,7 +25,11 @@ pub fn add_month(at: i64) -> i64 {
 pub fn month_containing(now: i64) -> (i64, i64) {
     let t = OffsetDateTime::from_unix_timestamp(now).unwrap_or(OffsetDateTime::UNIX_EPOCH);
     let start = Date::from_calendar_date(t.year(), t.month(), 1)
-        .map(|d| PrimitiveDateTime::new(d, Time::MIDNIGHT).assume_utc().unix_timestamp())
+        .map(|d| {
+            PrimitiveDateTime::new(d, Time::MIDNIGHT)
+                .assume_utc()
+                .unix_timestamp()
+        })
         .unwrap_or(now);
     (start, add_month(start))
 }
@@ -43,7 +47,10 @@ pub fn advance_to(mut start: i64, mut end: i64, now: i64) -> (i64, i64) {
 pub fn rfc3339(at: i64) -> String {
     OffsetDateTime::from_unix_timestamp(at)
         .ok()
-        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
         .unwrap_or_default()
 }
 

@@ -170,7 +170,11 @@ pub fn announce_crossings(
     now: i64,
 ) -> Result<Option<StoredEvent>, StoreError> {
     let (used, limit, period_key) = match metric {
-        METRIC_BUILDS => (acct.builds_used, acct.plan.builds_per_period, acct.period_start),
+        METRIC_BUILDS => (
+            acct.builds_used,
+            acct.plan.builds_per_period,
+            acct.period_start,
+        ),
         _ => (acct.apps_used, acct.plan.applications, 0),
     };
     let mut highest = None;

@@ -97,7 +97,9 @@ fn run(mut conn: Connection, mut rx: mpsc::Receiver<Job>, hubs: &Hubs, retention
                 tracing::error!(error = %err, jobs = batch.len(), "write transaction failed");
                 let message = err.to_string();
                 for job in batch.drain(..) {
-                    let _ = job.reply.send(Err(StoreError::WriteFailed(message.clone())));
+                    let _ = job
+                        .reply
+                        .send(Err(StoreError::WriteFailed(message.clone())));
                 }
             }
         }

@@ -8,12 +8,18 @@ use super::{AuthUser, Shared};
 use crate::account;
 use crate::error::ApiError;
 
-pub async fn account(State(st): State<Shared>, AuthUser(user): AuthUser) -> Result<Json<Value>, ApiError> {
+pub async fn account(
+    State(st): State<Shared>,
+    AuthUser(user): AuthUser,
+) -> Result<Json<Value>, ApiError> {
     let acct = st.read(move |c| account::load(c, user)).await?;
     Ok(Json(acct.account_json()))
 }
 
-pub async fn usage(State(st): State<Shared>, AuthUser(user): AuthUser) -> Result<Json<Value>, ApiError> {
+pub async fn usage(
+    State(st): State<Shared>,
+    AuthUser(user): AuthUser,
+) -> Result<Json<Value>, ApiError> {
     let acct = st.read(move |c| account::load(c, user)).await?;
     Ok(Json(json!({
         "period": acct.period_json(),

@@ -35,7 +35,10 @@ pub async fn create(
     match st.writer.record_build(user, build, now).await? {
         BuildOutcome::Accepted { build, .. } => Ok((StatusCode::CREATED, Json(build))),
         BuildOutcome::Rejected {
-            metric, used, limit, ..
+            metric,
+            used,
+            limit,
+            ..
         } => Err(ApiError::new(
             StatusCode::PAYMENT_REQUIRED,
             "quota_exceeded",
@@ -62,7 +65,10 @@ pub fn decode_build(body: &[u8]) -> Result<NewBuild, ApiError> {
             ApiError::bad_request("invalid_field", format!("field `{field}`: {inner}"))
                 .with("field", field)
         } else {
-            ApiError::bad_request("malformed_json", format!("request body is not valid JSON: {inner}"))
+            ApiError::bad_request(
+                "malformed_json",
+                format!("request body is not valid JSON: {inner}"),
+            )
         }
     })?;
     for (field, value) in [
@@ -109,15 +115,24 @@ pub async fn list(
     let rows = st
         .read(move |c| {
             let (sql, cursor) = match (after, before) {
-                (Some(a), _) => ("SELECT id, app, version, commit_sha, overage, created_at FROM builds
-                     WHERE user_id = ?1 AND id > ?2 ORDER BY id ASC LIMIT ?3", a as i64),
-                (None, b) => ("SELECT id, app, version, commit_sha, overage, created_at FROM builds
+                (Some(a), _) => (
+                    "SELECT id, app, version, commit_sha, overage, created_at FROM builds
+                     WHERE user_id = ?1 AND id > ?2 ORDER BY id ASC LIMIT ?3",
+                    a as i64,
+                ),
+                (None, b) => (
+                    "SELECT id, app, version, commit_sha, overage, created_at FROM builds
                      WHERE user_id = ?1 AND id < ?2 ORDER BY id DESC LIMIT ?3",
-                     b.map_or(i64::MAX, |b| b as i64)),
+                    b.map_or(i64::MAX, |b| b as i64),
+                ),
             };
             let mut stmt = c.prepare_cached(sql)?;
             let rows = stmt.query_map(params![user, cursor, limit as i64 + 1], |r| {
-                let build = NewBuild { app: r.get(1)?, version: r.get(2)?, commit: r.get(3)? };
+                let build = NewBuild {
+                    app: r.get(1)?,
+                    version: r.get(2)?,
+                    commit: r.get(3)?,
+                };
                 Ok(quota::build_json(r.get(0)?, &build, r.get(4)?, r.get(5)?))
             })?;
             Ok(rows.collect::<Result<Vec<_>, _>>()?)
@@ -139,7 +154,10 @@ mod tests {
         assert_eq!(field(r#"{"version":"1","commit":"a"}"#), "app");
         assert_eq!(field(r#"{"app":5,"version":"1","commit":"a"}"#), "app");
         assert_eq!(field(r#"{"app":"x","version":"1","commit":""}"#), "commit");
-        assert_eq!(field(r#"{"app":"x","version":"1","commit":"a","extra":1}"#), "extra");
+        assert_eq!(
+            field(r#"{"app":"x","version":"1","commit":"a","extra":1}"#),
+            "extra"
+        );
         let e = decode_build(b"{not json").unwrap_err();
         assert_eq!(e.code, "malformed_json");
         assert!(decode_build(br#"{"app":"x","version":"1","commit":"a"}"#).is_ok());

@@ -43,8 +43,16 @@ pub async fn list(
         newest.borrow_and_update();
         let page = st.read(move |c| read_page(c, user, after, limit)).await?;
         let (bounds, epoch, evs) = match page {
-            Page::Events { bounds, epoch, events } => (bounds, epoch, events),
-            Page::Gone { bounds, epoch, reason } => {
+            Page::Events {
+                bounds,
+                epoch,
+                events,
+            } => (bounds, epoch, events),
+            Page::Gone {
+                bounds,
+                epoch,
+                reason,
+            } => {
                 return Err(ApiError::new(
                     StatusCode::GONE,
                     "history_expired",
@@ -100,13 +108,25 @@ fn read_page(
         let epoch = events::epoch(c, user)?.unwrap_or_default();
         let cursor = after.unwrap_or(bounds.pruned_through);
         if cursor < bounds.pruned_through {
-            return Ok(Page::Gone { bounds, epoch, reason: "expired" });
+            return Ok(Page::Gone {
+                bounds,
+                epoch,
+                reason: "expired",
+            });
         }
         if cursor > bounds.last_id {
-            return Ok(Page::Gone { bounds, epoch, reason: "ahead" });
+            return Ok(Page::Gone {
+                bounds,
+                epoch,
+                reason: "ahead",
+            });
         }
         let events = events::after(c, user, cursor, limit)?;
-        Ok(Page::Events { bounds, epoch, events })
+        Ok(Page::Events {
+            bounds,
+            epoch,
+            events,
+        })
     })();
     c.execute_batch("COMMIT")?;
     result

@@ -60,7 +60,11 @@ impl AppState {
         .await
         .map_err(|e| {
             tracing::error!(error = %e, "read task failed");
-            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal server error")
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "internal server error",
+            )
         })?
         .map_err(ApiError::from)
     }
@@ -108,9 +112,11 @@ impl FromRequestParts<Shared> for AuthUser {
         }
         let user = state
             .read(move |c| {
-                Ok(c.prepare_cached("SELECT id FROM users WHERE token_hash = ?1")?
-                    .query_row([&hash[..]], |r| r.get::<_, i64>(0))
-                    .optional()?)
+                Ok(
+                    c.prepare_cached("SELECT id FROM users WHERE token_hash = ?1")?
+                        .query_row([&hash[..]], |r| r.get::<_, i64>(0))
+                        .optional()?,
+                )
             })
             .await?
             .ok_or_else(|| ApiError::unauthorized("unknown or revoked token"))?;
@@ -125,12 +131,8 @@ pub struct Params(HashMap<String, String>);
 impl Params {
     pub fn parse(raw: Option<&str>) -> Self {
         Self(
-            raw.map(|q| {
-                form_urlencoded::parse(q.as_bytes())
-                    .into_owned()
-                    .collect()
-            })
-            .unwrap_or_default(),
+            raw.map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
+                .unwrap_or_default(),
         )
     }
 

@@ -36,7 +36,12 @@ pub async fn open(
         .filter(|v| !v.is_empty())
         .map(|v| v.parse::<u64>().map_err(|_| ()));
     let (bounds, epoch) = st
-        .read(move |c| Ok((events::bounds(c, user)?, events::epoch(c, user)?.unwrap_or_default())))
+        .read(move |c| {
+            Ok((
+                events::bounds(c, user)?,
+                events::epoch(c, user)?.unwrap_or_default(),
+            ))
+        })
         .await?;
     let hub = st.hubs.hub(user, bounds.last_id);
     let newest = hub.subscribe();
@@ -69,7 +74,10 @@ pub async fn open(
     let body = Body::from_stream(futures_util::stream::unfold(state, next_chunk));
     let mut res = body.into_response();
     let h = res.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     h.insert("x-accel-buffering", HeaderValue::from_static("no"));
     let (name, value) = epoch_header(&epoch);
@@ -86,7 +94,11 @@ fn sync_reset(bounds: LogBounds, epoch: &str, reason: &str) -> String {
         "last_event_id": bounds.last_id.to_string(),
         "stream_epoch": epoch,
     });
-    format!("id: {}\nevent: {}\ndata: {data}\n\n", bounds.last_id, events::SYNC_RESET)
+    format!(
+        "id: {}\nevent: {}\ndata: {data}\n\n",
+        bounds.last_id,
+        events::SYNC_RESET
+    )
 }
 
 struct StreamState {
@@ -128,9 +140,8 @@ async fn next_chunk(mut s: StreamState) -> Option<(Result<Bytes, Infallible>, St
             }
         } else {
             let (user, cursor) = (s.user, s.cursor);
-            let page = s
-                .st
-                .read(move |c| {
+            let page =
+                s.st.read(move |c| {
                     let bounds = events::bounds(c, user)?;
                     if cursor < bounds.pruned_through {
                         let epoch = events::epoch(c, user)?.unwrap_or_default();

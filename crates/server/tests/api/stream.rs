@@ -1,0 +1,282 @@
+use std::collections::HashSet;
+use std::time::Duration;
+
+use rand::Rng;
+
+use crate::support::*;
+
+const WAIT: Duration = Duration::from_secs(10);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconnecting_stream_gets_every_event_once_in_order() {
+    let s = Server::start();
+    let token = s.add_user("replay@example.com", "pro");
+    let c = client();
+    // A second, steady stream keeps the user's hub alive, so the reconnecting reader crosses
+    // between the database and the in-memory tail (which holds 1024 events) many times.
+    let mut steady = Sse::open(&c, &s, &token, Some("0")).await;
+
+    // Posts run concurrently with the reconnecting reader.
+    let writers: Vec<_> = (0..4)
+        .map(|w| {
+            let (c, token, url) = (c.clone(), token.clone(), s.url("/builds"));
+            tokio::spawn(async move {
+                for n in 0..150 {
+                    let body = build_body(&format!("app{w}"), n);
+                    let res = c
+                        .post(&url)
+                        .bearer_auth(&token)
+                        .json(&body)
+                        .send()
+                        .await
+                        .unwrap();
+                    assert_eq!(res.status(), 201);
+                    if n % 10 == 0 {
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
+                }
+            })
+        })
+        .collect();
+
+    let mut received = Vec::new();
+    let mut last: Option<String> = Some("0".into());
+    let mut reconnects = 0;
+    let mut posting_done = false;
+    loop {
+        let mut sse = Sse::open(&c, &s, &token, last.as_deref()).await;
+        let take = rand::rng().random_range(1..40);
+        for _ in 0..take {
+            match sse.next_event(Duration::from_millis(500)).await {
+                Some(e) => {
+                    last = Some(e.id.clone());
+                    received.push(e);
+                }
+                None => break,
+            }
+        }
+        drop(sse);
+        reconnects += 1;
+        if !posting_done && writers.iter().all(|w| w.is_finished()) {
+            posting_done = true;
+        }
+        if posting_done {
+            let (_, usage) = get_json(&c, &s, &token, "/usage").await;
+            if usage["last_event_id"].as_str() == last.as_deref() {
+                break;
+            }
+        }
+        assert!(reconnects < 2000, "did not converge");
+    }
+    for w in writers {
+        w.await.unwrap();
+    }
+    let server_log = all_events(&c, &s, &token).await;
+    assert!(server_log.len() >= 600 * 2, "{} events", server_log.len());
+    assert!(reconnects > 10, "only {reconnects} reconnects");
+    assert_eq!(
+        received, server_log,
+        "stream and /events differ (gap, duplicate or order)"
+    );
+    let ids: Vec<u64> = received.iter().map(|e| e.id.parse().unwrap()).collect();
+    assert!(ids.windows(2).all(|w| w[1] == w[0] + 1));
+    for expected in &server_log {
+        assert_eq!(
+            &steady.next_event(WAIT).await.unwrap(),
+            expected,
+            "steady stream"
+        );
+    }
+}
+
+#[tokio::test]
+async fn live_stream_sees_builds_and_operator_notices() {
+    let s = Server::start_with(&["--keepalive-secs", "0.2"]);
+    let token = s.add_user("live@example.com", "free");
+    let c = client();
+    let mut sse = Sse::open(&c, &s, &token, None).await;
+    assert!(sse.headers.contains_key("stream-epoch"));
+    match sse.next_block().await {
+        Some(Block::Other(text)) => assert!(text.starts_with("retry: "), "{text}"),
+        other => panic!("expected the retry prelude, got {other:?}"),
+    }
+    // Keepalive comments arrive while idle.
+    match tokio::time::timeout(Duration::from_secs(2), sse.next_block()).await {
+        Ok(Some(Block::Other(text))) => assert_eq!(text, ":\n\n"),
+        other => panic!("expected a keepalive, got {other:?}"),
+    }
+    post_build(&c, &s, &token, &build_body("web", 1)).await;
+    let e = sse.next_event(WAIT).await.unwrap();
+    assert_eq!((e.id.as_str(), e.kind.as_str()), ("1", "build.accepted"));
+    assert_eq!(e.data["app"], "web");
+
+    cli(
+        &s.db,
+        &[
+            "notice",
+            "--user",
+            "live@example.com",
+            "--title",
+            "<b>Hi</b>",
+            "--body",
+            "maintenance",
+            "--severity",
+            "warning",
+        ],
+    );
+    let e = loop {
+        let e = sse.next_event(WAIT).await.expect("notice");
+        if e.kind == "notice" {
+            break e;
+        }
+    };
+    assert_eq!(e.data["title"], "<b>Hi</b>");
+    assert_eq!(e.data["severity"], "warning");
+}
+
+#[tokio::test]
+async fn users_never_see_each_others_events() {
+    let s = Server::start();
+    let a = s.add_user("a@example.com", "pro");
+    let b = s.add_user("b@example.com", "pro");
+    let c = client();
+    let mut sa = Sse::open(&c, &s, &a, Some("0")).await;
+    let mut sb = Sse::open(&c, &s, &b, Some("0")).await;
+    for n in 0..20 {
+        post_build(&c, &s, &a, &build_body("alpha", n)).await;
+        post_build(&c, &s, &b, &build_body("beta", n)).await;
+    }
+    cli(
+        &s.db,
+        &[
+            "notice",
+            "--user",
+            "b@example.com",
+            "--title",
+            "only b",
+            "--body",
+            "x",
+        ],
+    );
+    let (ea, eb) = (all_events(&c, &s, &a).await, all_events(&c, &s, &b).await);
+    assert!(ea.iter().all(|e| e.kind != "notice"));
+    assert!(eb.iter().any(|e| e.kind == "notice"));
+    for (events, mine) in [(&ea, "alpha"), (&eb, "beta")] {
+        let apps: HashSet<_> = events
+            .iter()
+            .filter_map(|e| e.data["app"].as_str())
+            .collect();
+        assert_eq!(apps, HashSet::from([mine]));
+    }
+    for (sse, log) in [(&mut sa, &ea), (&mut sb, &eb)] {
+        for expected in log.iter() {
+            assert_eq!(&sse.next_event(WAIT).await.unwrap(), expected);
+        }
+        assert!(
+            sse.next_event(Duration::from_millis(600)).await.is_none(),
+            "extra event"
+        );
+    }
+    let (_, builds_a) = get_json(&c, &s, &a, "/builds?limit=1000").await;
+    assert!(
+        builds_a["builds"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|b| b["app"] == "alpha")
+    );
+}
+
+#[tokio::test]
+async fn unreachable_cursors_get_one_sync_reset() {
+    let s = Server::start_with(&["--retain-events", "16"]);
+    let token = s.add_user("reset@example.com", "pro");
+    let c = client();
+    for n in 0..30 {
+        post_build(&c, &s, &token, &build_body("web", n)).await;
+    }
+    // Pruned history: /events answers 410, the stream sends sync.reset then goes live.
+    let (status, body) = get_json(&c, &s, &token, "/events?after=1").await;
+    assert_eq!(status, 410, "{body}");
+    assert_eq!(body["error"]["code"], "history_expired");
+    assert_eq!(body["error"]["reason"], "expired");
+    let oldest: u64 = body["error"]["oldest_id"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(oldest > 2);
+    let (status, _) = get_json(&c, &s, &token, &format!("/events?after={}", oldest - 1)).await;
+    assert_eq!(
+        status, 200,
+        "the cursor just before the oldest retained event is still good"
+    );
+
+    for (cursor, reason) in [
+        ("1", "expired"),
+        ("999999", "ahead"),
+        ("not-a-number", "invalid"),
+    ] {
+        let (_, usage) = get_json(&c, &s, &token, "/usage").await;
+        let last = usage["last_event_id"].as_str().unwrap().to_owned();
+        let mut sse = Sse::open(&c, &s, &token, Some(cursor)).await;
+        let e = sse.next_event(WAIT).await.unwrap();
+        assert_eq!(e.kind, "sync.reset");
+        assert_eq!(e.data["reason"], reason);
+        assert_eq!(e.id, last, "sync.reset moves the cursor to the newest id");
+        post_build(&c, &s, &token, &build_body("web", 100)).await;
+        let next = sse.next_event(WAIT).await.unwrap();
+        assert_eq!(next.kind, "build.accepted", "live after the reset");
+    }
+    let (status, body) = get_json(&c, &s, &token, "/events?after=999999").await;
+    assert_eq!(
+        (status, body["error"]["reason"].as_str()),
+        (410, Some("ahead"))
+    );
+}
+
+#[tokio::test]
+async fn resetting_the_log_changes_the_epoch() {
+    let s = Server::start();
+    let token = s.add_user("epoch@example.com", "free");
+    let c = client();
+    post_build(&c, &s, &token, &build_body("web", 1)).await;
+    let epoch =
+        |res: &reqwest::Response| res.headers()["stream-epoch"].to_str().unwrap().to_owned();
+    let res = c
+        .get(s.url("/events"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    let before = epoch(&res);
+    assert_eq!(before.len(), 16);
+    cli(&s.db, &["events", "reset", "--user", "epoch@example.com"]);
+    let res = c
+        .get(s.url("/events"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    let after = epoch(&res);
+    assert_ne!(before, after);
+    let sse = Sse::open(&c, &s, &token, None).await;
+    assert_eq!(sse.headers["stream-epoch"].to_str().unwrap(), after);
+    let (_, usage) = get_json(&c, &s, &token, "/usage").await;
+    assert_eq!(usage["stream_epoch"], after.as_str());
+}
+
+#[tokio::test]
+async fn sigterm_ends_open_streams_and_exits_cleanly() {
+    let mut s = Server::start();
+    let token = s.add_user("bye@example.com", "free");
+    let c = client();
+    let mut sse = Sse::open(&c, &s, &token, None).await;
+    sse.next_block().await.unwrap();
+    let status = s.terminate();
+    assert!(status.success(), "{status:?}");
+    assert!(
+        sse.next_block().await.is_none(),
+        "stream ends with the server"
+    );
+}
