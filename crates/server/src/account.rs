@@ -37,6 +37,17 @@ pub const METRIC_BUILDS: &str = "builds";
 pub const METRIC_APPLICATIONS: &str = "applications";
 
 impl Account {
+    /// The account as of `now`: a period that has ended reads as the next one with nothing
+    /// used yet, before any build has rolled it over in the database.
+    pub fn as_of(mut self, now: i64) -> Self {
+        if now >= self.period_end {
+            (self.period_start, self.period_end) =
+                period::advance_to(self.period_start, self.period_end, now);
+            self.builds_used = 0;
+        }
+        self
+    }
+
     pub fn quota_json(&self, metric: &str) -> Value {
         let (used, limit) = match metric {
             METRIC_BUILDS => (self.builds_used, self.plan.builds_per_period),
@@ -156,6 +167,9 @@ pub fn set_plan(
     now: i64,
 ) -> Result<Vec<StoredEvent>, StoreError> {
     plan_exists(conn, plan)?;
+    if load(conn, user_id)?.plan.id == plan {
+        return Ok(Vec::new());
+    }
     conn.execute(
         "UPDATE users SET plan_id = ?2 WHERE id = ?1",
         params![user_id, plan],
@@ -247,12 +261,14 @@ pub fn notice(
 }
 
 /// Empties the user's event log and gives it a new epoch, as a restore or a reset of the
-/// server's history would: clients holding a cursor must notice and resync.
+/// server's history would: clients holding a cursor must notice and resync. Ids keep counting
+/// from where they were, so every old cursor but the newest now points into pruned history and
+/// gets `sync.reset` / 410 even from a client that ignores the epoch.
 pub fn reset_events(conn: &Connection, user_id: i64) -> Result<String, StoreError> {
     let epoch = events::new_epoch();
     conn.execute("DELETE FROM events WHERE user_id = ?1", [user_id])?;
     conn.execute(
-        "UPDATE users SET last_event_id = 0, pruned_through = 0, stream_epoch = ?2 WHERE id = ?1",
+        "UPDATE users SET pruned_through = last_event_id, stream_epoch = ?2 WHERE id = ?1",
         params![user_id, epoch],
     )?;
     Ok(epoch)

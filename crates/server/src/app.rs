@@ -132,6 +132,14 @@ fn spawn_outside_write_watcher(
                 }
                 seen = version;
                 for (user, hub, newest) in hubs.live_users() {
+                    match events::epoch(&conn, user) {
+                        Ok(Some(epoch)) if epoch == hub.epoch() => {}
+                        Ok(_) => {
+                            hubs.retire(user);
+                            continue;
+                        }
+                        Err(e) => tracing::warn!(error = %e, user, "cannot read the epoch"),
+                    }
                     match events::bounds(&conn, user) {
                         Ok(b) if b.last_id > newest && newest > 0 => {
                             if let Ok(evs) = events::after(&conn, user, newest, 1024) {

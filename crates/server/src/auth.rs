@@ -20,8 +20,8 @@ pub fn hash(token: &str) -> [u8; 32] {
 }
 
 /// Remembers which user a token hash belongs to for a short while, so the hot path of a build
-/// post does not need a database read. Entries expire so that a token replaced by an operator
-/// command stops working within `TTL` even in a running server.
+/// post does not need a database read. Entries expire so that a token replaced in the database
+/// (the demo rotates its token on start) stops working within `TTL` even in a running server.
 #[derive(Default)]
 pub struct TokenCache {
     entries: Mutex<HashMap<[u8; 32], (i64, Instant)>>,

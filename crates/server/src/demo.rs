@@ -30,8 +30,9 @@ pub fn prepare_user(conn: &mut Connection, now: i64) -> Result<String, StoreErro
         }
         Err(e) => return Err(e),
     };
-    tx.execute("UPDATE users SET plan_id = 'free' WHERE id = ?1", [user])?;
+    account::set_plan(&tx, user, "free", now)?;
     tx.execute("DELETE FROM apps WHERE user_id = ?1", [user])?;
+    tx.execute("DELETE FROM crossings WHERE user_id = ?1", [user])?;
     account::roll_period(&tx, user, now)?;
     tx.commit()?;
     Ok(token)

@@ -94,6 +94,13 @@ impl IntoResponse for ApiError {
         let mut body = self.extra;
         body.insert("code".into(), self.code.into());
         body.insert("message".into(), self.message.into());
-        (self.status, Json(json!({ "error": body }))).into_response()
+        let mut res = (self.status, Json(json!({ "error": body }))).into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            res.headers_mut().insert(
+                axum::http::header::WWW_AUTHENTICATE,
+                axum::http::HeaderValue::from_static("Bearer realm=\"quotabell\""),
+            );
+        }
+        res
     }
 }

@@ -8,6 +8,7 @@
 //! stream slower, never make it skip or repeat.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
 use bytes::Bytes;
@@ -24,11 +25,29 @@ pub struct Frame {
 }
 
 pub struct UserHub {
+    /// The log this hub mirrors; when the user's log gets a new epoch the hub is retired.
+    epoch: String,
+    retired: AtomicBool,
     tail: Mutex<VecDeque<Frame>>,
     newest: watch::Sender<u64>,
 }
 
 impl UserHub {
+    pub fn epoch(&self) -> &str {
+        &self.epoch
+    }
+
+    /// True once the log this hub mirrored was reset: its streams end so that clients
+    /// reconnect and meet the new epoch.
+    pub fn is_retired(&self) -> bool {
+        self.retired.load(Ordering::Acquire)
+    }
+
+    fn retire(&self) {
+        self.retired.store(true, Ordering::Release);
+        self.newest.send_modify(|_| {}); // wake every waiter
+    }
+
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.newest.subscribe()
     }
@@ -91,14 +110,21 @@ pub struct Hubs {
 
 impl Hubs {
     /// The hub of `user_id`, created if no stream holds it; it lives while a stream holds it.
-    /// `newest` is the newest id the caller knows of (0 if none); a new hub starts from it.
-    pub fn hub(&self, user_id: i64, newest: u64) -> Arc<UserHub> {
+    /// `newest` is the newest id and `epoch` the log epoch the caller just read; a hub of
+    /// another epoch is retired and replaced (if the caller's read was the stale one, the
+    /// outside-write watcher retires the new hub in turn: retiring is always safe).
+    pub fn hub(&self, user_id: i64, newest: u64, epoch: &str) -> Arc<UserHub> {
         let mut map = lock(&self.by_user);
         if let Some(hub) = map.get(&user_id).and_then(Weak::upgrade) {
-            return hub;
+            if hub.epoch == epoch {
+                return hub;
+            }
+            hub.retire();
         }
         map.retain(|_, w| w.strong_count() > 0);
         let hub = Arc::new(UserHub {
+            epoch: epoch.to_owned(),
+            retired: AtomicBool::new(false),
             tail: Mutex::new(VecDeque::new()),
             newest: watch::channel(newest).0,
         });
@@ -114,6 +140,16 @@ impl Hubs {
         let hub = lock(&self.by_user).get(&user_id).and_then(Weak::upgrade);
         if let Some(hub) = hub {
             hub.push(events);
+        }
+    }
+
+    /// Retires the hub of `user_id` (its log was reset); later streams get a new one.
+    pub fn retire(&self, user_id: i64) {
+        if let Some(hub) = lock(&self.by_user)
+            .remove(&user_id)
+            .and_then(|w| w.upgrade())
+        {
+            hub.retire();
         }
     }
 
@@ -148,7 +184,7 @@ mod tests {
     #[test]
     fn tail_serves_only_contiguous_ranges() {
         let hubs = Hubs::default();
-        let hub = hubs.hub(1, 0);
+        let hub = hubs.hub(1, 0, "e");
         hubs.publish(1, &[ev(5), ev(6), ev(7)]);
         assert!(hub.after(3, 10).is_none(), "4 is not in the tail");
         let ids: Vec<u64> = hub.after(4, 10).unwrap().iter().map(|f| f.id).collect();
@@ -165,10 +201,21 @@ mod tests {
     #[test]
     fn hub_lives_while_held() {
         let hubs = Hubs::default();
-        let hub = hubs.hub(7, 0);
+        let hub = hubs.hub(7, 0, "e");
         assert_eq!(hubs.live_users().len(), 1);
         drop(hub);
         hubs.publish(7, &[ev(1)]);
         assert!(hubs.live_users().is_empty());
+    }
+
+    #[test]
+    fn a_new_epoch_retires_the_hub() {
+        let hubs = Hubs::default();
+        let old = hubs.hub(3, 0, "a");
+        assert!(Arc::ptr_eq(&old, &hubs.hub(3, 0, "a")));
+        let new = hubs.hub(3, 0, "b");
+        assert!(old.is_retired() && !new.is_retired());
+        hubs.retire(3);
+        assert!(new.is_retired());
     }
 }

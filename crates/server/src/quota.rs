@@ -161,7 +161,7 @@ pub fn build_json(id: i64, build: &NewBuild, overage: bool, at: i64) -> serde_js
 }
 
 /// Announces the highest threshold of `metric` that usage has newly reached, once per period
-/// (per account for metrics that are not per period). Lower thresholds reached in the same step
+/// and limit (per account and limit for metrics that are not per period). Lower thresholds reached in the same step
 /// are recorded as announced too, so a jump from 70% to 100% is one event, not three.
 pub fn announce_crossings(
     conn: &Connection,
@@ -184,9 +184,10 @@ pub fn announce_crossings(
         }
         let fresh = conn
             .prepare_cached(
-                "INSERT OR IGNORE INTO crossings (user_id, metric, period_start, threshold) VALUES (?1, ?2, ?3, ?4)",
+                "INSERT OR IGNORE INTO crossings (user_id, metric, period_start, quota_limit, threshold)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
             )?
-            .execute(params![acct.id, metric, period_key, threshold])?
+            .execute(params![acct.id, metric, period_key, limit, threshold])?
             == 1;
         if fresh {
             highest = Some(threshold);

@@ -20,7 +20,8 @@ pub async fn usage(
     State(st): State<Shared>,
     AuthUser(user): AuthUser,
 ) -> Result<Json<Value>, ApiError> {
-    let acct = st.read(move |c| account::load(c, user)).await?;
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let acct = st.read(move |c| account::load(c, user)).await?.as_of(now);
     Ok(Json(json!({
         "period": acct.period_json(),
         "plan": acct.plan,

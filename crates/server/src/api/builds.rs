@@ -52,8 +52,15 @@ pub async fn create(
 
 /// Parses and validates a build body; every error names the field at fault.
 pub fn decode_build(body: &[u8]) -> Result<NewBuild, ApiError> {
+    let first = body.iter().find(|b| !b.is_ascii_whitespace());
+    if first.is_some_and(|b| *b != b'{') {
+        return Err(ApiError::bad_request(
+            "malformed_json",
+            "request body must be a JSON object",
+        ));
+    }
     let de = &mut serde_json::Deserializer::from_slice(body);
-    let build: NewBuild = serde_path_to_error::deserialize(de).map_err(|e| {
+    let build: NewBuild = serde_path_to_error::deserialize(&mut *de).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
         if inner.is_data() {
@@ -70,6 +77,12 @@ pub fn decode_build(body: &[u8]) -> Result<NewBuild, ApiError> {
                 format!("request body is not valid JSON: {inner}"),
             )
         }
+    })?;
+    de.end().map_err(|e| {
+        ApiError::bad_request(
+            "malformed_json",
+            format!("trailing data after the JSON object: {e}"),
+        )
     })?;
     for (field, value) in [
         ("app", &build.app),
@@ -158,8 +171,13 @@ mod tests {
             field(r#"{"app":"x","version":"1","commit":"a","extra":1}"#),
             "extra"
         );
-        let e = decode_build(b"{not json").unwrap_err();
-        assert_eq!(e.code, "malformed_json");
+        for bad in [
+            &b"{not json"[..],
+            br#"["web","1","a"]"#,
+            br#"{"app":"x","version":"1","commit":"a"} x"#,
+        ] {
+            assert_eq!(decode_build(bad).unwrap_err().code, "malformed_json");
+        }
         assert!(decode_build(br#"{"app":"x","version":"1","commit":"a"}"#).is_ok());
     }
 }

@@ -19,7 +19,7 @@ pub async fn list(
     State(st): State<Shared>,
     AuthUser(user): AuthUser,
     RawQuery(raw): RawQuery,
-) -> Result<impl IntoResponse, ApiError> {
+) -> Result<axum::response::Response, ApiError> {
     let p = Params::parse(raw.as_deref());
     let after = p.u64("after")?;
     let limit = p.limit(1000, 5000)? as usize;
@@ -34,8 +34,17 @@ pub async fn list(
         w => Duration::from_secs(w.unwrap_or(0)),
     };
 
-    // Subscribe before the first read so that an event committed in between still wakes us.
-    let hub = st.hubs.hub(user, 0);
+    // Subscribe before the first page is read so that an event committed in between still
+    // wakes us.
+    let (last_id, epoch) = st
+        .read(move |c| {
+            Ok((
+                events::bounds(c, user)?.last_id,
+                events::epoch(c, user)?.unwrap_or_default(),
+            ))
+        })
+        .await?;
+    let hub = st.hubs.hub(user, last_id, &epoch);
     let mut newest = hub.subscribe();
     let deadline = tokio::time::Instant::now() + wait;
     let mut shutdown = st.shutdown.clone();
@@ -53,7 +62,7 @@ pub async fn list(
                 epoch,
                 reason,
             } => {
-                return Err(ApiError::new(
+                let err = ApiError::new(
                     StatusCode::GONE,
                     "history_expired",
                     "the cursor is outside the retained event history; resync from /usage and /builds",
@@ -61,7 +70,8 @@ pub async fn list(
                 .with("reason", reason)
                 .with("oldest_id", (bounds.pruned_through + 1).to_string())
                 .with("last_event_id", bounds.last_id.to_string())
-                .with("stream_epoch", epoch));
+                .with("stream_epoch", epoch.clone());
+                return Ok(([epoch_header(&epoch)], err).into_response());
             }
         };
         let now = tokio::time::Instant::now();
@@ -72,7 +82,7 @@ pub async fn list(
                 "last_event_id": bounds.last_id.to_string(),
                 "stream_epoch": epoch,
             });
-            return Ok(([epoch_header(&epoch)], Json(body)));
+            return Ok(([epoch_header(&epoch)], Json(body)).into_response());
         }
         tokio::select! {
             _ = newest.changed() => {}

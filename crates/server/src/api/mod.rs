@@ -102,8 +102,9 @@ impl FromRequestParts<Shared> for AuthUser {
             .headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::trim)
+            .and_then(|v| v.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, token)| token.trim())
             .filter(|t| !t.is_empty())
             .ok_or_else(|| ApiError::unauthorized("missing bearer token"))?;
         let hash = auth::hash(token);
@@ -140,7 +141,7 @@ impl Params {
         self.0
             .get(name)
             .map(|v| {
-                v.parse::<u64>().map_err(|_| {
+                parse_id(v).ok_or_else(|| {
                     ApiError::bad_request(
                         "invalid_parameter",
                         format!("query parameter `{name}` must be a non-negative integer"),
@@ -162,6 +163,15 @@ impl Params {
             .with("field", "limit")),
         }
     }
+}
+
+/// A cursor or count: ASCII digits only (no sign, no spaces), at most `i64::MAX` because SQLite
+/// stores it as a signed integer.
+pub fn parse_id(text: &str) -> Option<u64> {
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    text.parse::<u64>().ok().filter(|n| *n <= i64::MAX as u64)
 }
 
 pub fn epoch_header(epoch: &str) -> (&'static str, HeaderValue) {

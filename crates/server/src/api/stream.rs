@@ -29,12 +29,11 @@ pub async fn open(
     AuthUser(user): AuthUser,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let requested = headers
-        .get("last-event-id")
-        .and_then(|v| v.to_str().ok())
-        .map(str::trim)
-        .filter(|v| !v.is_empty())
-        .map(|v| v.parse::<u64>().map_err(|_| ()));
+    let requested = headers.get("last-event-id").and_then(|v| {
+        let text = String::from_utf8_lossy(v.as_bytes());
+        let text = text.trim();
+        (!text.is_empty()).then(|| super::parse_id(text).ok_or(()))
+    });
     let (bounds, epoch) = st
         .read(move |c| {
             Ok((
@@ -43,7 +42,7 @@ pub async fn open(
             ))
         })
         .await?;
-    let hub = st.hubs.hub(user, bounds.last_id);
+    let hub = st.hubs.hub(user, bounds.last_id, &epoch);
     let newest = hub.subscribe();
 
     let mut prelude = format!("retry: {}\n\n", st.stream.retry.as_millis());
@@ -116,7 +115,7 @@ async fn next_chunk(mut s: StreamState) -> Option<(Result<Bytes, Infallible>, St
         return Some((Ok(bytes), s));
     }
     loop {
-        if *s.shutdown.borrow() {
+        if *s.shutdown.borrow() || s.hub.is_retired() {
             return None;
         }
         let newest = *s.newest.borrow_and_update();

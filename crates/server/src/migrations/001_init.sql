@@ -55,11 +55,13 @@ CREATE TABLE events (
     PRIMARY KEY (user_id, id)
 ) STRICT, WITHOUT ROWID;
 
--- One row per threshold crossing already announced, so each is announced once per period.
+-- One row per threshold crossing already announced, so each is announced once per period and
+-- limit (a plan change to a different limit is a new set of thresholds).
 CREATE TABLE crossings (
     user_id       INTEGER NOT NULL REFERENCES users(id),
     metric        TEXT NOT NULL,
     period_start  INTEGER NOT NULL,                 -- 0 for metrics that are not per period
+    quota_limit   INTEGER NOT NULL,
     threshold     INTEGER NOT NULL,
-    PRIMARY KEY (user_id, metric, period_start, threshold)
+    PRIMARY KEY (user_id, metric, period_start, quota_limit, threshold)
 ) STRICT, WITHOUT ROWID;

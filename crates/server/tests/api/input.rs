@@ -55,6 +55,9 @@ async fn bad_input_gets_a_clear_error() {
     assert_eq!(status, 400, "{e}");
     let (status, e) = error_of(post(vec![0xff, 0xfe, 0x00]).await.unwrap()).await;
     assert_eq!(status, 400, "{e}");
+    let trailing = br#"{"app":"x","version":"1","commit":"a"} {}"#.to_vec();
+    let (status, e) = error_of(post(trailing).await.unwrap()).await;
+    assert_eq!((status, e["code"].as_str()), (400, Some("malformed_json")));
 
     let mut big = br#"{"app":"x","version":"1","commit":""#.to_vec();
     big.extend(std::iter::repeat_n(b'a', 70 * 1024));
@@ -65,17 +68,25 @@ async fn bad_input_gets_a_clear_error() {
         (413, Some("payload_too_large"))
     );
 
-    let (status, e) = error_of(
-        c.get(s.url("/usage"))
-            .bearer_auth("qb_nope")
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let res = c
+        .get(s.url("/usage"))
+        .bearer_auth("qb_nope")
+        .send()
+        .await
+        .unwrap();
+    assert!(res.headers().contains_key("www-authenticate"));
+    let (status, e) = error_of(res).await;
     assert_eq!((status, e["code"].as_str()), (401, Some("unauthorized")));
     let (status, _) = error_of(c.get(s.url("/usage")).send().await.unwrap()).await;
     assert_eq!(status, 401);
+    let lower = format!("bearer {token}");
+    let res = c
+        .get(s.url("/usage"))
+        .header("authorization", lower)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200, "the auth scheme is case-insensitive");
     let (status, _) = error_of(
         c.get(s.url("/stream"))
             .header("authorization", "Basic Zm9vOmJhcg==")
@@ -109,6 +120,8 @@ async fn bad_input_gets_a_clear_error() {
         ("/events?after=-1", "after"),
         ("/events?wait=31", "wait"),
         ("/events?limit=abc", "limit"),
+        ("/events?after=%2B1", "after"),
+        ("/builds?before=99999999999999999999", "before"),
     ] {
         let res = c.get(s.url(path)).bearer_auth(&token).send().await.unwrap();
         let (status, e) = error_of(res).await;

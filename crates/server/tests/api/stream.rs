@@ -264,6 +264,28 @@ async fn resetting_the_log_changes_the_epoch() {
     assert_eq!(sse.headers["stream-epoch"].to_str().unwrap(), after);
     let (_, usage) = get_json(&c, &s, &token, "/usage").await;
     assert_eq!(usage["stream_epoch"], after.as_str());
+    drop(sse);
+
+    // A stream open across a reset ends, and its old cursor then gets sync.reset.
+    let cursor = usage["last_event_id"].as_str().unwrap().to_owned();
+    let mut open = Sse::open(&c, &s, &token, Some(&cursor)).await;
+    post_build(&c, &s, &token, &build_body("web", 2)).await;
+    let seen = open.next_event(WAIT).await.unwrap();
+    assert_eq!(seen.kind, "build.accepted");
+    let (_, usage) = get_json(&c, &s, &token, "/usage").await;
+    let newest: u64 = usage["last_event_id"].as_str().unwrap().parse().unwrap();
+    cli(&s.db, &["events", "reset", "--user", "epoch@example.com"]);
+    // The stream delivers what was left of the old log, then ends (rather than idling).
+    let started = std::time::Instant::now();
+    while let Some(e) = open.next_event(WAIT).await {
+        assert!(e.id.parse::<u64>().unwrap() <= newest);
+    }
+    assert!(started.elapsed() < WAIT, "the stream of the old log ends");
+    let mut again = Sse::open(&c, &s, &token, Some(&cursor)).await;
+    assert_ne!(again.headers["stream-epoch"].to_str().unwrap(), after);
+    assert_eq!(again.next_event(WAIT).await.unwrap().kind, "sync.reset");
+    let (status, _) = get_json(&c, &s, &token, &format!("/events?after={cursor}")).await;
+    assert_eq!(status, 410);
 }
 
 #[tokio::test]
