@@ -1,0 +1,230 @@
+//! `posts`: accepted build POSTs per second with C keep-alive HTTP/1.1 clients.
+
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+
+use crate::server::{Launcher, add_user};
+use crate::stats::{Spread, percentile, sort};
+use crate::{BoxError, sys};
+
+pub struct Config {
+    pub rounds: usize,
+    pub concurrency: usize,
+    pub seconds: f64,
+    pub warmup_secs: f64,
+}
+
+pub struct Round {
+    pub accepted: u64,
+    pub secs: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub errors: u64,
+    pub server_cpu: Option<f64>,
+}
+
+impl Round {
+    pub fn rate(&self) -> f64 {
+        self.accepted as f64 / self.secs
+    }
+}
+
+pub struct Report {
+    pub concurrency: usize,
+    pub seconds: f64,
+    pub rounds: Vec<Round>,
+    pub error_samples: Vec<String>,
+}
+
+impl Report {
+    pub fn rate(&self) -> Option<Spread> {
+        Spread::of(&self.rounds.iter().map(Round::rate).collect::<Vec<_>>())
+    }
+    pub fn p50(&self) -> Option<Spread> {
+        Spread::of(&self.rounds.iter().map(|r| r.p50_ms).collect::<Vec<_>>())
+    }
+    pub fn p99(&self) -> Option<Spread> {
+        Spread::of(&self.rounds.iter().map(|r| r.p99_ms).collect::<Vec<_>>())
+    }
+    pub fn errors(&self) -> u64 {
+        self.rounds.iter().map(|r| r.errors).sum()
+    }
+}
+
+#[derive(Default)]
+struct Worker {
+    accepted: u64,
+    latencies_ms: Vec<f64>,
+    errors: u64,
+    samples: Vec<String>,
+}
+
+pub fn client() -> Result<reqwest::Client, BoxError> {
+    Ok(reqwest::Client::builder()
+        .http1_only()
+        .no_proxy()
+        .tcp_nodelay(true)
+        .pool_max_idle_per_host(4096)
+        .timeout(Duration::from_secs(10))
+        .connect_timeout(Duration::from_secs(5))
+        .build()?)
+}
+
+/// A unique build body: `n` makes version and commit differ per post.
+pub fn build_body(app: &str, worker: usize, n: u64) -> String {
+    format!(
+        r#"{{"app":"{app}","version":"1.{worker}.{n}","commit":"{:016x}{:024x}"}}"#,
+        worker, n
+    )
+}
+
+pub async fn run(launcher: &Launcher, cfg: &Config) -> Result<Report, BoxError> {
+    let mut server = launcher.start("posts")?;
+    println!(
+        "[posts] server pid {} on http://{} ({} clients, {} round(s) of {:.1} s)",
+        server.pid, server.addr, cfg.concurrency, cfg.rounds, cfg.seconds
+    );
+    let url = format!("http://{}/api/v1/builds", server.addr);
+    let client = client()?;
+    let mut report = Report {
+        concurrency: cfg.concurrency,
+        seconds: cfg.seconds,
+        rounds: Vec::new(),
+        error_samples: Vec::new(),
+    };
+
+    if cfg.warmup_secs > 0.0 {
+        let token = add_user(&launcher.bin, &server.db, "posts-warmup@bench.invalid").await?;
+        let w = round(&client, &url, &token, cfg.concurrency, cfg.warmup_secs).await;
+        println!(
+            "[posts] warm-up {:.1} s: {} accepted, {} error(s)",
+            cfg.warmup_secs, w.0.accepted, w.0.errors
+        );
+        report.error_samples.extend(w.1);
+    }
+
+    for r in 0..cfg.rounds {
+        // A fresh pro user per round: every round starts from the same quota state.
+        let email = format!("posts-round{}@bench.invalid", r + 1);
+        let token = add_user(&launcher.bin, &server.db, &email).await?;
+        let cpu0 = sys::cpu_seconds(server.pid);
+        let (round, samples) = round(&client, &url, &token, cfg.concurrency, cfg.seconds).await;
+        let cpu1 = sys::cpu_seconds(server.pid);
+        let round = Round {
+            server_cpu: cpu0.zip(cpu1).map(|(a, b)| (b - a) / round.secs),
+            ..round
+        };
+        println!(
+            "[posts] round {}/{}: {:>7.0} builds/s ({} in {:.2} s), POST p50 {:.2} ms p99 {:.2} ms, errors {}, server CPU {}",
+            r + 1,
+            cfg.rounds,
+            round.rate(),
+            round.accepted,
+            round.secs,
+            round.p50_ms,
+            round.p99_ms,
+            round.errors,
+            round
+                .server_cpu
+                .map_or("n/a".into(), |c| format!("{:.0}%", c * 100.0)),
+        );
+        report.error_samples.extend(samples);
+        report.rounds.push(round);
+        if let Some(status) = server.exited() {
+            return Err(format!(
+                "server exited during the posts bench: {status}\n{}",
+                server.log_tail(20)
+            )
+            .into());
+        }
+    }
+    report.error_samples.truncate(5);
+    Ok(report)
+}
+
+/// Posts for `seconds` with `concurrency` clients; returns the round and error samples.
+async fn round(
+    client: &reqwest::Client,
+    url: &str,
+    token: &str,
+    concurrency: usize,
+    seconds: f64,
+) -> (Round, Vec<String>) {
+    let start = Instant::now();
+    let deadline = start + Duration::from_secs_f64(seconds);
+    let mut tasks = tokio::task::JoinSet::new();
+    for w in 0..concurrency {
+        let (client, url, auth) = (client.clone(), url.to_owned(), format!("Bearer {token}"));
+        tasks.spawn(async move {
+            let mut out = Worker::default();
+            let mut n = 0u64;
+            while Instant::now() < deadline {
+                n += 1;
+                let body = build_body("bench-app", w, n);
+                let t = Instant::now();
+                let res = client
+                    .post(&url)
+                    .header(reqwest::header::AUTHORIZATION, &auth)
+                    .header(reqwest::header::CONTENT_TYPE, "application/json")
+                    .body(body)
+                    .send()
+                    .await;
+                let failure = match res {
+                    Ok(resp) => {
+                        let status = resp.status();
+                        match resp.bytes().await {
+                            Ok(_) if status == StatusCode::CREATED => {
+                                out.accepted += 1;
+                                out.latencies_ms.push(t.elapsed().as_secs_f64() * 1e3);
+                                None
+                            }
+                            Ok(b) => Some(format!(
+                                "HTTP {status}: {}",
+                                String::from_utf8_lossy(&b[..b.len().min(200)])
+                            )),
+                            Err(e) => Some(format!("reading body: {e}")),
+                        }
+                    }
+                    Err(e) => Some(format!("request: {e}")),
+                };
+                if let Some(msg) = failure {
+                    out.errors += 1;
+                    if out.samples.len() < 2 {
+                        out.samples.push(msg);
+                    }
+                    // Do not spin on a dead server.
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            }
+            out
+        });
+    }
+    let mut all = Worker::default();
+    while let Some(joined) = tasks.join_next().await {
+        match joined {
+            Ok(w) => {
+                all.accepted += w.accepted;
+                all.errors += w.errors;
+                all.latencies_ms.extend(w.latencies_ms);
+                all.samples.extend(w.samples);
+            }
+            Err(e) => {
+                all.errors += 1;
+                all.samples.push(format!("client task failed: {e}"));
+            }
+        }
+    }
+    let secs = start.elapsed().as_secs_f64();
+    sort(&mut all.latencies_ms);
+    let round = Round {
+        accepted: all.accepted,
+        secs,
+        p50_ms: percentile(&all.latencies_ms, 50.0).unwrap_or(f64::NAN),
+        p99_ms: percentile(&all.latencies_ms, 99.0).unwrap_or(f64::NAN),
+        errors: all.errors,
+        server_cpu: None,
+    };
+    all.samples.truncate(5);
+    (round, all.samples)
+}
