@@ -1,0 +1,457 @@
+//! The headless front end: `quotabell <subcommand>`. The desktop app reuses this module for
+//! the same subcommands, so there is one implementation.
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::clock::{Clock, SystemClock};
+use crate::engine::{EngineConfig, Exit};
+use crate::notifier::DesktopNotifier;
+use crate::paths::Paths;
+use crate::secret::{Keychain, OsKeychain, Token};
+use crate::session;
+use crate::store::{BuildFilter, Store};
+use crate::stream::StreamSettings;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "quotabell",
+    version,
+    about = "Quotabell: know when your usage limits are hit"
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct Global {
+    /// Keep data, logs and config under this directory instead of the XDG ones.
+    #[arg(long, global = true, env = "QUOTABELL_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Sign in: the token is read from standard input (or a prompt), never from arguments.
+    Login {
+        #[arg(long)]
+        server: String,
+    },
+    /// Sign out: deletes the token from the keychain and the account's cache.
+    Logout,
+    /// Usage per metric, connection state and when data was last synced (works offline).
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run the engine in the foreground: follow the stream, catch up, notify.
+    Watch {
+        /// The server's keepalive interval; silence for 2.5 times this is a stalled connection.
+        #[arg(long, default_value_t = 15.0)]
+        keepalive_secs: f64,
+        /// Seconds between backstop catch-ups.
+        #[arg(long, default_value_t = 600)]
+        backstop_secs: u64,
+    },
+    /// Build history from the cache.
+    History {
+        #[arg(long)]
+        app: Option<String>,
+        /// accepted, overage or rejected
+        #[arg(long)]
+        status: Option<String>,
+        /// Earliest date or time (RFC 3339 or YYYY-MM-DD).
+        #[arg(long)]
+        since: Option<String>,
+        /// Latest date or time, exclusive.
+        #[arg(long)]
+        until: Option<String>,
+        #[arg(long)]
+        search: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The cached event log, oldest first.
+    Events {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Notifications decided so far: shown, suppressed, digested.
+    Notifications {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Notification settings.
+    Settings {
+        /// Comma-separated percentages, e.g. 80,100.
+        #[arg(long, value_delimiter = ',')]
+        thresholds: Option<Vec<u8>>,
+        /// Local quiet hours, e.g. 22:00-07:00, or "off".
+        #[arg(long)]
+        quiet: Option<String>,
+        /// Pause notifications for this many minutes (0 resumes).
+        #[arg(long)]
+        pause_minutes: Option<i64>,
+        #[arg(long)]
+        urgent_through_quiet: Option<bool>,
+        #[arg(long)]
+        notify_rejected: Option<bool>,
+    },
+}
+
+/// Runs a subcommand; the caller has installed the tracing subscriber.
+pub fn run(cmd: Command, global: &Global) -> ExitCode {
+    let paths = Paths::resolve(global.data_dir.as_deref());
+    match dispatch(cmd, &paths) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("quotabell: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+type BoxError = Box<dyn std::error::Error>;
+
+fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    // One thread: the engine is one sequential loop, and an idle tray app should cost nothing.
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+}
+
+fn dispatch(cmd: Command, paths: &Paths) -> Result<ExitCode, BoxError> {
+    let clock = SystemClock;
+    match cmd {
+        Command::Login { server } => {
+            let token = Token::new(&read_token()?)?;
+            let keychain: Arc<dyn Keychain> = Arc::new(OsKeychain::new());
+            let now = clock.now_unix();
+            let acct = runtime()?.block_on(session::login(paths, &server, token, keychain, now))?;
+            println!(
+                "Signed in as {} on {} ({} plan).",
+                acct.email, acct.origin, acct.plan.name
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Logout => {
+            let keychain: Arc<dyn Keychain> = Arc::new(OsKeychain::new());
+            match runtime()?.block_on(session::logout(paths, keychain))? {
+                Some(a) => println!("Signed out {}; its token and cache are deleted.", a.email),
+                None => println!("Not signed in."),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Status { json } => status(paths, json, &clock),
+        Command::Watch {
+            keepalive_secs,
+            backstop_secs,
+        } => {
+            let cfg = EngineConfig {
+                stream: StreamSettings {
+                    keepalive: Duration::from_secs_f64(keepalive_secs.clamp(0.05, 3600.0)),
+                    ..StreamSettings::default()
+                },
+                backstop: Duration::from_secs(backstop_secs.max(1)),
+                ..EngineConfig::default()
+            };
+            watch(paths, cfg)
+        }
+        Command::History {
+            app,
+            status,
+            since,
+            until,
+            search,
+            limit,
+            json,
+        } => {
+            let (store, account) = open_cache(paths)?;
+            let filter = BuildFilter {
+                app,
+                status,
+                since,
+                until,
+                search,
+                limit,
+                offset: 0,
+            };
+            let rows = store.builds(account.id, &filter)?;
+            let mut out = std::io::stdout().lock();
+            for b in rows {
+                if json {
+                    writeln!(out, "{}", serde_json::to_string(&b)?)?;
+                } else {
+                    let id = b
+                        .build_id
+                        .map(|i| format!("#{i}"))
+                        .unwrap_or_else(|| "-".into());
+                    writeln!(
+                        out,
+                        "{}  {:<8} {:<20} {:<12} {:<9} {}",
+                        b.created_at,
+                        id,
+                        b.app,
+                        b.version,
+                        b.status,
+                        b.reason.unwrap_or_default()
+                    )?;
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Events { json } => {
+            let (store, account) = open_cache(paths)?;
+            let mut out = std::io::stdout().lock();
+            let mut after = 0;
+            loop {
+                let rows = store.events(account.id, after, 5000)?;
+                if rows.is_empty() {
+                    break;
+                }
+                after += rows.len() as i64;
+                for e in rows {
+                    if json {
+                        let line =
+                            serde_json::json!({ "id": e.id, "type": e.kind, "data": e.data });
+                        writeln!(out, "{line}")?;
+                    } else {
+                        writeln!(out, "{:>8}  {:<16} {}", e.id, e.kind, e.data)?;
+                    }
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Notifications { json } => {
+            let (store, account) = open_cache(paths)?;
+            let mut out = std::io::stdout().lock();
+            for n in store.notifications(account.id, None, 100_000)? {
+                if json {
+                    writeln!(out, "{}", serde_json::to_string(&n)?)?;
+                } else {
+                    writeln!(
+                        out,
+                        "{}  {:<10} {}{}",
+                        fmt_time(n.created_at),
+                        n.state,
+                        n.title,
+                        n.reason.map(|r| format!(" ({r})")).unwrap_or_default()
+                    )?;
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Settings {
+            thresholds,
+            quiet,
+            pause_minutes,
+            urgent_through_quiet,
+            notify_rejected,
+        } => {
+            let store = Store::open(&paths.db())?;
+            let mut s = store.settings()?;
+            if let Some(t) = thresholds {
+                if t.is_empty() || t.iter().any(|p| *p == 0 || *p > 100) {
+                    return Err("thresholds are percentages from 1 to 100".into());
+                }
+                s.thresholds = t;
+            }
+            if let Some(q) = quiet {
+                s.quiet_hours = parse_quiet(&q)?;
+            }
+            if let Some(m) = pause_minutes {
+                s.paused_until = (m > 0).then(|| clock.now_unix() + m * 60);
+            }
+            if let Some(u) = urgent_through_quiet {
+                s.urgent_through_quiet = u;
+            }
+            if let Some(n) = notify_rejected {
+                s.notify_rejected_builds = n;
+            }
+            store.set_settings(&s)?;
+            println!("{}", serde_json::to_string_pretty(&s)?);
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn parse_quiet(text: &str) -> Result<Option<(u16, u16)>, BoxError> {
+    if text == "off" {
+        return Ok(None);
+    }
+    let minutes = |hm: &str| -> Option<u16> {
+        let (h, m) = hm.trim().split_once(':')?;
+        let (h, m): (u16, u16) = (h.parse().ok()?, m.parse().ok()?);
+        (h < 24 && m < 60).then_some(h * 60 + m)
+    };
+    let (a, b) = text
+        .split_once('-')
+        .ok_or("quiet hours look like 22:00-07:00")?;
+    match (minutes(a), minutes(b)) {
+        (Some(a), Some(b)) if a != b => Ok(Some((a, b))),
+        _ => Err("quiet hours look like 22:00-07:00".into()),
+    }
+}
+
+/// The token from standard input (one line) or, on a terminal, a prompt that does not echo.
+fn read_token() -> Result<String, BoxError> {
+    if std::io::stdin().is_terminal() {
+        return Ok(rpassword::prompt_password("API token: ")?);
+    }
+    let mut line = String::new();
+    std::io::stdin().lock().read_line(&mut line)?;
+    Ok(line)
+}
+
+fn open_cache(paths: &Paths) -> Result<(Store, crate::store::AccountRow), BoxError> {
+    if !paths.db().exists() {
+        return Err(session::SessionError::NotSignedIn.into());
+    }
+    let store = Store::open(&paths.db())?;
+    let account = store
+        .active_account()?
+        .ok_or(session::SessionError::NotSignedIn)?;
+    Ok((store, account))
+}
+
+fn fmt_time(unix: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(unix)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| unix.to_string())
+}
+
+fn ago(now: i64, then: i64) -> String {
+    let s = (now - then).max(0);
+    match s {
+        0..60 => format!("{s} s ago"),
+        60..3600 => format!("{} min ago", s / 60),
+        3600..86400 => format!("{} h ago", s / 3600),
+        _ => format!("{} days ago", s / 86400),
+    }
+}
+
+fn status(paths: &Paths, json: bool, clock: &dyn Clock) -> Result<ExitCode, BoxError> {
+    let (store, account) = open_cache(paths)?;
+    let state = store.sync_state(account.id)?;
+    let now = clock.now_unix();
+    if json {
+        let v = serde_json::json!({
+            "account": { "email": account.email, "server": account.server_url, "plan": account.plan },
+            "usage": state.usage,
+            "connection": state.connection,
+            "connection_since": state.connection_since,
+            "connection_detail": state.connection_detail,
+            "last_synced_at": state.last_synced_at,
+            "history_gaps": store.gaps(account.id)?.len(),
+        });
+        println!("{v}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "{} on {} ({} plan)",
+        account.email, account.origin, account.plan.name
+    );
+    match &state.usage {
+        Some(u) => {
+            for q in &u.quotas {
+                let note = if q.limit > 0 && q.used > q.limit {
+                    " — over limit"
+                } else if q.limit > 0 && q.used >= q.limit {
+                    " — at limit"
+                } else {
+                    ""
+                };
+                println!("  {:<13} {:>6} / {:<6}{note}", q.metric, q.used, q.limit);
+            }
+            println!("  period        {} → {}", u.period.start, u.period.end);
+        }
+        None => println!("  no usage cached yet"),
+    }
+    let since = state
+        .connection_since
+        .map(|t| format!(" since {}", ago(now, t)))
+        .unwrap_or_default();
+    println!(
+        "connection: {}{since}{}",
+        state.connection,
+        state
+            .connection_detail
+            .map(|d| format!(" ({d})"))
+            .unwrap_or_default()
+    );
+    match state.last_synced_at {
+        Some(t) => println!("last synced: {} ({})", fmt_time(t), ago(now, t)),
+        None => println!("last synced: never"),
+    }
+    if let Some(t) = state
+        .last_synced_at
+        .filter(|_| state.connection != crate::engine::conn::CONNECTED)
+    {
+        println!("offline — showing cached data from {}", fmt_time(t));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn watch(paths: &Paths, cfg: EngineConfig) -> Result<ExitCode, BoxError> {
+    let rt = runtime()?;
+    rt.block_on(async {
+        let running = session::open_engine(
+            paths,
+            "quotabell watch",
+            Arc::new(OsKeychain::new()),
+            Arc::new(DesktopNotifier::default()),
+            Arc::new(SystemClock),
+            cfg,
+        )
+        .await?;
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            let _ = stop.send(true);
+        });
+        let exit = running.engine.run(stopped).await?;
+        drop(running.lock);
+        Ok(match exit {
+            Exit::Shutdown => ExitCode::SUCCESS,
+            Exit::SignedOut => {
+                eprintln!(
+                    "quotabell: the server rejected the token; sign in again with `quotabell login`"
+                );
+                ExitCode::from(3)
+            }
+        })
+    })
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate()).ok();
+        let term = async {
+            match term.as_mut() {
+                Some(t) => {
+                    t.recv().await;
+                }
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! { _ = tokio::signal::ctrl_c() => {}, _ = term => {} }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+}

@@ -1,0 +1,20 @@
+//! Quotabell's headless engine: the token in the OS keychain, one resumable SSE connection
+//! plus catch-up over HTTP, a SQLite cache, and exactly-once limit notifications.
+//! No Tauri here: everything builds and is tested without a display.
+
+pub mod backoff;
+pub mod cli;
+pub mod client;
+pub mod clock;
+pub mod engine;
+pub mod lock;
+pub mod notifier;
+pub mod paths;
+pub mod policy;
+pub mod protocol;
+pub mod secret;
+pub mod server_url;
+pub mod session;
+pub mod sse_guard;
+pub mod store;
+pub mod stream;

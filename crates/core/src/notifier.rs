@@ -1,0 +1,93 @@
+//! Native notifications (notify-rust over D-Bus on Linux). Server strings are escaped for the
+//! body markup that notification servers interpret, so a build named `<b>x</b>` shows as typed.
+
+use crate::store::NotificationRow;
+
+#[derive(Debug, thiserror::Error)]
+#[error("cannot show the notification: {0}")]
+pub struct NotifyError(pub String);
+
+pub trait Notifier: Send + Sync {
+    fn show(&self, n: &NotificationRow) -> Result<(), NotifyError>;
+}
+
+/// Escapes text for the notification body markup (a subset of HTML).
+pub fn escape_markup(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+pub const APP_NAME: &str = "Quotabell";
+pub const ACTION_OPEN_USAGE: &str = "open-usage";
+
+/// The desktop's notification server. Calls block on D-Bus: run them off async threads.
+pub struct DesktopNotifier {
+    icon: String,
+}
+
+impl DesktopNotifier {
+    pub fn new(icon: impl Into<String>) -> Self {
+        Self { icon: icon.into() }
+    }
+}
+
+impl Default for DesktopNotifier {
+    fn default() -> Self {
+        Self::new("dialog-information")
+    }
+}
+
+impl Notifier for DesktopNotifier {
+    fn show(&self, n: &NotificationRow) -> Result<(), NotifyError> {
+        let mut note = notify_rust::Notification::new();
+        note.appname(APP_NAME)
+            .summary(&n.title)
+            .body(&body_for_server(&n.body))
+            .icon(&self.icon);
+        #[cfg(all(unix, not(target_os = "macos")))]
+        {
+            note.urgency(if n.urgent {
+                notify_rust::Urgency::Critical
+            } else {
+                notify_rust::Urgency::Normal
+            });
+            if capabilities().iter().any(|c| c == "actions") {
+                note.action(ACTION_OPEN_USAGE, "Open usage");
+            }
+        }
+        note.show()
+            .map(|_| ())
+            .map_err(|e| NotifyError(e.to_string()))
+    }
+}
+
+#[cfg(all(unix, not(target_os = "macos")))]
+fn capabilities() -> Vec<String> {
+    notify_rust::get_capabilities().unwrap_or_default()
+}
+
+/// The summary is plain text by the specification; the body may be markup, so it is escaped.
+fn body_for_server(body: &str) -> String {
+    escape_markup(body)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn escapes_markup() {
+        assert_eq!(
+            super::escape_markup("<img src=x onerror=alert(1)> & \"q\""),
+            "&lt;img src=x onerror=alert(1)&gt; &amp; &quot;q&quot;"
+        );
+    }
+}

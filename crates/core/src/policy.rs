@@ -1,0 +1,602 @@
+//! Which notifications to raise: a pure function of events, usage, settings and time.
+//!
+//! Every decision carries a dedupe key; the store records it in the same transaction as the
+//! events that caused it, under a UNIQUE constraint, so a key is decided once per account,
+//! ever: a restart, a replay or a reconnect can never raise it again.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::protocol::{QuotaObservation, Usage, kind};
+
+/// User settings that shape notifications (stored in the store's settings table).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Settings {
+    /// Percentages of a limit that raise a notification when reached.
+    pub thresholds: Vec<u8>,
+    /// Local-time minutes of the day, `[start, end)`, wrapping past midnight when start > end.
+    pub quiet_hours: Option<(u16, u16)>,
+    /// Urgent notifications ("builds are now blocked") are shown during quiet hours and pause.
+    pub urgent_through_quiet: bool,
+    pub notify_rejected_builds: bool,
+    /// Unix seconds until which notifications are paused.
+    pub paused_until: Option<i64>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            thresholds: vec![80, 100],
+            quiet_hours: None,
+            urgent_through_quiet: true,
+            notify_rejected_builds: true,
+            paused_until: None,
+        }
+    }
+}
+
+/// What becomes of a decided notification.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    /// Show it now.
+    Pending,
+    /// Part of a catch-up: shown in the digest at the end of it.
+    Held,
+    /// Logged, never shown (quiet hours, pause, a higher threshold reached at once, coalesced).
+    Suppressed,
+}
+
+impl State {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Held => "held",
+            Self::Suppressed => "suppressed",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decision {
+    pub dedupe_key: String,
+    pub kind: &'static str,
+    pub title: String,
+    pub body: String,
+    pub urgent: bool,
+    pub state: State,
+    pub reason: Option<&'static str>,
+}
+
+/// Everything a decision may depend on besides the event.
+pub struct Context<'a> {
+    pub settings: &'a Settings,
+    pub now_unix: i64,
+    /// Minutes since local midnight at `now_unix` (from the clock, so tests can set it).
+    pub local_minute: u16,
+    /// Decisions made during catch-up are held for one digest instead of shown one by one.
+    pub catching_up: bool,
+    /// The account's plan has a hard limit (rejects builds at the limit).
+    pub hard_limit: bool,
+    pub plan_name: &'a str,
+}
+
+impl Context<'_> {
+    fn quiet(&self) -> Option<&'static str> {
+        if self
+            .settings
+            .paused_until
+            .is_some_and(|until| self.now_unix < until)
+        {
+            return Some("paused");
+        }
+        let (start, end) = self.settings.quiet_hours?;
+        let m = self.local_minute;
+        let inside = if start <= end {
+            (start..end).contains(&m)
+        } else {
+            m >= start || m < end
+        };
+        inside.then_some("quiet hours")
+    }
+
+    fn finish(&self, mut d: Decision) -> Decision {
+        if d.state == State::Suppressed {
+            return d;
+        }
+        if let Some(reason) = self
+            .quiet()
+            .filter(|_| !(d.urgent && self.settings.urgent_through_quiet))
+        {
+            d.state = State::Suppressed;
+            d.reason = Some(reason);
+            return d;
+        }
+        if self.catching_up {
+            d.state = State::Held;
+        }
+        d
+    }
+}
+
+/// An event as the policy sees it.
+pub struct Observed<'a> {
+    pub epoch: &'a str,
+    pub id: &'a str,
+    pub kind: &'a str,
+    /// `None` when the payload was not valid JSON (recorded as a parse failure, never notified).
+    pub data: Option<&'a Value>,
+}
+
+/// Decisions for one event. `known` answers whether a dedupe key was decided before; keys
+/// decided here are fed back to it by the caller.
+pub fn decide_event(
+    ctx: &Context<'_>,
+    ev: &Observed<'_>,
+    known: &mut dyn FnMut(&str) -> bool,
+) -> Vec<Decision> {
+    let Some(data) = ev.data else {
+        return Vec::new();
+    };
+    if let Some(obs) = QuotaObservation::from_event(ev.kind, data) {
+        let hard = data
+            .get("hard_limit")
+            .and_then(Value::as_bool)
+            .unwrap_or(ctx.hard_limit);
+        return decide_quota(ctx, &obs, hard, known);
+    }
+    let text = |k: &str| data.get(k).and_then(Value::as_str).unwrap_or("").to_owned();
+    let decision = match ev.kind {
+        kind::BUILD_REJECTED if ctx.settings.notify_rejected_builds => {
+            // One notification per minute of rejections (by the server's timestamp, so the
+            // key is the same after a restart); the rest of that minute is coalesced.
+            let minute: String = text("created_at").chars().take(16).collect();
+            let key = format!("rejected:{minute}");
+            let d = Decision {
+                dedupe_key: key.clone(),
+                kind: "build_rejected",
+                title: "Build rejected — builds are blocked".into(),
+                body: format!(
+                    "{} {} was rejected: {} {}/{} on the {} plan.",
+                    text("app"),
+                    text("version"),
+                    text("metric"),
+                    data.get("used").and_then(Value::as_i64).unwrap_or(0),
+                    data.get("limit").and_then(Value::as_i64).unwrap_or(0),
+                    ctx.plan_name,
+                ),
+                urgent: true,
+                state: State::Pending,
+                reason: None,
+            };
+            if known(&key) {
+                return Vec::new();
+            }
+            d
+        }
+        kind::NOTICE => {
+            let key = format!("notice:{}:{}", ev.epoch, ev.id);
+            if known(&key) {
+                return Vec::new();
+            }
+            let mut body = text("body");
+            let url = text("url");
+            if !url.is_empty() {
+                body = format!("{body}\n{url}");
+            }
+            Decision {
+                dedupe_key: key,
+                kind: "notice",
+                title: text("title"),
+                body,
+                urgent: text("severity") == "critical",
+                state: State::Pending,
+                reason: None,
+            }
+        }
+        kind::PLAN_CHANGED => {
+            let key = format!("plan:{}:{}", ev.epoch, ev.id);
+            if known(&key) {
+                return Vec::new();
+            }
+            let name = data
+                .pointer("/plan/name")
+                .and_then(Value::as_str)
+                .unwrap_or("?");
+            Decision {
+                dedupe_key: key,
+                kind: "plan_changed",
+                title: format!("Plan changed to {name}"),
+                body: "Your quotas follow the new plan from now on.".into(),
+                urgent: false,
+                state: State::Pending,
+                reason: None,
+            }
+        }
+        _ => return Vec::new(),
+    };
+    vec![ctx.finish(decision)]
+}
+
+/// Decisions for the quotas of a usage snapshot (a launch or a resync may find a limit
+/// already crossed; the keys are the same as for the events, so nothing is raised twice).
+pub fn decide_usage(
+    ctx: &Context<'_>,
+    usage: &Usage,
+    known: &mut dyn FnMut(&str) -> bool,
+) -> Vec<Decision> {
+    usage
+        .quotas
+        .iter()
+        .flat_map(|q| {
+            let per_period = q.metric == "builds";
+            let obs = QuotaObservation {
+                metric: q.metric.clone(),
+                used: q.used,
+                limit: q.limit,
+                period_start: per_period.then(|| usage.period.start.clone()),
+                period_end: per_period.then(|| usage.period.end.clone()),
+            };
+            decide_quota(ctx, &obs, usage.plan.hard_limit, known)
+        })
+        .collect()
+}
+
+/// The highest configured threshold newly reached raises one notification; lower ones reached
+/// in the same step are recorded as suppressed, so a jump from 70% to 130% is one message.
+fn decide_quota(
+    ctx: &Context<'_>,
+    obs: &QuotaObservation,
+    hard_limit: bool,
+    known: &mut dyn FnMut(&str) -> bool,
+) -> Vec<Decision> {
+    if obs.limit <= 0 {
+        return Vec::new();
+    }
+    let period = obs.period_start.as_deref().unwrap_or("total");
+    let mut thresholds = ctx.settings.thresholds.clone();
+    thresholds.sort_unstable();
+    thresholds.dedup();
+    let mut fresh: Vec<(u8, String)> = thresholds
+        .into_iter()
+        .filter(|t| obs.used * 100 >= i64::from(*t) * obs.limit)
+        .map(|t| {
+            (
+                t,
+                format!("quota:{}:{period}:{}:{t}", obs.metric, obs.limit),
+            )
+        })
+        .filter(|(_, key)| !known(key))
+        .collect();
+    let Some((top, top_key)) = fresh.pop() else {
+        return Vec::new();
+    };
+    let mut out: Vec<Decision> = fresh
+        .into_iter()
+        .map(|(t, key)| Decision {
+            dedupe_key: key,
+            kind: "quota",
+            title: format!("{} at {t}%", label(&obs.metric)),
+            body: String::new(),
+            urgent: false,
+            state: State::Suppressed,
+            reason: Some("a higher threshold was reached at the same time"),
+        })
+        .collect();
+    out.push(ctx.finish(quota_decision(ctx, obs, top, top_key, hard_limit)));
+    out
+}
+
+fn quota_decision(
+    ctx: &Context<'_>,
+    obs: &QuotaObservation,
+    threshold: u8,
+    key: String,
+    hard_limit: bool,
+) -> Decision {
+    let what = label(&obs.metric);
+    let until = obs
+        .period_end
+        .as_deref()
+        .map(|e| format!(" until {}", e.get(..10).unwrap_or(e)))
+        .unwrap_or_default();
+    let usage = format!("{} of {} {} used", obs.used, obs.limit, obs.metric);
+    let (title, body, urgent) = if threshold < 100 {
+        (
+            format!("{what} at {threshold}% of your {} plan", ctx.plan_name),
+            format!(
+                "{usage}{}.",
+                if until.is_empty() {
+                    String::new()
+                } else {
+                    format!(" this period ({})", until.trim())
+                }
+            ),
+            false,
+        )
+    } else if hard_limit {
+        (
+            format!("{what} limit reached — builds are now blocked"),
+            format!(
+                "{usage} on the {} plan. New builds are rejected{until} or until you upgrade.",
+                ctx.plan_name
+            ),
+            true,
+        )
+    } else {
+        (
+            format!("{what} over the {} plan limit", ctx.plan_name),
+            format!("{usage}. Further builds are accepted as overage."),
+            false,
+        )
+    };
+    Decision {
+        dedupe_key: key,
+        kind: "quota",
+        title,
+        body,
+        urgent,
+        state: State::Pending,
+        reason: None,
+    }
+}
+
+fn label(metric: &str) -> String {
+    let mut c = metric.chars();
+    c.next()
+        .map(|f| f.to_uppercase().chain(c).collect())
+        .unwrap_or_default()
+}
+
+/// A held notification, as the digest needs it.
+#[derive(Debug, Clone)]
+pub struct Held {
+    pub title: String,
+    pub urgent: bool,
+}
+
+/// One notification for everything held during a catch-up.
+pub fn digest(
+    held: &[Held],
+    builds_while_away: u64,
+    usage: Option<&Usage>,
+    first_key: &str,
+) -> Decision {
+    let mut parts = Vec::new();
+    if builds_while_away > 0 {
+        parts.push(format!(
+            "{builds_while_away} build{}",
+            if builds_while_away == 1 { "" } else { "s" }
+        ));
+    }
+    if let Some(u) = usage {
+        for q in &u.quotas {
+            let state = if q.limit > 0 && q.used > q.limit {
+                " — over limit"
+            } else if q.limit > 0 && q.used >= q.limit {
+                " — at limit"
+            } else {
+                ""
+            };
+            parts.push(format!("{} {}/{}{state}", q.metric, q.used, q.limit));
+        }
+    }
+    let mut body = format!("While you were away: {}", parts.join("; "));
+    for h in held {
+        body.push_str("\n• ");
+        body.push_str(&h.title);
+    }
+    Decision {
+        dedupe_key: format!("digest:{first_key}"),
+        kind: "digest",
+        title: if held.len() == 1 {
+            held[0].title.clone()
+        } else {
+            format!("{} updates while you were away", held.len())
+        },
+        body,
+        urgent: held.iter().any(|h| h.urgent),
+        state: State::Pending,
+        reason: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    use serde_json::json;
+
+    use super::*;
+
+    fn ctx(settings: &Settings) -> Context<'_> {
+        Context {
+            settings,
+            now_unix: 1_000_000,
+            local_minute: 12 * 60,
+            catching_up: false,
+            hard_limit: true,
+            plan_name: "Free",
+        }
+    }
+
+    fn run(
+        ctx: &Context<'_>,
+        seen: &mut HashSet<String>,
+        id: &str,
+        kind: &str,
+        data: Value,
+    ) -> Vec<Decision> {
+        let ev = Observed {
+            epoch: "e",
+            id,
+            kind,
+            data: Some(&data),
+        };
+        let out = decide_event(ctx, &ev, &mut |k| seen.contains(k));
+        for d in &out {
+            seen.insert(d.dedupe_key.clone());
+        }
+        out
+    }
+
+    fn quota(used: i64) -> Value {
+        json!({"metric": "builds", "used": used, "limit": 100, "period": {"start": "2026-11-01T00:00:00Z", "end": "2026-12-01T00:00:00Z"}})
+    }
+
+    #[test]
+    fn each_threshold_once() {
+        let s = Settings::default();
+        let c = ctx(&s);
+        let mut seen = HashSet::new();
+        assert!(run(&c, &mut seen, "1", kind::QUOTA_UPDATED, quota(79)).is_empty());
+        let d = run(&c, &mut seen, "2", kind::QUOTA_UPDATED, quota(80));
+        assert_eq!(d.len(), 1);
+        assert_eq!(d[0].state, State::Pending);
+        assert!(d[0].title.contains("80%"), "{}", d[0].title);
+        assert!(
+            run(&c, &mut seen, "3", kind::QUOTA_WARNING, quota(80)).is_empty(),
+            "same crossing"
+        );
+        assert!(
+            run(&c, &mut seen, "4", kind::QUOTA_UPDATED, quota(90)).is_empty(),
+            "90 not configured"
+        );
+        let d = run(&c, &mut seen, "5", kind::QUOTA_EXCEEDED, quota(100));
+        assert!(d[0].urgent && d[0].title.contains("blocked"));
+        assert!(run(&c, &mut seen, "6", kind::QUOTA_UPDATED, quota(100)).is_empty());
+    }
+
+    #[test]
+    fn a_jump_raises_only_the_highest() {
+        let s = Settings::default();
+        let mut seen = HashSet::new();
+        let d = run(&ctx(&s), &mut seen, "1", kind::QUOTA_UPDATED, quota(130));
+        let states: Vec<_> = d.iter().map(|d| d.state).collect();
+        assert_eq!(states, [State::Suppressed, State::Pending]);
+    }
+
+    #[test]
+    fn quiet_hours_pause_and_urgent() {
+        let s = Settings {
+            quiet_hours: Some((22 * 60, 7 * 60)),
+            ..Settings::default()
+        };
+        let mut c = ctx(&s);
+        c.local_minute = 23 * 60;
+        let mut seen = HashSet::new();
+        let d = run(&c, &mut seen, "1", kind::QUOTA_UPDATED, quota(80));
+        assert_eq!(
+            (d[0].state, d[0].reason),
+            (State::Suppressed, Some("quiet hours"))
+        );
+        let d = run(&c, &mut seen, "2", kind::QUOTA_UPDATED, quota(100));
+        assert_eq!(
+            d[0].state,
+            State::Pending,
+            "urgent passes quiet hours by default"
+        );
+        c.local_minute = 7 * 60;
+        let d = run(
+            &c,
+            &mut seen,
+            "3",
+            kind::NOTICE,
+            json!({"title": "t", "body": "b", "severity": "info"}),
+        );
+        assert_eq!(d[0].state, State::Pending, "quiet hours are over at 07:00");
+
+        let s = Settings {
+            paused_until: Some(2_000_000),
+            urgent_through_quiet: false,
+            ..Settings::default()
+        };
+        let c = ctx(&s);
+        let d = run(
+            &c,
+            &mut HashSet::new(),
+            "1",
+            kind::QUOTA_UPDATED,
+            quota(100),
+        );
+        let last = d.last().unwrap();
+        assert_eq!(
+            (last.state, last.reason),
+            (State::Suppressed, Some("paused"))
+        );
+    }
+
+    #[test]
+    fn rejections_coalesce_per_minute_and_catch_up_holds() {
+        let s = Settings::default();
+        let mut c = ctx(&s);
+        let mut seen = HashSet::new();
+        let rej = |at: &str| json!({"app": "web", "version": "1", "metric": "builds", "used": 100, "limit": 100, "created_at": at});
+        assert_eq!(
+            run(
+                &c,
+                &mut seen,
+                "1",
+                kind::BUILD_REJECTED,
+                rej("2026-11-23T10:00:01Z")
+            )
+            .len(),
+            1
+        );
+        assert!(
+            run(
+                &c,
+                &mut seen,
+                "2",
+                kind::BUILD_REJECTED,
+                rej("2026-11-23T10:00:59Z")
+            )
+            .is_empty()
+        );
+        c.catching_up = true;
+        let d = run(
+            &c,
+            &mut seen,
+            "3",
+            kind::BUILD_REJECTED,
+            rej("2026-11-23T10:01:00Z"),
+        );
+        assert_eq!(d[0].state, State::Held);
+        let none = Observed {
+            epoch: "e",
+            id: "4",
+            kind: kind::NOTICE,
+            data: None,
+        };
+        assert!(
+            decide_event(&c, &none, &mut |_| false).is_empty(),
+            "unparsable payloads raise nothing"
+        );
+    }
+
+    #[test]
+    fn digest_summarises() {
+        let held = [
+            Held {
+                title: "Builds at 80%".into(),
+                urgent: false,
+            },
+            Held {
+                title: "Builds limit reached".into(),
+                urgent: true,
+            },
+        ];
+        let usage: Usage = serde_json::from_value(json!({
+            "period": {"start": "a", "end": "b"}, "plan": {"id": "free", "name": "Free", "hard_limit": true},
+            "quotas": [{"metric": "builds", "used": 130, "limit": 100}], "last_event_id": "9", "stream_epoch": "x"
+        })).unwrap();
+        let d = digest(&held, 12, Some(&usage), "e:1");
+        assert!(
+            d.body
+                .starts_with("While you were away: 12 builds; builds 130/100 — over limit"),
+            "{}",
+            d.body
+        );
+        assert!(d.urgent);
+    }
+}

@@ -1,0 +1,122 @@
+//! Protocol v1 as the client reads it (docs/protocol.md). Unknown fields are ignored so that a
+//! newer server does not break an older app.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+pub struct Plan {
+    pub id: String,
+    pub name: String,
+    pub hard_limit: bool,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+pub struct Account {
+    pub id: String,
+    pub email: String,
+    pub plan: Plan,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+pub struct Period {
+    pub start: String,
+    pub end: String,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+pub struct Quota {
+    pub metric: String,
+    pub used: i64,
+    pub limit: i64,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+pub struct Usage {
+    pub period: Period,
+    pub plan: Plan,
+    pub quotas: Vec<Quota>,
+    pub last_event_id: String,
+    pub stream_epoch: String,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+pub struct Build {
+    pub id: i64,
+    pub app: String,
+    pub version: String,
+    pub commit: String,
+    pub overage: bool,
+    pub created_at: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct BuildsPage {
+    pub builds: Vec<Build>,
+    pub has_more: bool,
+}
+
+/// An event as `/events` returns it. On the stream the same event arrives as SSE fields.
+#[derive(Debug, Clone, Deserialize)]
+pub struct WireEvent {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub data: Value,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct EventsPage {
+    pub events: Vec<WireEvent>,
+    pub has_more: bool,
+    pub last_event_id: String,
+    pub stream_epoch: String,
+}
+
+pub mod kind {
+    pub const BUILD_ACCEPTED: &str = "build.accepted";
+    pub const BUILD_REJECTED: &str = "build.rejected";
+    pub const QUOTA_UPDATED: &str = "quota.updated";
+    pub const QUOTA_WARNING: &str = "quota.warning";
+    pub const QUOTA_EXCEEDED: &str = "quota.exceeded";
+    pub const QUOTA_RESET: &str = "quota.reset";
+    pub const PLAN_CHANGED: &str = "plan.changed";
+    pub const NOTICE: &str = "notice";
+    pub const SYNC_RESET: &str = "sync.reset";
+}
+
+/// What an event tells about a quota, if anything: used/limit of a metric in a period.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QuotaObservation {
+    pub metric: String,
+    pub used: i64,
+    pub limit: i64,
+    /// Period start for per-period metrics, `None` for totals (applications).
+    pub period_start: Option<String>,
+    pub period_end: Option<String>,
+}
+
+impl QuotaObservation {
+    /// Reads the quota fields that `quota.updated`, `quota.warning` and `quota.exceeded` carry.
+    pub fn from_event(kind: &str, data: &Value) -> Option<Self> {
+        if !matches!(
+            kind,
+            kind::QUOTA_UPDATED | kind::QUOTA_WARNING | kind::QUOTA_EXCEEDED
+        ) {
+            return None;
+        }
+        Some(Self {
+            metric: data.get("metric")?.as_str()?.to_owned(),
+            used: data.get("used")?.as_i64()?,
+            limit: data.get("limit")?.as_i64()?,
+            period_start: data
+                .pointer("/period/start")
+                .and_then(Value::as_str)
+                .map(str::to_owned),
+            period_end: data
+                .pointer("/period/end")
+                .and_then(Value::as_str)
+                .map(str::to_owned),
+        })
+    }
+}

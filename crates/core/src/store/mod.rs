@@ -1,0 +1,662 @@
+//! The local cache: one SQLite file per profile (WAL, embedded migrations).
+//!
+//! Writes that belong together share a transaction: an event, the cursor that follows it, the
+//! rows it projects to (builds, quota snapshots, folded usage) and the notifications it decides
+//! commit together or not at all. A process killed at any point resumes from a consistent
+//! cursor with no event stored twice and no notification decided twice.
+
+mod queries;
+
+pub use queries::{BuildFilter, BuildRow, EventRow, NotificationRow};
+
+use std::path::Path;
+use std::time::Duration;
+
+use rusqlite::{Connection, OptionalExtension, Transaction, params};
+use rusqlite_migration::{M, Migrations};
+use serde_json::Value;
+
+use crate::policy::{self, Decision, Observed, Settings};
+use crate::protocol::{Account, Build, Plan, QuotaObservation, Usage, kind};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("local database: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("local database migration: {0}")]
+    Migration(#[from] rusqlite_migration::Error),
+    #[error("cannot create the data directory {path}: {source}")]
+    CreateDir {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("stored JSON is damaged: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+pub struct Store {
+    conn: Connection,
+}
+
+/// An account as cached.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AccountRow {
+    pub id: i64,
+    pub origin: String,
+    pub server_url: String,
+    pub user_id: String,
+    pub email: String,
+    pub plan: Plan,
+}
+
+impl AccountRow {
+    /// The keychain entry name: the token is filed under the server origin and the user.
+    pub fn keychain_key(&self) -> String {
+        format!("{}#{}", self.origin, self.user_id)
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SyncState {
+    pub cursor: Option<String>,
+    pub epoch: Option<String>,
+    pub usage: Option<Usage>,
+    pub builds_cursor: i64,
+    pub last_synced_at: Option<i64>,
+    pub connection: String,
+    pub connection_since: Option<i64>,
+    pub connection_detail: Option<String>,
+}
+
+/// An event as received, before it is stored.
+#[derive(Debug, Clone)]
+pub struct Incoming {
+    pub id: String,
+    pub kind: String,
+    pub data: String,
+}
+
+/// Where an event came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    Stream,
+    CatchUp,
+}
+
+impl Source {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Stream => "stream",
+            Self::CatchUp => "catchup",
+        }
+    }
+}
+
+/// What an ingest stored.
+#[derive(Debug, Default)]
+pub struct Ingested {
+    pub stored: usize,
+    pub duplicates: usize,
+    pub parse_failures: usize,
+    pub builds: u64,
+    /// Notifications decided in this transaction and to be shown now.
+    pub pending: Vec<NotificationRow>,
+}
+
+/// The policy as the store calls it, inside the transaction.
+pub type Decide<'a> = dyn FnMut(&Observed<'_>, &mut dyn FnMut(&str) -> bool) -> Vec<Decision> + 'a;
+pub type DecideUsage<'a> = dyn FnMut(&Usage, &mut dyn FnMut(&str) -> bool) -> Vec<Decision> + 'a;
+
+fn migrations() -> Migrations<'static> {
+    Migrations::new(vec![M::up(include_str!("001_init.sql"))])
+}
+
+impl Store {
+    pub fn open(path: &Path) -> Result<Self> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
+                path: dir.to_owned(),
+                source,
+            })?;
+        }
+        let mut conn = Connection::open(path)?;
+        conn.busy_timeout(Duration::from_secs(5))?;
+        // WAL + NORMAL: a committed transaction survives the process being killed.
+        conn.execute_batch(
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;",
+        )?;
+        migrations().to_latest(&mut conn)?;
+        Ok(Self { conn })
+    }
+
+    pub fn conn(&self) -> &Connection {
+        &self.conn
+    }
+
+    // ---- accounts -------------------------------------------------------------------------
+
+    /// Records the account a login validated; returns its local id.
+    pub fn upsert_account(
+        &mut self,
+        server_url: &str,
+        origin: &str,
+        acct: &Account,
+        now: i64,
+    ) -> Result<i64> {
+        let plan = serde_json::to_string(&acct.plan)?;
+        let tx = self.conn.transaction()?;
+        tx.execute(
+            "INSERT INTO accounts (origin, server_url, user_id, email, plan, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+             ON CONFLICT (origin, user_id) DO UPDATE SET server_url = ?2, email = ?4, plan = ?5",
+            params![origin, server_url, acct.id, acct.email, plan, now],
+        )?;
+        let id: i64 = tx.query_row(
+            "SELECT id FROM accounts WHERE origin = ?1 AND user_id = ?2",
+            params![origin, acct.id],
+            |r| r.get(0),
+        )?;
+        tx.execute(
+            "INSERT OR IGNORE INTO sync_state (account_id) VALUES (?1)",
+            [id],
+        )?;
+        tx.commit()?;
+        Ok(id)
+    }
+
+    /// The account in use. Several accounts can be cached; the first one is active for now.
+    pub fn active_account(&self) -> Result<Option<AccountRow>> {
+        let row = self
+            .conn
+            .query_row(
+                "SELECT id, origin, server_url, user_id, email, plan FROM accounts ORDER BY id LIMIT 1",
+                [],
+                |r| {
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, String>(2)?,
+                        r.get::<_, String>(3)?,
+                        r.get::<_, String>(4)?,
+                        r.get::<_, String>(5)?,
+                    ))
+                },
+            )
+            .optional()?;
+        row.map(|(id, origin, server_url, user_id, email, plan)| {
+            Ok(AccountRow {
+                id,
+                origin,
+                server_url,
+                user_id,
+                email,
+                plan: serde_json::from_str(&plan)?,
+            })
+        })
+        .transpose()
+    }
+
+    /// Forgets an account and everything cached for it.
+    pub fn delete_account(&mut self, account: i64) -> Result<()> {
+        self.conn
+            .execute("DELETE FROM accounts WHERE id = ?1", [account])?;
+        Ok(())
+    }
+
+    // ---- sync state -----------------------------------------------------------------------
+
+    pub fn sync_state(&self, account: i64) -> Result<SyncState> {
+        let s = self
+            .conn
+            .query_row(
+                "SELECT cursor, epoch, usage, builds_cursor, last_synced_at, connection,
+                        connection_since, connection_detail FROM sync_state WHERE account_id = ?1",
+                [account],
+                |r| {
+                    Ok((
+                        SyncState {
+                            cursor: r.get(0)?,
+                            epoch: r.get(1)?,
+                            usage: None,
+                            builds_cursor: r.get(3)?,
+                            last_synced_at: r.get(4)?,
+                            connection: r.get(5)?,
+                            connection_since: r.get(6)?,
+                            connection_detail: r.get(7)?,
+                        },
+                        r.get::<_, Option<String>>(2)?,
+                    ))
+                },
+            )
+            .optional()?;
+        let Some((mut state, usage)) = s else {
+            return Ok(SyncState::default());
+        };
+        state.usage = usage.map(|u| serde_json::from_str(&u)).transpose()?;
+        Ok(state)
+    }
+
+    /// Records the connection state (for `status` and the tray), with the time it began.
+    pub fn set_connection(
+        &self,
+        account: i64,
+        state: &str,
+        detail: Option<&str>,
+        now: i64,
+    ) -> Result<()> {
+        self.conn.execute(
+            "UPDATE sync_state SET connection = ?2, connection_detail = ?3,
+                 connection_since = CASE WHEN connection = ?2 THEN connection_since ELSE ?4 END
+             WHERE account_id = ?1",
+            params![account, state, detail, now],
+        )?;
+        Ok(())
+    }
+
+    pub fn mark_synced(&self, account: i64, now: i64) -> Result<()> {
+        self.conn.execute(
+            "UPDATE sync_state SET last_synced_at = ?2 WHERE account_id = ?1",
+            params![account, now],
+        )?;
+        Ok(())
+    }
+
+    /// Starts over from `usage`: the cursor moves to its newest event and epoch, cached builds
+    /// are dropped (they are synced again), and one history-gap entry says why.
+    pub fn resync(
+        &mut self,
+        account: i64,
+        usage: &Usage,
+        reason: &str,
+        detail: &str,
+        now: i64,
+    ) -> Result<()> {
+        let tx = self.conn.transaction()?;
+        tx.execute(
+            "INSERT INTO history_gaps (account_id, at, reason, detail) VALUES (?1, ?2, ?3, ?4)",
+            params![account, now, reason, detail],
+        )?;
+        tx.execute(
+            "DELETE FROM builds WHERE account_id = ?1 AND status <> 'rejected'",
+            [account],
+        )?;
+        tx.execute(
+            "UPDATE sync_state SET cursor = ?2, epoch = ?3, builds_cursor = 0 WHERE account_id = ?1",
+            params![account, usage.last_event_id, usage.stream_epoch],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Sets the first cursor of an account that has none (a fresh login starts from now).
+    pub fn start_cursor(&self, account: i64, usage: &Usage) -> Result<()> {
+        self.conn.execute(
+            "UPDATE sync_state SET cursor = ?2, epoch = ?3 WHERE account_id = ?1 AND cursor IS NULL",
+            params![account, usage.last_event_id, usage.stream_epoch],
+        )?;
+        Ok(())
+    }
+
+    // ---- ingest ---------------------------------------------------------------------------
+
+    /// Stores events in order, moves the cursor to the last one and records what the policy
+    /// decides, all in one transaction. Events already stored are skipped.
+    pub fn ingest(
+        &mut self,
+        account: i64,
+        epoch: &str,
+        events: &[Incoming],
+        source: Source,
+        now: i64,
+        decide: &mut Decide<'_>,
+    ) -> Result<Ingested> {
+        let tx = self.conn.transaction()?;
+        let mut out = Ingested::default();
+        for ev in events {
+            let parsed: std::result::Result<Value, _> = serde_json::from_str(&ev.data);
+            let parse_error = parsed.as_ref().err().map(|e| e.to_string());
+            let inserted = tx
+                .prepare_cached(
+                    "INSERT OR IGNORE INTO events (account_id, epoch, event_id, type, data, parse_error, source, received_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                )?
+                .execute(params![account, epoch, ev.id, ev.kind, ev.data, parse_error, source.as_str(), now])?;
+            if inserted == 0 {
+                out.duplicates += 1;
+                continue;
+            }
+            out.stored += 1;
+            let data = match parsed {
+                Ok(v) => Some(v),
+                Err(e) => {
+                    out.parse_failures += 1;
+                    tracing::error!(event_id = %ev.id, kind = %ev.kind, error = %e, "event payload is not JSON; recorded and skipped");
+                    None
+                }
+            };
+            if let Some(data) = &data {
+                if ev.kind == kind::BUILD_ACCEPTED {
+                    out.builds += 1;
+                }
+                project(&tx, account, epoch, &ev.id, &ev.kind, data, now)?;
+            }
+            let observed = Observed {
+                epoch,
+                id: &ev.id,
+                kind: &ev.kind,
+                data: data.as_ref(),
+            };
+            let decisions = decide(&observed, &mut |key| known(&tx, account, key));
+            out.pending
+                .extend(record_decisions(&tx, account, &decisions, now)?);
+        }
+        if let Some(last) = events.last() {
+            tx.execute(
+                "UPDATE sync_state SET cursor = ?2, epoch = ?3 WHERE account_id = ?1",
+                params![account, last.id, epoch],
+            )?;
+        }
+        tx.commit()?;
+        Ok(out)
+    }
+
+    /// Stores a fresh usage snapshot, and the notifications it calls for.
+    pub fn record_usage(
+        &mut self,
+        account: i64,
+        usage: &Usage,
+        now: i64,
+        decide: &mut DecideUsage<'_>,
+    ) -> Result<Vec<NotificationRow>> {
+        let tx = self.conn.transaction()?;
+        for q in &usage.quotas {
+            let per_period = q.metric == "builds";
+            snapshot(
+                &tx,
+                account,
+                now,
+                &QuotaObservation {
+                    metric: q.metric.clone(),
+                    used: q.used,
+                    limit: q.limit,
+                    period_start: per_period.then(|| usage.period.start.clone()),
+                    period_end: per_period.then(|| usage.period.end.clone()),
+                },
+            )?;
+        }
+        tx.execute(
+            "UPDATE sync_state SET usage = ?2 WHERE account_id = ?1",
+            params![account, serde_json::to_string(usage)?],
+        )?;
+        tx.execute(
+            "UPDATE accounts SET plan = ?2 WHERE id = ?1",
+            params![account, serde_json::to_string(&usage.plan)?],
+        )?;
+        let decisions = decide(usage, &mut |key| known(&tx, account, key));
+        let pending = record_decisions(&tx, account, &decisions, now)?;
+        tx.commit()?;
+        Ok(pending)
+    }
+
+    /// Stores a page of builds from `/builds?after=` and moves the builds cursor past it.
+    pub fn store_builds(&mut self, account: i64, builds: &[Build]) -> Result<()> {
+        let tx = self.conn.transaction()?;
+        for b in builds {
+            upsert_build(&tx, account, b)?;
+        }
+        if let Some(last) = builds.iter().map(|b| b.id).max() {
+            tx.execute(
+                "UPDATE sync_state SET builds_cursor = max(builds_cursor, ?2) WHERE account_id = ?1",
+                params![account, last],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    // ---- notifications --------------------------------------------------------------------
+
+    pub fn set_notification_state(&self, id: i64, state: &str, reason: Option<&str>) -> Result<()> {
+        self.conn.execute(
+            "UPDATE notifications SET state = ?2, reason = coalesce(?3, reason) WHERE id = ?1",
+            params![id, state, reason],
+        )?;
+        Ok(())
+    }
+
+    /// Notifications decided but not yet shown (the process stopped in between).
+    pub fn pending_notifications(&self, account: i64) -> Result<Vec<NotificationRow>> {
+        queries::notifications(&self.conn, account, Some("pending"), 1000)
+    }
+
+    /// Turns everything held during a catch-up into one digest notification, in one
+    /// transaction: the held rows become `digested` and the digest is returned to be shown.
+    pub fn digest_held(
+        &mut self,
+        account: i64,
+        builds_while_away: u64,
+        now: i64,
+    ) -> Result<Option<NotificationRow>> {
+        let usage = self.sync_state(account)?.usage;
+        let tx = self.conn.transaction()?;
+        let held = queries::notifications(&tx, account, Some("held"), 10_000)?;
+        let Some(first) = held.first() else {
+            return Ok(None);
+        };
+        let summary: Vec<policy::Held> = held
+            .iter()
+            .map(|n| policy::Held {
+                title: n.title.clone(),
+                urgent: n.urgent,
+            })
+            .collect();
+        let decision = policy::digest(
+            &summary,
+            builds_while_away,
+            usage.as_ref(),
+            &first.dedupe_key,
+        );
+        tx.execute(
+            "UPDATE notifications SET state = 'digested' WHERE account_id = ?1 AND state = 'held'",
+            [account],
+        )?;
+        let rows = record_decisions(&tx, account, &[decision], now)?;
+        tx.commit()?;
+        Ok(rows.into_iter().next())
+    }
+
+    // ---- settings -------------------------------------------------------------------------
+
+    pub fn settings(&self) -> Result<Settings> {
+        let v: Option<String> = self
+            .conn
+            .query_row(
+                "SELECT value FROM settings WHERE key = 'notifications'",
+                [],
+                |r| r.get(0),
+            )
+            .optional()?;
+        Ok(v.map(|v| serde_json::from_str(&v))
+            .transpose()?
+            .unwrap_or_default())
+    }
+
+    pub fn set_settings(&self, settings: &Settings) -> Result<()> {
+        self.conn.execute(
+            "INSERT INTO settings (key, value) VALUES ('notifications', ?1)
+             ON CONFLICT (key) DO UPDATE SET value = ?1",
+            [serde_json::to_string(settings)?],
+        )?;
+        Ok(())
+    }
+}
+
+fn known(tx: &Transaction<'_>, account: i64, key: &str) -> bool {
+    tx.prepare_cached("SELECT 1 FROM notifications WHERE account_id = ?1 AND dedupe_key = ?2")
+        .and_then(|mut s| s.exists(params![account, key]))
+        // On a read error, claim the key is known: a missed notification is logged, a
+        // duplicate cannot be taken back.
+        .unwrap_or(true)
+}
+
+/// Inserts decisions under their dedupe keys; returns those to be shown now.
+fn record_decisions(
+    tx: &Transaction<'_>,
+    account: i64,
+    decisions: &[Decision],
+    now: i64,
+) -> Result<Vec<NotificationRow>> {
+    let mut pending = Vec::new();
+    for d in decisions {
+        let inserted = tx
+            .prepare_cached(
+                "INSERT OR IGNORE INTO notifications (account_id, dedupe_key, kind, title, body, urgent, state, reason, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            )?
+            .execute(params![account, d.dedupe_key, d.kind, d.title, d.body, d.urgent, d.state.as_str(), d.reason, now])?;
+        if inserted == 1 && d.state == policy::State::Pending {
+            pending.push(NotificationRow {
+                id: tx.last_insert_rowid(),
+                dedupe_key: d.dedupe_key.clone(),
+                kind: d.kind.to_owned(),
+                title: d.title.clone(),
+                body: d.body.clone(),
+                urgent: d.urgent,
+                state: "pending".into(),
+                reason: None,
+                created_at: now,
+            });
+        }
+    }
+    Ok(pending)
+}
+
+/// Applies an event to the cached projections: builds, quota snapshots and the folded usage.
+fn project(
+    tx: &Transaction<'_>,
+    account: i64,
+    epoch: &str,
+    id: &str,
+    kind: &str,
+    data: &Value,
+    now: i64,
+) -> Result<()> {
+    match kind {
+        kind::BUILD_ACCEPTED => {
+            if let Ok(b) = serde_json::from_value::<Build>(data.clone()) {
+                upsert_build(tx, account, &b)?;
+            }
+        }
+        kind::BUILD_REJECTED => {
+            let text = |k: &str| data.get(k).and_then(Value::as_str).unwrap_or("").to_owned();
+            let reason = format!(
+                "{} {}/{}",
+                text("metric"),
+                data.get("used").and_then(Value::as_i64).unwrap_or(0),
+                data.get("limit").and_then(Value::as_i64).unwrap_or(0)
+            );
+            tx.prepare_cached(
+                "INSERT OR IGNORE INTO builds (account_id, key, build_id, app, version, commit_sha, status, reason, created_at)
+                 VALUES (?1, ?2, NULL, ?3, ?4, ?5, 'rejected', ?6, ?7)",
+            )?
+            .execute(params![account, format!("r:{epoch}:{id}"), text("app"), text("version"), text("commit"), reason, text("created_at")])?;
+        }
+        kind::QUOTA_RESET | kind::PLAN_CHANGED => fold_usage(tx, account, |u| {
+            if let Some(quotas) = data
+                .get("quotas")
+                .and_then(|q| serde_json::from_value(q.clone()).ok())
+            {
+                u.quotas = quotas;
+            }
+            if let Some(period) = data
+                .get("period")
+                .and_then(|p| serde_json::from_value(p.clone()).ok())
+            {
+                u.period = period;
+            }
+            if let Some(plan) = data
+                .get("plan")
+                .and_then(|p| serde_json::from_value(p.clone()).ok())
+            {
+                u.plan = plan;
+            }
+        })?,
+        _ => {
+            if let Some(obs) = QuotaObservation::from_event(kind, data) {
+                snapshot(tx, account, now, &obs)?;
+                fold_usage(tx, account, |u| {
+                    match u.quotas.iter_mut().find(|q| q.metric == obs.metric) {
+                        Some(q) => {
+                            q.used = obs.used;
+                            q.limit = obs.limit;
+                        }
+                        None => u.quotas.push(crate::protocol::Quota {
+                            metric: obs.metric.clone(),
+                            used: obs.used,
+                            limit: obs.limit,
+                        }),
+                    }
+                    if let (Some(s), Some(e)) = (&obs.period_start, &obs.period_end) {
+                        u.period.start.clone_from(s);
+                        u.period.end.clone_from(e);
+                    }
+                })?;
+            }
+        }
+    }
+    if let Some(plan) = data.get("plan").filter(|_| kind == kind::PLAN_CHANGED) {
+        {
+            tx.execute(
+                "UPDATE accounts SET plan = ?2 WHERE id = ?1",
+                params![account, plan.to_string()],
+            )?;
+        }
+    }
+    Ok(())
+}
+
+fn fold_usage(tx: &Transaction<'_>, account: i64, f: impl FnOnce(&mut Usage)) -> Result<()> {
+    let current: Option<String> = tx
+        .prepare_cached("SELECT usage FROM sync_state WHERE account_id = ?1")?
+        .query_row([account], |r| r.get(0))
+        .optional()?
+        .flatten();
+    // Without a usage snapshot there is nothing to fold into; the next /usage brings one.
+    let Some(mut usage) = current.and_then(|u| serde_json::from_str::<Usage>(&u).ok()) else {
+        return Ok(());
+    };
+    f(&mut usage);
+    tx.prepare_cached("UPDATE sync_state SET usage = ?2 WHERE account_id = ?1")?
+        .execute(params![account, serde_json::to_string(&usage)?])?;
+    Ok(())
+}
+
+fn snapshot(tx: &Transaction<'_>, account: i64, now: i64, obs: &QuotaObservation) -> Result<()> {
+    tx.prepare_cached(
+        "INSERT INTO quota_snapshots (account_id, at, metric, used, quota_limit, period_start, period_end)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )?
+    .execute(params![account, now, obs.metric, obs.used, obs.limit, obs.period_start, obs.period_end])?;
+    Ok(())
+}
+
+fn upsert_build(tx: &Transaction<'_>, account: i64, b: &Build) -> Result<()> {
+    tx.prepare_cached(
+        "INSERT INTO builds (account_id, key, build_id, app, version, commit_sha, status, reason, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, NULL, ?8)
+         ON CONFLICT (account_id, key) DO NOTHING",
+    )?
+    .execute(params![
+        account,
+        format!("b:{}", b.id),
+        b.id,
+        b.app,
+        b.version,
+        b.commit,
+        if b.overage { "overage" } else { "accepted" },
+        b.created_at
+    ])?;
+    Ok(())
+}

@@ -1,0 +1,178 @@
+//! Read-only queries over the cache, for `status`, `history`, `events`, `notifications` and
+//! the desktop views. They work offline.
+
+use rusqlite::{Connection, params};
+use serde::Serialize;
+
+use super::{Result, Store};
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BuildRow {
+    pub key: String,
+    pub build_id: Option<i64>,
+    pub app: String,
+    pub version: String,
+    pub commit: String,
+    pub status: String,
+    pub reason: Option<String>,
+    pub created_at: String,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct BuildFilter {
+    pub app: Option<String>,
+    pub status: Option<String>,
+    /// RFC 3339 bounds (inclusive since, exclusive until); a date `YYYY-MM-DD` works too.
+    pub since: Option<String>,
+    pub until: Option<String>,
+    /// Free-text search in app, version and commit.
+    pub search: Option<String>,
+    pub limit: usize,
+    pub offset: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EventRow {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub data: serde_json::Value,
+    pub epoch: String,
+    pub source: String,
+    pub parse_error: Option<String>,
+    pub received_at: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct NotificationRow {
+    pub id: i64,
+    pub dedupe_key: String,
+    pub kind: String,
+    pub title: String,
+    pub body: String,
+    pub urgent: bool,
+    pub state: String,
+    pub reason: Option<String>,
+    pub created_at: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct GapRow {
+    pub at: i64,
+    pub reason: String,
+    pub detail: Option<String>,
+}
+
+pub(super) fn notifications(
+    conn: &Connection,
+    account: i64,
+    state: Option<&str>,
+    limit: usize,
+) -> Result<Vec<NotificationRow>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT id, dedupe_key, kind, title, body, urgent, state, reason, created_at FROM notifications
+         WHERE account_id = ?1 AND (?2 IS NULL OR state = ?2) ORDER BY id LIMIT ?3",
+    )?;
+    let rows = stmt.query_map(params![account, state, limit as i64], |r| {
+        Ok(NotificationRow {
+            id: r.get(0)?,
+            dedupe_key: r.get(1)?,
+            kind: r.get(2)?,
+            title: r.get(3)?,
+            body: r.get(4)?,
+            urgent: r.get(5)?,
+            state: r.get(6)?,
+            reason: r.get(7)?,
+            created_at: r.get(8)?,
+        })
+    })?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+impl Store {
+    pub fn builds(&self, account: i64, f: &BuildFilter) -> Result<Vec<BuildRow>> {
+        let search = f
+            .search
+            .as_ref()
+            .map(|s| format!("%{}%", s.replace('%', "\\%").replace('_', "\\_")));
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT key, build_id, app, version, commit_sha, status, reason, created_at FROM builds
+             WHERE account_id = ?1
+               AND (?2 IS NULL OR app = ?2)
+               AND (?3 IS NULL OR status = ?3)
+               AND (?4 IS NULL OR created_at >= ?4)
+               AND (?5 IS NULL OR created_at < ?5)
+               AND (?6 IS NULL OR app LIKE ?6 ESCAPE '\\' OR version LIKE ?6 ESCAPE '\\' OR commit_sha LIKE ?6 ESCAPE '\\')
+             ORDER BY created_at DESC, key DESC LIMIT ?7 OFFSET ?8",
+        )?;
+        let rows = stmt.query_map(
+            params![
+                account,
+                f.app,
+                f.status,
+                f.since,
+                f.until,
+                search,
+                f.limit.max(1) as i64,
+                f.offset as i64
+            ],
+            |r| {
+                Ok(BuildRow {
+                    key: r.get(0)?,
+                    build_id: r.get(1)?,
+                    app: r.get(2)?,
+                    version: r.get(3)?,
+                    commit: r.get(4)?,
+                    status: r.get(5)?,
+                    reason: r.get(6)?,
+                    created_at: r.get(7)?,
+                })
+            },
+        )?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// The cached event log, oldest first.
+    pub fn events(&self, account: i64, after_seq: i64, limit: usize) -> Result<Vec<EventRow>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT event_id, type, data, epoch, source, parse_error, received_at FROM events
+             WHERE account_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
+        )?;
+        let rows = stmt.query_map(params![account, after_seq, limit as i64], |r| {
+            let data: String = r.get(2)?;
+            Ok(EventRow {
+                id: r.get(0)?,
+                kind: r.get(1)?,
+                data: serde_json::from_str(&data).unwrap_or(serde_json::Value::String(data)),
+                epoch: r.get(3)?,
+                source: r.get(4)?,
+                parse_error: r.get(5)?,
+                received_at: r.get(6)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    pub fn notifications(
+        &self,
+        account: i64,
+        state: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<NotificationRow>> {
+        notifications(&self.conn, account, state, limit)
+    }
+
+    pub fn gaps(&self, account: i64) -> Result<Vec<GapRow>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT at, reason, detail FROM history_gaps WHERE account_id = ?1 ORDER BY id",
+        )?;
+        let rows = stmt.query_map([account], |r| {
+            Ok(GapRow {
+                at: r.get(0)?,
+                reason: r.get(1)?,
+                detail: r.get(2)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+}
