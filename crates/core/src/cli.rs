@@ -60,6 +60,9 @@ pub enum Command {
         /// Seconds between backstop catch-ups.
         #[arg(long, default_value_t = 600)]
         backstop_secs: u64,
+        /// Longest wait between reconnection attempts.
+        #[arg(long, default_value_t = 60.0)]
+        max_backoff_secs: f64,
     },
     /// Build history from the cache.
     History {
@@ -156,6 +159,7 @@ fn dispatch(cmd: Command, paths: &Paths) -> Result<ExitCode, BoxError> {
         Command::Watch {
             keepalive_secs,
             backstop_secs,
+            max_backoff_secs,
         } => {
             let cfg = EngineConfig {
                 stream: StreamSettings {
@@ -163,6 +167,7 @@ fn dispatch(cmd: Command, paths: &Paths) -> Result<ExitCode, BoxError> {
                     ..StreamSettings::default()
                 },
                 backstop: Duration::from_secs(backstop_secs.max(1)),
+                max_backoff: Duration::from_secs_f64(max_backoff_secs.clamp(0.05, 3600.0)),
                 ..EngineConfig::default()
             };
             watch(paths, cfg)

@@ -39,6 +39,8 @@ pub struct EngineConfig {
     /// How long to long-poll before trying the stream again.
     pub fallback_for: Duration,
     pub events_page: u32,
+    /// Upper bound of the reconnect backoff.
+    pub max_backoff: Duration,
 }
 
 impl Default for EngineConfig {
@@ -51,6 +53,7 @@ impl Default for EngineConfig {
             fallback_after: 3,
             fallback_for: Duration::from_secs(300),
             events_page: 1000,
+            max_backoff: Duration::from_secs(60),
         }
     }
 }
@@ -129,8 +132,8 @@ impl Engine {
             api,
             notifier,
             clock,
+            backoff: Backoff::new(Duration::from_secs(1).min(cfg.max_backoff), cfg.max_backoff),
             cfg,
-            backoff: Backoff::default(),
             rng: StdRng::from_os_rng(),
             updates: tokio::sync::broadcast::channel(64).0,
             stream_failures: 0,
@@ -374,8 +377,29 @@ impl Engine {
     /// cursor), then usage, then builds; anything decided on the way is shown as one digest.
     pub async fn catch_up(&mut self) -> Result<(), EngineError> {
         let account = self.account.id;
-        let state = self.store.sync_state(account)?;
+        let mut state = self.store.sync_state(account)?;
         let mut builds_seen = 0;
+        if state.cursor.is_none() {
+            // First run for this account: the retained history is fetched for offline review,
+            // but what happened before sign-in is not announced (the usage below is).
+            let usage = self.api.usage().await?;
+            let first = self.api.events_after(None, 1, None).await?;
+            match first.events.into_iter().next() {
+                None => self.store.start_cursor(account, &usage)?,
+                Some(oldest) => {
+                    self.store
+                        .set_history_until(account, &usage.last_event_id)?;
+                    let oldest = Incoming {
+                        id: oldest.id,
+                        kind: oldest.kind,
+                        data: oldest.data.to_string(),
+                    };
+                    self.ingest(&first.stream_epoch, &[oldest], Source::CatchUp)
+                        .await?;
+                }
+            }
+            state = self.store.sync_state(account)?;
+        }
         match (state.cursor.clone(), state.epoch.clone()) {
             (Some(mut cursor), Some(epoch)) => loop {
                 let page = match self
@@ -411,11 +435,7 @@ impl Engine {
                     break;
                 }
             },
-            _ => {
-                // A fresh account: start from now; the usage below says where things stand.
-                let usage = self.api.usage().await?;
-                self.store.start_cursor(account, &usage)?;
-            }
+            _ => self.resync("no cursor").await?,
         }
         let usage = self.api.usage().await?;
         self.record_usage(&usage, true).await?;

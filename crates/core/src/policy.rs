@@ -126,6 +126,9 @@ pub struct Observed<'a> {
     pub kind: &'a str,
     /// `None` when the payload was not valid JSON (recorded as a parse failure, never notified).
     pub data: Option<&'a Value>,
+    /// The event happened before the user signed in on this machine: it is history to store,
+    /// not news to announce.
+    pub before_sign_in: bool,
 }
 
 /// Decisions for one event. `known` answers whether a dedupe key was decided before; keys
@@ -138,6 +141,9 @@ pub fn decide_event(
     let Some(data) = ev.data else {
         return Vec::new();
     };
+    if ev.before_sign_in {
+        return Vec::new();
+    }
     if let Some(obs) = QuotaObservation::from_event(ev.kind, data) {
         let hard = data
             .get("hard_limit")
@@ -382,9 +388,12 @@ pub fn digest(
         }
     }
     let mut body = format!("While you were away: {}", parts.join("; "));
-    for h in held {
-        body.push_str("\n• ");
-        body.push_str(&h.title);
+    // With one update its title is the summary; with several each is listed once.
+    if held.len() > 1 {
+        for h in held {
+            body.push_str("\n• ");
+            body.push_str(&h.title);
+        }
     }
     Decision {
         dedupe_key: format!("digest:{first_key}"),

@@ -19,6 +19,7 @@ CREATE TABLE sync_state (
     epoch             TEXT,
     usage             TEXT,                 -- latest usage JSON, folded with later quota events
     builds_cursor     INTEGER NOT NULL DEFAULT 0,
+    history_until     TEXT,                 -- events up to this id predate sign-in: stored, not notified
     last_synced_at    INTEGER,
     connection        TEXT NOT NULL DEFAULT 'offline',
     connection_since  INTEGER,

@@ -290,7 +290,16 @@ impl Store {
         Ok(())
     }
 
-    /// Sets the first cursor of an account that has none (a fresh login starts from now).
+    /// Marks the events up to `last_id` as history from before sign-in (stored, not notified).
+    pub fn set_history_until(&self, account: i64, last_id: &str) -> Result<()> {
+        self.conn.execute(
+            "UPDATE sync_state SET history_until = ?2 WHERE account_id = ?1",
+            params![account, last_id],
+        )?;
+        Ok(())
+    }
+
+    /// Sets the first cursor of an account whose server has no events yet.
     pub fn start_cursor(&self, account: i64, usage: &Usage) -> Result<()> {
         self.conn.execute(
             "UPDATE sync_state SET cursor = ?2, epoch = ?3 WHERE account_id = ?1 AND cursor IS NULL",
@@ -314,7 +323,20 @@ impl Store {
     ) -> Result<Ingested> {
         let tx = self.conn.transaction()?;
         let mut out = Ingested::default();
+        let mut history_until: Option<String> = tx
+            .prepare_cached("SELECT history_until FROM sync_state WHERE account_id = ?1")?
+            .query_row([account], |r| r.get(0))
+            .optional()?
+            .flatten();
         for ev in events {
+            let before_sign_in = history_until.is_some();
+            if history_until.as_deref() == Some(ev.id.as_str()) {
+                history_until = None;
+                tx.execute(
+                    "UPDATE sync_state SET history_until = NULL WHERE account_id = ?1",
+                    [account],
+                )?;
+            }
             let parsed: std::result::Result<Value, _> = serde_json::from_str(&ev.data);
             let parse_error = parsed.as_ref().err().map(|e| e.to_string());
             let inserted = tx
@@ -347,6 +369,7 @@ impl Store {
                 id: &ev.id,
                 kind: &ev.kind,
                 data: data.as_ref(),
+                before_sign_in,
             };
             let decisions = decide(&observed, &mut |key| known(&tx, account, key));
             out.pending

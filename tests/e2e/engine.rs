@@ -1,0 +1,368 @@
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use rand::Rng;
+
+use crate::support::*;
+
+const BUILDS_80: &str = "Builds at 80%";
+const BUILDS_100: &str = "Builds limit reached";
+
+/// Posts builds of one app until the Free plan's 100 are used; posts fail while the backend
+/// is down and are retried.
+fn post_until_full(
+    base: String,
+    token: String,
+    done: Arc<AtomicBool>,
+    posted: Arc<AtomicUsize>,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let mut n = 0;
+        loop {
+            match post_build(&base, &token, "web", n) {
+                Ok(201) => {
+                    posted.fetch_add(1, Ordering::SeqCst);
+                    n += 1;
+                }
+                Ok(402) => break,
+                _ => std::thread::sleep(Duration::from_millis(20)),
+            }
+            std::thread::sleep(Duration::from_millis(15));
+        }
+        done.store(true, Ordering::SeqCst);
+    })
+}
+
+fn engine_matches_server(engine: &Engine<'_>, backend: &Backend, token: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let (local, server) = (engine.events(), server_events(&backend.url(), token));
+        if local == server {
+            break;
+        }
+        if std::time::Instant::now() > deadline {
+            let first = local.iter().zip(&server).position(|(a, b)| a != b);
+            let log = std::fs::read_to_string(engine.data.join("watch.stderr")).unwrap_or_default();
+            let tail: Vec<&str> = log
+                .lines()
+                .filter(|l| !l.contains("TRACE") && !l.contains("DEBUG"))
+                .collect();
+            panic!(
+                "local log ({}) differs from the server's ({}) first at {first:?}: {:?} vs {:?}\nengine log:\n{}",
+                local.len(),
+                server.len(),
+                first.map(|i| &local[i]),
+                first.map(|i| &server[i]),
+                tail[tail.len().saturating_sub(40)..].join("\n")
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let local = engine.events();
+    let mut ids: Vec<&str> = local.iter().map(|e| e.0.as_str()).collect();
+    ids.dedup();
+    assert_eq!(ids.len(), local.len(), "no duplicate ids");
+}
+
+fn quiet_rejections(engine: &Engine<'_>) {
+    let (ok, _, err) = engine.run(&["settings", "--notify-rejected", "false"], None);
+    assert!(ok, "{err}");
+}
+
+#[test]
+fn backend_restarted_20_times_loses_and_repeats_nothing() {
+    let desktop = Desktop::start();
+    let dir = tempfile::tempdir().unwrap();
+    let mut backend = Backend::start(
+        dir.path(),
+        &["--keepalive-secs", "0.5", "--retry-ms", "100"],
+    );
+    let token = backend.add_user("restarts@example.com", "free");
+    let mut engine = Engine::new(&desktop, &dir.path().join("profile"));
+    engine
+        .watch_args
+        .extend(["--max-backoff-secs".into(), "1".into()]);
+    engine.login(&backend.url(), &token);
+    quiet_rejections(&engine);
+    engine.start_watch();
+
+    let (done, posted) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicUsize::new(0)),
+    );
+    let poster = post_until_full(backend.url(), token.clone(), done.clone(), posted.clone());
+    let mut restarts = 0;
+    let mut rng = rand::rng();
+    while restarts < 20 {
+        std::thread::sleep(Duration::from_millis(rng.random_range(50..400)));
+        backend.restart();
+        restarts += 1;
+    }
+    poster.join().unwrap();
+    assert!(done.load(Ordering::SeqCst));
+    engine_matches_server(&engine, &backend, &token);
+    wait_until("the limit notification", Duration::from_secs(20), || {
+        desktop.count_mentions(BUILDS_100) >= 1
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        desktop.count_mentions(BUILDS_80),
+        1,
+        "{:#?}",
+        desktop.notifications()
+    );
+    assert_eq!(
+        desktop.count_mentions(BUILDS_100),
+        1,
+        "{:#?}",
+        desktop.notifications()
+    );
+}
+
+#[test]
+fn engine_killed_9_at_random_points_loses_and_repeats_nothing() {
+    let desktop = Desktop::start();
+    let dir = tempfile::tempdir().unwrap();
+    let backend = Backend::start(
+        dir.path(),
+        &["--keepalive-secs", "0.5", "--retry-ms", "100"],
+    );
+    let token = backend.add_user("kills@example.com", "free");
+    let mut engine = Engine::new(&desktop, &dir.path().join("profile"));
+    engine
+        .watch_args
+        .extend(["--max-backoff-secs".into(), "1".into()]);
+    engine.login(&backend.url(), &token);
+    quiet_rejections(&engine);
+    engine.start_watch();
+
+    let (done, posted) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicUsize::new(0)),
+    );
+    let poster = post_until_full(backend.url(), token.clone(), done.clone(), posted.clone());
+    let mut rng = rand::rng();
+    for _ in 0..20 {
+        // Short lives hit the start-up catch-up; longer ones the live stream.
+        std::thread::sleep(Duration::from_millis(rng.random_range(30..500)));
+        engine.kill9();
+        engine.start_watch();
+    }
+    poster.join().unwrap();
+    engine_matches_server(&engine, &backend, &token);
+    wait_until("the limit notification", Duration::from_secs(20), || {
+        desktop.count_mentions(BUILDS_100) >= 1
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        desktop.count_mentions(BUILDS_80),
+        1,
+        "{:#?}",
+        desktop.notifications()
+    );
+    assert_eq!(
+        desktop.count_mentions(BUILDS_100),
+        1,
+        "{:#?}",
+        desktop.notifications()
+    );
+    let (ok, out, _) = engine.run(&["status", "--json"], None);
+    assert!(ok && out.contains("\"used\":100"), "{out}");
+}
+
+#[test]
+fn offline_start_answers_from_cache_then_one_digest() {
+    let desktop = Desktop::start();
+    let dir = tempfile::tempdir().unwrap();
+    let mut backend = Backend::start(
+        dir.path(),
+        &["--keepalive-secs", "0.5", "--retry-ms", "100"],
+    );
+    let token = backend.add_user("offline@example.com", "free");
+    let mut engine = Engine::new(&desktop, &dir.path().join("profile"));
+    engine
+        .watch_args
+        .extend(["--max-backoff-secs".into(), "0.5".into()]);
+    engine.login(&backend.url(), &token);
+    engine.start_watch();
+    for n in 0..10 {
+        assert_eq!(post_build(&backend.url(), &token, "web", n).unwrap(), 201);
+    }
+    wait_until("ten builds cached", Duration::from_secs(20), || {
+        engine.run(&["history", "--json"], None).1.lines().count() == 10
+    });
+    engine.kill9();
+    // While the app is closed the user crosses 80% and 100%.
+    for n in 10..100 {
+        assert_eq!(post_build(&backend.url(), &token, "web", n).unwrap(), 201);
+    }
+    backend.kill9();
+    assert_eq!(desktop.notifications().len(), 0, "nothing notified yet");
+
+    engine.start_watch();
+    wait_until(
+        "the engine to notice it is offline",
+        Duration::from_secs(20),
+        || engine.status_json()["connection"] == "offline",
+    );
+    let (ok, text, _) = engine.run(&["status"], None);
+    assert!(ok);
+    assert!(
+        text.contains("offline — showing cached data from"),
+        "{text}"
+    );
+    assert!(text.contains("10 / 100"), "{text}");
+    let (ok, history, _) = engine.run(&["history", "--app", "web", "--json"], None);
+    assert!(ok);
+    assert_eq!(
+        history.lines().count(),
+        10,
+        "history answers from the cache"
+    );
+
+    backend.restart();
+    engine_matches_server(&engine, &backend, &token);
+    wait_until("the digest", Duration::from_secs(20), || {
+        !desktop.notifications().is_empty()
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    let notes = desktop.notifications();
+    assert_eq!(notes.len(), 1, "one digest, not a storm: {notes:#?}");
+    let (summary, body) = &notes[0];
+    assert!(
+        body.contains("While you were away: 90 builds; builds 100/100"),
+        "{summary} / {body}"
+    );
+    assert!(
+        body.contains(BUILDS_80) && body.contains(BUILDS_100),
+        "{body}"
+    );
+}
+
+#[test]
+fn the_token_lives_only_in_the_keychain() {
+    let desktop = Desktop::start();
+    let dir = tempfile::tempdir().unwrap();
+    let backend = Backend::start(dir.path(), &["--keepalive-secs", "0.5"]);
+    let token = backend.add_user("secret@example.com", "free");
+    let profile = dir.path().join("profile");
+    let mut engine = Engine::new(&desktop, &profile);
+
+    // A wrong token leaves nothing behind.
+    let (ok, _, err) = engine.run(&["login", "--server", &backend.url()], Some("qb_wrong\n"));
+    assert!(!ok && err.contains("rejected the token"), "{err}");
+    assert!(
+        !desktop.secret("quotabell").contains("secret = "),
+        "no keychain entry after a failed login"
+    );
+    assert!(
+        !engine.run(&["status"], None).0,
+        "no account after a failed login"
+    );
+
+    engine.login(&backend.url(), &token);
+    assert!(
+        desktop
+            .secret("quotabell")
+            .contains(&format!("secret = {token}")),
+        "the keychain holds it"
+    );
+    engine.start_watch();
+    for n in 0..85 {
+        post_build(&backend.url(), &token, "web", n).unwrap();
+    }
+    wait_until("80% notified", Duration::from_secs(20), || {
+        desktop.count_mentions(BUILDS_80) == 1
+    });
+
+    // While it runs at trace level: not in argv of any process, not in any file of the profile.
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        if let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) {
+            assert!(
+                !String::from_utf8_lossy(&cmdline).contains(&token),
+                "token in the argv of {:?}",
+                entry.path()
+            );
+        }
+    }
+    let mut checked = 0;
+    for file in walk(&profile) {
+        let bytes = std::fs::read(&file).unwrap();
+        assert!(
+            !contains(&bytes, token.as_bytes()),
+            "token found in {}",
+            file.display()
+        );
+        checked += 1;
+    }
+    assert!(
+        checked >= 3,
+        "database, its WAL and the engine log were checked"
+    );
+    let log = std::fs::read_to_string(profile.join("state/logs/engine.log")).unwrap();
+    assert!(log.contains("TRACE"), "the log is at trace level");
+
+    engine.kill9();
+    let (ok, out, _) = engine.run(&["logout"], None);
+    assert!(ok, "{out}");
+    assert!(
+        !desktop.secret("quotabell").contains(&token),
+        "logout deletes it"
+    );
+}
+
+#[test]
+fn no_secret_service_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let backend = Backend::start(dir.path(), &[]);
+    let token = backend.add_user("nokeyring@example.com", "free");
+    let out = std::process::Command::new(bin("quotabell"))
+        .arg("--data-dir")
+        .arg(dir.path().join("p"))
+        .args(["login", "--server", &backend.url()])
+        .env(
+            "DBUS_SESSION_BUS_ADDRESS",
+            format!("unix:path={}", dir.path().join("no-bus").display()),
+        )
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            use std::io::Write;
+            c.stdin
+                .take()
+                .unwrap()
+                .write_all(format!("{token}\n").as_bytes())?;
+            c.wait_with_output()
+        })
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("no Secret Service is running") && err.contains("gnome-keyring"),
+        "{err}"
+    );
+    assert!(
+        !dir.path().join("p/quotabell.db").exists(),
+        "no plaintext fallback, no cache"
+    );
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}

@@ -1,0 +1,6 @@
+//! End-to-end: the real backend, the real `quotabell` engine binary, a real SQLite file, and a
+//! private desktop session with a real Secret Service and notification daemon.
+
+mod support;
+
+mod engine;
