@@ -441,6 +441,7 @@ mod tests {
             id,
             kind,
             data: Some(&data),
+            before_sign_in: false,
         };
         let out = decide_event(ctx, &ev, &mut |k| seen.contains(k));
         for d in &out {
@@ -576,11 +577,26 @@ mod tests {
             id: "4",
             kind: kind::NOTICE,
             data: None,
+            before_sign_in: false,
         };
         assert!(
             decide_event(&c, &none, &mut |_| false).is_empty(),
             "unparsable payloads raise nothing"
         );
+    }
+
+    #[test]
+    fn history_before_sign_in_is_not_announced() {
+        let s = Settings::default();
+        let data = quota(100);
+        let ev = Observed {
+            epoch: "e",
+            id: "1",
+            kind: kind::QUOTA_EXCEEDED,
+            data: Some(&data),
+            before_sign_in: true,
+        };
+        assert!(decide_event(&ctx(&s), &ev, &mut |_| false).is_empty());
     }
 
     #[test]
