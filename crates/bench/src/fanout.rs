@@ -11,7 +11,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use std::os::fd::{AsRawFd, RawFd};
+use std::time::SystemTime;
+
+use tokio::io::{AsyncWriteExt, Interest};
 use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
@@ -36,7 +39,13 @@ pub struct Round {
     pub p50_ms: f64,
     pub p99_ms: f64,
     pub max_ms: f64,
+    /// The same, from the kernel's receive timestamps: without the bench's own scheduling.
+    pub kernel_p50_ms: f64,
+    pub kernel_p99_ms: f64,
+    pub kernel_max_ms: f64,
     pub post_ms: f64,
+    /// CPU time the server used from the post until the last delivery (plus the pause noise).
+    pub server_cpu_ms: f64,
 }
 
 pub struct Report {
@@ -53,6 +62,8 @@ pub struct Report {
     pub post_errors: usize,
     pub stray_events: usize,
     pub error_samples: Vec<String>,
+    /// CPU used by other processes during the rounds, in cores.
+    pub other_load: Option<f64>,
 }
 
 impl Report {
@@ -74,12 +85,36 @@ impl Report {
     pub fn max(&self) -> Option<Spread> {
         self.spread(|r| r.max_ms)
     }
+    pub fn server_cpu(&self) -> Option<Spread> {
+        self.spread(|r| r.server_cpu_ms)
+            .filter(|s| s.median.is_finite())
+    }
+    pub fn kernel_p50(&self) -> Option<Spread> {
+        self.spread(|r| r.kernel_p50_ms)
+            .filter(|s| s.median.is_finite())
+    }
+    pub fn kernel_p99(&self) -> Option<Spread> {
+        self.spread(|r| r.kernel_p99_ms)
+            .filter(|s| s.median.is_finite())
+    }
+    pub fn kernel_max(&self) -> Option<Spread> {
+        self.spread(|r| r.kernel_max_ms)
+            .filter(|s| s.median.is_finite())
+    }
 }
 
 enum Msg {
     Ready,
-    Accepted { build_id: i64, at: Instant },
-    Closed { reason: String },
+    Accepted {
+        build_id: i64,
+        /// When the stream task had the event (client-observed).
+        at: Instant,
+        /// When the kernel queued the bytes on the client socket (SO_TIMESTAMPNS), if known.
+        kernel_at: Option<SystemTime>,
+    },
+    Closed {
+        reason: String,
+    },
 }
 
 pub async fn run(launcher: &Launcher, cfg: &Config) -> Result<Report, BoxError> {
@@ -102,6 +137,7 @@ pub async fn run(launcher: &Launcher, cfg: &Config) -> Result<Report, BoxError> 
         post_errors: 0,
         stray_events: 0,
         error_samples: Vec::new(),
+        other_load: None,
     };
 
     let (tx, mut rx) = mpsc::unbounded_channel::<Msg>();
@@ -164,6 +200,7 @@ pub async fn run(launcher: &Launcher, cfg: &Config) -> Result<Report, BoxError> 
     let url = format!("http://{}/api/v1/builds", server.addr);
     let auth = format!("Bearer {token}");
     let mut alive = ready;
+    let probe = sys::LoadProbe::start(server.pid);
     for r in 0..cfg.rounds {
         if r > 0 {
             tokio::time::sleep(cfg.pause).await;
@@ -180,6 +217,8 @@ pub async fn run(launcher: &Launcher, cfg: &Config) -> Result<Report, BoxError> 
                 Msg::Ready => {}
             }
         }
+        let cpu0 = sys::cpu_seconds(server.pid);
+        let t0_wall = SystemTime::now();
         let t0 = Instant::now();
         let res = client
             .post(&url)
@@ -211,11 +250,19 @@ pub async fn run(launcher: &Launcher, cfg: &Config) -> Result<Report, BoxError> 
         };
         let expected = alive;
         let mut lat = Vec::with_capacity(expected);
+        let mut kernel_lat = Vec::with_capacity(expected);
         let deadline = t0 + ROUND_TIMEOUT;
         while lat.len() < alive {
             match tokio::time::timeout_at(deadline.into(), rx.recv()).await {
-                Ok(Some(Msg::Accepted { build_id: id, at })) if id == build_id => {
+                Ok(Some(Msg::Accepted {
+                    build_id: id,
+                    at,
+                    kernel_at,
+                })) if id == build_id => {
                     lat.push(at.saturating_duration_since(t0).as_secs_f64() * 1e3);
+                    if let Some(d) = kernel_at.and_then(|k| k.duration_since(t0_wall).ok()) {
+                        kernel_lat.push(d.as_secs_f64() * 1e3);
+                    }
                 }
                 Ok(Some(Msg::Accepted { .. })) => report.stray_events += 1,
                 Ok(Some(Msg::Closed { reason })) => {
@@ -227,18 +274,33 @@ pub async fn run(launcher: &Launcher, cfg: &Config) -> Result<Report, BoxError> 
                 Ok(None) | Err(_) => break,
             }
         }
+        let cpu1 = sys::cpu_seconds(server.pid);
         report.missed += expected.saturating_sub(lat.len());
         sort(&mut lat);
+        sort(&mut kernel_lat);
+        // Kernel figures only when every delivery has one (they are all or nothing).
+        let kernel = |p: f64| {
+            if kernel_lat.len() == lat.len() {
+                percentile(&kernel_lat, p).unwrap_or(f64::NAN)
+            } else {
+                f64::NAN
+            }
+        };
         let round = Round {
             delivered: lat.len(),
             expected,
             p50_ms: percentile(&lat, 50.0).unwrap_or(f64::NAN),
             p99_ms: percentile(&lat, 99.0).unwrap_or(f64::NAN),
             max_ms: lat.last().copied().unwrap_or(f64::NAN),
+            kernel_p50_ms: kernel(50.0),
+            kernel_p99_ms: kernel(99.0),
+            kernel_max_ms: kernel(100.0),
             post_ms,
+            server_cpu_ms: cpu0.zip(cpu1).map_or(f64::NAN, |(a, b)| (b - a) * 1e3),
         };
         println!(
-            "[fanout] round {:>2}/{}: {}/{} streams got build {build_id}: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms (POST answered in {:.2} ms)",
+            "[fanout] round {:>2}/{}: {}/{} streams got build {build_id}: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms \
+             (kernel arrival first {:.2} p50 {:.2} p99 {:.2} max {:.2}; POST answered in {:.2} ms; server CPU {:.0} ms)",
             r + 1,
             cfg.rounds,
             round.delivered,
@@ -246,7 +308,12 @@ pub async fn run(launcher: &Launcher, cfg: &Config) -> Result<Report, BoxError> 
             round.p50_ms,
             round.p99_ms,
             round.max_ms,
-            round.post_ms
+            kernel(0.0),
+            round.kernel_p50_ms,
+            round.kernel_p99_ms,
+            round.kernel_max_ms,
+            round.post_ms,
+            round.server_cpu_ms
         );
         report.rounds.push(round);
         if let Some(status) = server.exited() {
@@ -257,6 +324,7 @@ pub async fn run(launcher: &Launcher, cfg: &Config) -> Result<Report, BoxError> 
             .into());
         }
     }
+    report.other_load = probe.other_cores();
     report.mem_after = Memory::of(server.pid);
     println!(
         "[fanout] after the rounds: server RSS {}",
@@ -276,9 +344,10 @@ fn sample(report: &mut Report, msg: String) {
 pub fn mem_text(m: Option<Memory>) -> String {
     m.map_or("n/a".into(), |m| {
         format!(
-            "VmRSS {:.1} MiB, VmHWM {:.1} MiB",
+            "VmRSS {:.1} MiB, VmHWM {:.1} MiB, {} threads",
             sys::mib(m.rss_kib),
-            sys::mib(m.hwm_kib)
+            sys::mib(m.hwm_kib),
+            m.threads
         )
     })
 }
@@ -304,18 +373,23 @@ async fn stream(
     sock.write_all(req.as_bytes())
         .await
         .map_err(|e| format!("send: {e}"))?;
+    let fd = sock.as_raw_fd();
+    let timestamps = enable_rx_timestamps(fd);
     let mut parser = Parser::default();
     let mut buf = vec![0u8; 16 * 1024];
     let mut events = Vec::new();
     loop {
         let read = if permit.is_some() {
-            tokio::time::timeout(Duration::from_secs(30), sock.read(&mut buf))
-                .await
-                .map_err(|_| "no prelude within 30 s".to_owned())?
+            tokio::time::timeout(
+                Duration::from_secs(30),
+                recv(&sock, fd, &mut buf, timestamps),
+            )
+            .await
+            .map_err(|_| "no prelude within 30 s".to_owned())?
         } else {
-            sock.read(&mut buf).await
+            recv(&sock, fd, &mut buf, timestamps).await
         };
-        let n = read.map_err(|e| format!("read: {e}"))?;
+        let (n, kernel_at) = read.map_err(|e| format!("read: {e}"))?;
         let at = Instant::now();
         if n == 0 {
             return Err("server closed the stream".into());
@@ -333,11 +407,91 @@ async fn stream(
                         .ok()
                         .and_then(|v| v.get("id").and_then(serde_json::Value::as_i64))
                         .ok_or_else(|| format!("build.accepted without an id: {data}"))?;
-                    let _ = tx.send(Msg::Accepted { build_id, at });
+                    let _ = tx.send(Msg::Accepted {
+                        build_id,
+                        at,
+                        kernel_at,
+                    });
                 }
                 Sse::Event { .. } => {}
             }
         }
+    }
+}
+
+/// Asks the kernel to stamp received data (SO_TIMESTAMPNS); false if it refuses.
+fn enable_rx_timestamps(fd: RawFd) -> bool {
+    let on: libc::c_int = 1;
+    // SAFETY: passes a valid int option for a socket this task owns.
+    unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_TIMESTAMPNS,
+            (&on as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        ) == 0
+    }
+}
+
+/// Reads what is there, with the kernel's receive timestamp of the last segment read.
+async fn recv(
+    sock: &TcpStream,
+    fd: RawFd,
+    buf: &mut [u8],
+    timestamps: bool,
+) -> std::io::Result<(usize, Option<SystemTime>)> {
+    loop {
+        sock.readable().await?;
+        match sock.try_io(Interest::READABLE, || recvmsg(fd, buf, timestamps)) {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            other => return other,
+        }
+    }
+}
+
+fn recvmsg(
+    fd: RawFd,
+    buf: &mut [u8],
+    timestamps: bool,
+) -> std::io::Result<(usize, Option<SystemTime>)> {
+    // u64s keep the control buffer aligned for cmsghdr.
+    let mut control = [0u64; 16];
+    // SAFETY: iov and control point into live buffers of the stated lengths; the cmsg walk
+    // uses the libc macros over the length the kernel filled in, and reads the timespec
+    // unaligned.
+    unsafe {
+        let mut iov = libc::iovec {
+            iov_base: buf.as_mut_ptr().cast(),
+            iov_len: buf.len(),
+        };
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        if timestamps {
+            msg.msg_control = control.as_mut_ptr().cast();
+            msg.msg_controllen = std::mem::size_of_val(&control) as _;
+        }
+        let n = libc::recvmsg(fd, &mut msg, 0);
+        if n < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let mut stamp = None;
+        if timestamps {
+            let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
+            while !cmsg.is_null() {
+                if (*cmsg).cmsg_level == libc::SOL_SOCKET
+                    && (*cmsg).cmsg_type == libc::SCM_TIMESTAMPNS
+                {
+                    let ts: libc::timespec = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast());
+                    stamp = Some(
+                        SystemTime::UNIX_EPOCH + Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32),
+                    );
+                }
+                cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
+            }
+        }
+        Ok((n as usize, stamp))
     }
 }
 

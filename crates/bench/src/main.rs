@@ -275,6 +275,30 @@ fn verdict_at_most(value: Option<f64>, target: f64) -> String {
     }
 }
 
+/// Other processes' CPU use above which a run is flagged as disturbed, in cores.
+const QUIET_CORES: f64 = 0.05;
+
+fn load_row(label: &str, other: Option<f64>) -> [String; 6] {
+    if let Some(o) = other.filter(|o| *o >= QUIET_CORES) {
+        println!(
+            "WARNING: other processes used {:.0}% of a core during the {label} rounds; its figures are disturbed, rerun on a quiet machine",
+            o * 100.0
+        );
+    }
+    [
+        label.to_owned(),
+        "other processes' CPU during the rounds".into(),
+        other.map_or("n/a".into(), |o| format!("{:.0}% of a core", o * 100.0)),
+        "–".into(),
+        format!("< {:.0}% (quiet machine)", QUIET_CORES * 100.0),
+        match other {
+            Some(o) if o < QUIET_CORES => "quiet".into(),
+            Some(_) => "DISTURBED".into(),
+            None => "n/a".into(),
+        },
+    ]
+}
+
 fn summary(posts: Option<&posts::Report>, fanout: Option<&fanout::Report>) {
     println!("## Summary");
     let mut rows: Vec<[String; 6]> = Vec::new();
@@ -318,6 +342,7 @@ fn summary(posts: Option<&posts::Report>, fanout: Option<&fanout::Report>) {
             "≥ 3,000/s on 2 cores".into(),
             verdict,
         ]);
+        rows.push(load_row(&label, p.other_load));
         let (m, sp) = spread_text(p.p50(), ms);
         rows.push([
             label.clone(),
@@ -355,13 +380,16 @@ fn summary(posts: Option<&posts::Report>, fanout: Option<&fanout::Report>) {
         );
         println!(
             "fanout: {}/{} streams connected in {:.2} s; delivery p50 {} p99 {} max {} (medians of rounds); \
-             server RSS connected {}; after rounds {}; stream errors {}, missed deliveries {}, failed posts {}, stray events {}",
+             kernel arrival p50 {} p99 {} max {}; server RSS connected {}; after rounds {}; stream errors {}, missed deliveries {}, failed posts {}, stray events {}",
             f.connected,
             f.streams,
             f.connect_secs,
             f.p50().map_or("n/a".into(), |s| ms(s.median)),
             f.p99().map_or("n/a".into(), |s| ms(s.median)),
             f.max().map_or("n/a".into(), |s| ms(s.median)),
+            f.kernel_p50().map_or("n/a".into(), |s| ms(s.median)),
+            f.kernel_p99().map_or("n/a".into(), |s| ms(s.median)),
+            f.kernel_max().map_or("n/a".into(), |s| ms(s.median)),
             fanout::mem_text(f.mem_connected),
             fanout::mem_text(f.mem_after),
             f.stream_errors,
@@ -372,6 +400,7 @@ fn summary(posts: Option<&posts::Report>, fanout: Option<&fanout::Report>) {
         for s in &f.error_samples {
             println!("  error sample: {s}");
         }
+        rows.push(load_row(&label, f.other_load));
         let (m, sp) = spread_text(f.p50(), ms);
         let v = verdict_at_most(f.p50().map(|s| s.median), NCHAN_P50_MS);
         rows.push([
@@ -399,6 +428,30 @@ fn summary(posts: Option<&posts::Report>, fanout: Option<&fanout::Report>) {
             m,
             sp,
             "–".into(),
+            "–".into(),
+        ]);
+        for (what, spread) in [
+            ("p50", f.kernel_p50()),
+            ("p99", f.kernel_p99()),
+            ("max", f.kernel_max()),
+        ] {
+            let (m, sp) = spread_text(spread, ms);
+            rows.push([
+                label.clone(),
+                format!("kernel arrival at the client socket, {what}"),
+                m,
+                sp,
+                "– (diagnostic)".into(),
+                "–".into(),
+            ]);
+        }
+        let (m, sp) = spread_text(f.server_cpu(), |v| format!("{v:.0} ms"));
+        rows.push([
+            label.clone(),
+            "server CPU time per round (user + system)".into(),
+            m,
+            sp,
+            "– (diagnostic)".into(),
             "–".into(),
         ]);
         let mib = |m: Option<sys::Memory>, hwm: bool| {

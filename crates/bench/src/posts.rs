@@ -35,6 +35,8 @@ pub struct Report {
     pub seconds: f64,
     pub rounds: Vec<Round>,
     pub error_samples: Vec<String>,
+    /// CPU used by other processes during the rounds, in cores.
+    pub other_load: Option<f64>,
 }
 
 impl Report {
@@ -92,6 +94,7 @@ pub async fn run(launcher: &Launcher, cfg: &Config) -> Result<Report, BoxError> 
         seconds: cfg.seconds,
         rounds: Vec::new(),
         error_samples: Vec::new(),
+        other_load: None,
     };
 
     if cfg.warmup_secs > 0.0 {
@@ -104,6 +107,7 @@ pub async fn run(launcher: &Launcher, cfg: &Config) -> Result<Report, BoxError> 
         report.error_samples.extend(w.1);
     }
 
+    let probe = sys::LoadProbe::start(server.pid);
     for r in 0..cfg.rounds {
         // A fresh pro user per round: every round starts from the same quota state.
         let email = format!("posts-round{}@bench.invalid", r + 1);
@@ -139,6 +143,7 @@ pub async fn run(launcher: &Launcher, cfg: &Config) -> Result<Report, BoxError> 
             .into());
         }
     }
+    report.other_load = probe.other_cores();
     report.error_samples.truncate(5);
     Ok(report)
 }

@@ -114,6 +114,7 @@ pub fn machine() -> String {
 pub struct Memory {
     pub rss_kib: u64,
     pub hwm_kib: u64,
+    pub threads: u64,
 }
 
 impl Memory {
@@ -129,6 +130,7 @@ impl Memory {
         Some(Self {
             rss_kib: field("VmRSS:")?,
             hwm_kib: field("VmHWM:")?,
+            threads: field("Threads:").unwrap_or(0),
         })
     }
 }
@@ -137,8 +139,25 @@ pub fn mib(kib: u64) -> f64 {
     kib as f64 / 1024.0
 }
 
-/// User + system CPU seconds used so far by all threads of `pid`.
+/// CPU seconds used so far by all live threads of `pid`, in nanosecond resolution from
+/// /proc/PID/task/*/schedstat; falls back to the tick counts of /proc/PID/stat.
 pub fn cpu_seconds(pid: u32) -> Option<f64> {
+    let from_schedstat = || -> Option<f64> {
+        let mut ns: u64 = 0;
+        for task in std::fs::read_dir(format!("/proc/{pid}/task")).ok()? {
+            let path = task.ok()?.path().join("schedstat");
+            // A thread may end between the listing and the read: skip it.
+            if let Ok(text) = std::fs::read_to_string(path) {
+                ns += text.split_whitespace().next()?.parse::<u64>().ok()?;
+            }
+        }
+        Some(ns as f64 / 1e9)
+    };
+    from_schedstat().or_else(|| stat_cpu_seconds(pid))
+}
+
+/// User + system CPU seconds of `pid` from /proc/PID/stat (clock-tick resolution).
+fn stat_cpu_seconds(pid: u32) -> Option<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // Fields after the parenthesised name start at field 3 (state); utime and stime are 14, 15.
     let rest = &stat[stat.rfind(')')? + 1..];
@@ -160,5 +179,52 @@ pub fn own_cpu_seconds() -> f64 {
         }
         let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
         tv(ru.ru_utime) + tv(ru.ru_stime)
+    }
+}
+
+/// CPU seconds the whole machine has been busy (all CPUs, from /proc/stat).
+fn machine_busy_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let line = stat.lines().find(|l| l.starts_with("cpu "))?;
+    let v: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|f| f.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal ...
+    let busy = v.first()? + v.get(1)? + v.get(2)? + v.get(5)? + v.get(6)? + v.get(7)?;
+    // SAFETY: sysconf has no memory effects.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    (hz > 0).then(|| busy as f64 / hz as f64)
+}
+
+/// Measures how busy the machine was with work other than the bench and its server, so that
+/// a run disturbed by other jobs (a build next door) says so.
+pub struct LoadProbe {
+    start: std::time::Instant,
+    busy: Option<f64>,
+    server: Option<f64>,
+    own: f64,
+    pid: u32,
+}
+
+impl LoadProbe {
+    pub fn start(server_pid: u32) -> Self {
+        Self {
+            start: std::time::Instant::now(),
+            busy: machine_busy_seconds(),
+            server: cpu_seconds(server_pid),
+            own: own_cpu_seconds(),
+            pid: server_pid,
+        }
+    }
+
+    /// Other processes' CPU use since `start`, in cores (1.0 = one core fully busy).
+    pub fn other_cores(&self) -> Option<f64> {
+        let wall = self.start.elapsed().as_secs_f64();
+        let busy = machine_busy_seconds()? - self.busy?;
+        let server = cpu_seconds(self.pid)? - self.server?;
+        let own = own_cpu_seconds() - self.own;
+        (wall > 0.0).then(|| ((busy - server - own) / wall).max(0.0))
     }
 }
