@@ -350,6 +350,30 @@ fn no_secret_service_is_a_clear_error() {
     );
 }
 
+#[test]
+fn only_one_engine_per_profile() {
+    let desktop = Desktop::start();
+    let dir = tempfile::tempdir().unwrap();
+    let backend = Backend::start(dir.path(), &["--keepalive-secs", "0.5"]);
+    let token = backend.add_user("lock@example.com", "free");
+    let mut first = Engine::new(&desktop, &dir.path().join("profile"));
+    first.login(&backend.url(), &token);
+    first.start_watch();
+    wait_until(
+        "the first engine to connect",
+        Duration::from_secs(20),
+        || first.status_json()["connection"] == "connected",
+    );
+    let pid = first.pid().unwrap();
+    let second = Engine::new(&desktop, &dir.path().join("profile"));
+    let (ok, _, err) = second.run(&["watch"], None);
+    assert!(!ok, "a second engine must not run");
+    assert!(
+        err.contains(&format!("pid {pid} (quotabell watch)")),
+        "it says who holds the lock: {err}"
+    );
+}
+
 fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     let mut out = Vec::new();
     for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {

@@ -704,3 +704,45 @@ fn spawn_wake_watch(
     });
     rx
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicI64, Ordering};
+    use std::time::Instant;
+
+    use super::*;
+
+    /// A wall clock that can be moved by hand; monotonic time is real.
+    struct JumpingClock(AtomicI64);
+
+    impl Clock for JumpingClock {
+        fn now_unix(&self) -> i64 {
+            1_700_000_000
+                + self.0.load(Ordering::SeqCst)
+                + Instant::now().elapsed().as_secs() as i64
+        }
+        fn instant(&self) -> Instant {
+            Instant::now()
+        }
+        fn local_minute(&self, _: i64) -> u16 {
+            0
+        }
+    }
+
+    #[tokio::test]
+    async fn a_wall_clock_jump_is_a_wake() {
+        let clock = Arc::new(JumpingClock(AtomicI64::new(0)));
+        let mut wake = spawn_wake_watch(
+            clock.clone(),
+            Duration::from_millis(20),
+            Duration::from_secs(10),
+        );
+        let quiet = tokio::time::timeout(Duration::from_millis(200), wake.changed()).await;
+        assert!(quiet.is_err(), "no wake while the clocks agree");
+        clock.0.store(3600, Ordering::SeqCst); // an hour asleep
+        tokio::time::timeout(Duration::from_secs(2), wake.changed())
+            .await
+            .expect("the jump is noticed")
+            .unwrap();
+    }
+}
