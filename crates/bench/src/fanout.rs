@@ -103,9 +103,13 @@ impl Report {
     }
 }
 
+/// What a stream task tells the coordinator; `stream` is its index.
 enum Msg {
-    Ready,
+    Ready {
+        stream: usize,
+    },
     Accepted {
+        stream: usize,
         build_id: i64,
         /// When the stream task had the event (client-observed).
         at: Instant,
@@ -113,8 +117,55 @@ enum Msg {
         kernel_at: Option<SystemTime>,
     },
     Closed {
+        stream: usize,
         reason: String,
     },
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Phase {
+    Connecting,
+    Ready,
+    Closed,
+}
+
+/// Per-stream phases: a message can only move a stream forward, so late or repeated messages
+/// cannot skew the counts.
+struct Streams {
+    phase: Vec<Phase>,
+    ready: usize,
+}
+
+impl Streams {
+    /// Moves a stream to the phase a `Ready` or `Closed` message reports.
+    fn apply(&mut self, report: &mut Report, msg: &Msg) {
+        match *msg {
+            Msg::Ready { stream } if self.phase[stream] == Phase::Connecting => {
+                self.phase[stream] = Phase::Ready;
+                self.ready += 1;
+            }
+            Msg::Closed { stream, ref reason } => {
+                match self.phase[stream] {
+                    Phase::Ready => {
+                        self.ready -= 1;
+                        sample(report, reason.clone());
+                    }
+                    Phase::Connecting => sample(report, format!("while connecting: {reason}")),
+                    Phase::Closed => return,
+                }
+                self.phase[stream] = Phase::Closed;
+                report.stream_errors += 1;
+            }
+            _ => {}
+        }
+    }
+
+    fn connecting(&self) -> usize {
+        self.phase
+            .iter()
+            .filter(|p| **p == Phase::Connecting)
+            .count()
+    }
 }
 
 pub async fn run(launcher: &Launcher, cfg: &Config) -> Result<Report, BoxError> {
@@ -146,8 +197,11 @@ pub async fn run(launcher: &Launcher, cfg: &Config) -> Result<Report, BoxError> 
     let mut streams = tokio::task::JoinSet::new();
     let started = Instant::now();
     let connect_deadline = started + CONNECT_TIMEOUT;
-    let (mut ready, mut closed) = (0usize, 0usize);
-    for _ in 0..cfg.streams {
+    let mut state = Streams {
+        phase: vec![Phase::Connecting; cfg.streams],
+        ready: 0,
+    };
+    for i in 0..cfg.streams {
         let permit = tokio::time::timeout_at(connect_deadline.into(), gate.clone().acquire_owned())
             .await
             .map_err(|_| "timed out opening streams")?
@@ -155,28 +209,24 @@ pub async fn run(launcher: &Launcher, cfg: &Config) -> Result<Report, BoxError> 
         let (tx, token) = (tx.clone(), token.clone());
         let addr = server.addr;
         streams.spawn(async move {
-            let reason = match stream(addr, &token, &tx, permit).await {
+            let reason = match stream(i, addr, &token, &tx, permit).await {
                 Ok(()) => "stream ended".to_owned(),
                 Err(e) => e,
             };
-            let _ = tx.send(Msg::Closed { reason });
+            let _ = tx.send(Msg::Closed { stream: i, reason });
         });
     }
     drop(tx);
-    while ready + closed < cfg.streams {
+    while state.connecting() > 0 {
         match tokio::time::timeout_at(connect_deadline.into(), rx.recv()).await {
-            Ok(Some(Msg::Ready)) => ready += 1,
-            Ok(Some(Msg::Closed { reason })) => {
-                closed += 1;
-                sample(&mut report, format!("while connecting: {reason}"));
-            }
             Ok(Some(Msg::Accepted { .. })) => report.stray_events += 1,
+            Ok(Some(msg)) => state.apply(&mut report, &msg),
             Ok(None) | Err(_) => break,
         }
     }
     report.connect_secs = started.elapsed().as_secs_f64();
+    let ready = state.ready;
     report.connected = ready;
-    report.stream_errors = closed;
     // Let the server settle (allocations of the last streams, idle timers) before measuring.
     tokio::time::sleep(Duration::from_millis(500)).await;
     report.mem_connected = Memory::of(server.pid);
@@ -184,7 +234,7 @@ pub async fn run(launcher: &Launcher, cfg: &Config) -> Result<Report, BoxError> 
         "[fanout] {ready}/{} streams connected in {:.2} s ({} failed); server RSS {}",
         cfg.streams,
         report.connect_secs,
-        closed,
+        report.stream_errors,
         mem_text(report.mem_connected)
     );
     if ready == 0 {
@@ -199,7 +249,6 @@ pub async fn run(launcher: &Launcher, cfg: &Config) -> Result<Report, BoxError> 
     let client = posts::client()?;
     let url = format!("http://{}/api/v1/builds", server.addr);
     let auth = format!("Bearer {token}");
-    let mut alive = ready;
     let probe = sys::LoadProbe::start(server.pid);
     for r in 0..cfg.rounds {
         if r > 0 {
@@ -208,13 +257,8 @@ pub async fn run(launcher: &Launcher, cfg: &Config) -> Result<Report, BoxError> 
         // Anything still queued belongs to an earlier round.
         while let Ok(msg) = rx.try_recv() {
             match msg {
-                Msg::Closed { reason } => {
-                    alive -= 1;
-                    report.stream_errors += 1;
-                    sample(&mut report, reason);
-                }
                 Msg::Accepted { .. } => report.stray_events += 1,
-                Msg::Ready => {}
+                msg => state.apply(&mut report, &msg),
             }
         }
         let cpu0 = sys::cpu_seconds(server.pid);
@@ -248,29 +292,29 @@ pub async fn run(launcher: &Launcher, cfg: &Config) -> Result<Report, BoxError> 
             println!("[fanout] round {}/{}: POST failed", r + 1, cfg.rounds);
             continue;
         };
-        let expected = alive;
+        let expected = state.ready;
         let mut lat = Vec::with_capacity(expected);
         let mut kernel_lat = Vec::with_capacity(expected);
+        let mut seen = vec![false; cfg.streams];
         let deadline = t0 + ROUND_TIMEOUT;
-        while lat.len() < alive {
+        while lat.len() < state.ready {
             match tokio::time::timeout_at(deadline.into(), rx.recv()).await {
                 Ok(Some(Msg::Accepted {
+                    stream,
                     build_id: id,
                     at,
                     kernel_at,
-                })) if id == build_id => {
+                })) if id == build_id
+                    && state.phase[stream] == Phase::Ready
+                    && !std::mem::replace(&mut seen[stream], true) =>
+                {
                     lat.push(at.saturating_duration_since(t0).as_secs_f64() * 1e3);
                     if let Some(d) = kernel_at.and_then(|k| k.duration_since(t0_wall).ok()) {
                         kernel_lat.push(d.as_secs_f64() * 1e3);
                     }
                 }
                 Ok(Some(Msg::Accepted { .. })) => report.stray_events += 1,
-                Ok(Some(Msg::Closed { reason })) => {
-                    alive -= 1;
-                    report.stream_errors += 1;
-                    sample(&mut report, reason);
-                }
-                Ok(Some(Msg::Ready)) => {}
+                Ok(Some(msg)) => state.apply(&mut report, &msg),
                 Ok(None) | Err(_) => break,
             }
         }
@@ -355,6 +399,7 @@ pub fn mem_text(m: Option<Memory>) -> String {
 /// One SSE stream: GET, wait for the prelude (then release the connection permit), then
 /// report every `build.accepted` until the stream ends. Returns why it ended.
 async fn stream(
+    index: usize,
     addr: SocketAddr,
     token: &str,
     tx: &mpsc::UnboundedSender<Msg>,
@@ -399,7 +444,7 @@ async fn stream(
             match ev {
                 Sse::Retry if permit.is_some() => {
                     permit = None;
-                    let _ = tx.send(Msg::Ready);
+                    let _ = tx.send(Msg::Ready { stream: index });
                 }
                 Sse::Retry => {}
                 Sse::Event { kind, data } if kind == "build.accepted" => {
@@ -408,6 +453,7 @@ async fn stream(
                         .and_then(|v| v.get("id").and_then(serde_json::Value::as_i64))
                         .ok_or_else(|| format!("build.accepted without an id: {data}"))?;
                     let _ = tx.send(Msg::Accepted {
+                        stream: index,
                         build_id,
                         at,
                         kernel_at,
