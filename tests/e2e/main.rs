@@ -4,3 +4,6 @@
 mod support;
 
 mod engine;
+mod faults;
+mod proxy;
+mod scripted;

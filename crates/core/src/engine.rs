@@ -108,6 +108,8 @@ pub struct Engine {
     last_retry_hint: Option<Duration>,
     /// A wait the server asked for (`Retry-After`), used once instead of the backoff.
     forced_delay: Option<Duration>,
+    /// Why the stream last failed: kept in the status while long-polling instead.
+    last_stream_error: Option<String>,
 }
 
 enum StreamEnd {
@@ -141,6 +143,7 @@ impl Engine {
             fallback_until: None,
             last_retry_hint: None,
             forced_delay: None,
+            last_stream_error: None,
         }
     }
 
@@ -265,6 +268,7 @@ impl Engine {
             _ => {}
         }
         tracing::warn!(error = %error, lived = ?lived, "stream ended");
+        self.last_stream_error = Some(error.to_string());
         if lived < HEALTHY_AFTER {
             self.stream_failures += 1;
             if self.stream_failures >= self.cfg.fallback_after {
@@ -611,10 +615,11 @@ impl Engine {
         shutdown: &mut watch::Receiver<bool>,
         wake: &mut watch::Receiver<u64>,
     ) -> Result<Option<Exit>, EngineError> {
-        self.set_connection(
-            conn::POLLING,
-            Some("the stream keeps failing; long-polling /events"),
-        )?;
+        let detail = match &self.last_stream_error {
+            Some(e) => format!("the stream keeps failing ({e}); long-polling /events"),
+            None => "the stream keeps failing; long-polling /events".to_owned(),
+        };
+        self.set_connection(conn::POLLING, Some(&detail))?;
         while self
             .fallback_until
             .is_some_and(|t| t > self.clock.instant())
