@@ -93,7 +93,7 @@ impl Server {
     ) -> Result<(), ServeError> {
         let stop = self.stop;
         let app = api::router(self.state);
-        axum::serve(self.listener, app)
+        axum::serve(self.listener, app.into_make_service())
             .with_graceful_shutdown(async move {
                 shutdown.await;
                 tracing::info!("shutting down");

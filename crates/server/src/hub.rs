@@ -11,7 +11,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use tokio::sync::watch;
 
 use crate::events::StoredEvent;
@@ -21,6 +21,17 @@ const TAIL_LEN: usize = 1024;
 #[derive(Debug, Clone)]
 pub struct Frame {
     pub id: u64,
+    pub bytes: Bytes,
+    /// On the last frame of a published batch: the first id of the batch and the whole batch
+    /// framed once, so a stream that wants exactly that batch (the common case: a live stream
+    /// waiting for the next commit) sends one shared buffer instead of concatenating.
+    pub batch: Option<(u64, Bytes)>,
+}
+
+/// What the tail holds after a cursor: up to which id, and the bytes to send.
+#[derive(Debug)]
+pub struct Chunk {
+    pub last_id: u64,
     pub bytes: Bytes,
 }
 
@@ -52,16 +63,47 @@ impl UserHub {
         self.newest.subscribe()
     }
 
-    /// Frames after `cursor` (at most `max`) if the tail covers `cursor + 1`; `None` means the
+    /// The frames after `cursor` (at most `max`) as one chunk, if the tail covers
+    /// `cursor + 1`: `Some(None)` when there is nothing newer in the tail, `None` when the
     /// caller must read the database.
-    pub fn after(&self, cursor: u64, max: usize) -> Option<Vec<Frame>> {
+    pub fn after(&self, cursor: u64, max: usize) -> Option<Option<Chunk>> {
         let tail = lock(&self.tail);
         let first = tail.front()?.id;
         if first > cursor + 1 {
             return None;
         }
         let skip = (cursor + 1 - first) as usize;
-        Some(tail.iter().skip(skip).take(max).cloned().collect())
+        let end = (skip + max).min(tail.len());
+        if skip >= end {
+            return Some(None);
+        }
+        let (head, last) = (&tail[skip], &tail[end - 1]);
+        if let Some((batch_first, bytes)) = &last.batch
+            && *batch_first == head.id
+        {
+            return Some(Some(Chunk {
+                last_id: last.id,
+                bytes: bytes.clone(),
+            }));
+        }
+        if end - skip == 1 {
+            return Some(Some(Chunk {
+                last_id: head.id,
+                bytes: head.bytes.clone(),
+            }));
+        }
+        let mut buf = BytesMut::new();
+        tail.range(skip..end)
+            .for_each(|f| buf.extend_from_slice(&f.bytes));
+        Some(Some(Chunk {
+            last_id: last.id,
+            bytes: buf.freeze(),
+        }))
+    }
+
+    /// The newest id this hub has announced.
+    pub fn newest(&self) -> u64 {
+        *self.newest.borrow()
     }
 
     /// Raises the newest known id without adding frames, waking waiters to re-read.
@@ -75,6 +117,8 @@ impl UserHub {
 
     fn push(&self, events: &[StoredEvent]) {
         let mut tail = lock(&self.tail);
+        let mut batch = BytesMut::new();
+        let mut batch_first = None;
         for ev in events {
             match tail.back() {
                 Some(last) if ev.id <= last.id => continue, // already there (published twice)
@@ -84,10 +128,21 @@ impl UserHub {
             if tail.len() == TAIL_LEN {
                 tail.pop_front();
             }
+            let bytes = Bytes::from(ev.sse_frame());
+            if batch_first.is_none() {
+                batch_first = Some(ev.id);
+            }
+            batch.extend_from_slice(&bytes);
             tail.push_back(Frame {
                 id: ev.id,
-                bytes: Bytes::from(ev.sse_frame()),
+                bytes,
+                batch: None,
             });
+        }
+        if let (Some(first), Some(last)) = (batch_first, tail.back_mut())
+            && last.id > first
+        {
+            last.batch = Some((first, batch.freeze()));
         }
         if let Some(last) = tail.back() {
             let newest = last.id;
@@ -181,18 +236,34 @@ mod tests {
         }
     }
 
+    /// The ids in the chunk after `cursor`, read back from its SSE text.
+    fn ids(hub: &UserHub, cursor: u64) -> Vec<u64> {
+        let chunk = hub.after(cursor, 10).unwrap().unwrap();
+        let text = String::from_utf8(chunk.bytes.to_vec()).unwrap();
+        let ids: Vec<u64> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("id: "))
+            .map(|i| i.parse().unwrap())
+            .collect();
+        assert_eq!(ids.last(), Some(&chunk.last_id));
+        ids
+    }
+
     #[test]
     fn tail_serves_only_contiguous_ranges() {
         let hubs = Hubs::default();
         let hub = hubs.hub(1, 0, "e");
         hubs.publish(1, &[ev(5), ev(6), ev(7)]);
         assert!(hub.after(3, 10).is_none(), "4 is not in the tail");
-        let ids: Vec<u64> = hub.after(4, 10).unwrap().iter().map(|f| f.id).collect();
-        assert_eq!(ids, [5, 6, 7]);
-        assert!(hub.after(7, 10).unwrap().is_empty());
+        assert_eq!(ids(&hub, 4), [5, 6, 7]);
+        assert!(hub.after(7, 10).unwrap().is_none());
         hubs.publish(1, &[ev(6), ev(7), ev(8)]);
-        let ids: Vec<u64> = hub.after(6, 10).unwrap().iter().map(|f| f.id).collect();
-        assert_eq!(ids, [7, 8], "republished ids are ignored");
+        assert_eq!(ids(&hub, 6), [7, 8], "republished ids are ignored");
+        assert_eq!(
+            ids(&hub, 5),
+            [6, 7, 8],
+            "a range across batches is concatenated"
+        );
         hubs.publish(1, &[ev(10)]);
         assert!(hub.after(8, 10).is_none(), "a gap clears the tail");
         assert_eq!(*hub.subscribe().borrow(), 10);

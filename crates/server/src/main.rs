@@ -266,7 +266,12 @@ fn serve(
             events_per_user: args.retain_events.max(1),
         },
     };
-    let rt = tokio::runtime::Runtime::new()?;
+    // The read pool has 8 connections: more blocking threads would only wait for them (and
+    // each costs a stack and a malloc arena).
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .max_blocking_threads(16)
+        .build()?;
     rt.block_on(async move {
         let server = Server::bind(&cfg).await?;
         let addr = server.local_addr()?;

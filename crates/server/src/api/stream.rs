@@ -6,13 +6,13 @@
 //! one `sync.reset` instead of a silent skip.
 
 use std::convert::Infallible;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
-use bytes::BytesMut;
 use serde_json::json;
 use tokio::sync::watch;
 
@@ -69,6 +69,7 @@ pub async fn open(
         shutdown: st.shutdown.clone(),
         cursor,
         pending: Some(Bytes::from(prelude)),
+        keepalive: Box::pin(tokio::time::sleep(st.stream.keepalive)),
     };
     let body = Body::from_stream(futures_util::stream::unfold(state, next_chunk));
     let mut res = body.into_response();
@@ -108,6 +109,9 @@ struct StreamState {
     shutdown: watch::Receiver<bool>,
     cursor: u64,
     pending: Option<Bytes>,
+    /// One timer per stream, pushed back after every chunk: a keepalive goes out only after
+    /// `keepalive` of silence.
+    keepalive: Pin<Box<tokio::time::Sleep>>,
 }
 
 async fn next_chunk(mut s: StreamState) -> Option<(Result<Bytes, Infallible>, StreamState)> {
@@ -119,23 +123,21 @@ async fn next_chunk(mut s: StreamState) -> Option<(Result<Bytes, Infallible>, St
             return None;
         }
         let newest = *s.newest.borrow_and_update();
-        // The tail is used when it reaches back to the cursor and is not behind what the hub
+        // Nothing announced past the cursor: wait without touching the tail. Otherwise the
+        // tail is used when it reaches back to the cursor and is not behind what the hub
         // announced (an outside write may be announced before it is in the tail).
-        let from_tail = s
-            .hub
-            .after(s.cursor, PAGE)
-            .filter(|f| !f.is_empty() || newest <= s.cursor);
-        if let Some(frames) = from_tail {
-            if let Some(last) = frames.last() {
-                s.cursor = last.id;
-                let chunk = if frames.len() == 1 {
-                    frames[0].bytes.clone()
-                } else {
-                    let mut buf = BytesMut::new();
-                    frames.iter().for_each(|f| buf.extend_from_slice(&f.bytes));
-                    buf.freeze()
-                };
-                return Some((Ok(chunk), s));
+        let from_tail = if newest <= s.cursor {
+            Some(None)
+        } else {
+            s.hub.after(s.cursor, PAGE).filter(|c| c.is_some())
+        };
+        if let Some(chunk) = from_tail {
+            if let Some(chunk) = chunk {
+                s.cursor = chunk.last_id;
+                s.keepalive
+                    .as_mut()
+                    .reset(tokio::time::Instant::now() + s.st.stream.keepalive);
+                return Some((Ok(chunk.bytes), s));
             }
         } else {
             let (user, cursor) = (s.user, s.cursor);
@@ -152,6 +154,9 @@ async fn next_chunk(mut s: StreamState) -> Option<(Result<Bytes, Infallible>, St
             match page {
                 Ok(Ok(evs)) if !evs.is_empty() => {
                     s.cursor = evs[evs.len() - 1].id;
+                    s.keepalive
+                        .as_mut()
+                        .reset(tokio::time::Instant::now() + s.st.stream.keepalive);
                     let text: String = evs.iter().map(events::StoredEvent::sse_frame).collect();
                     return Some((Ok(Bytes::from(text)), s));
                 }
@@ -171,7 +176,8 @@ async fn next_chunk(mut s: StreamState) -> Option<(Result<Bytes, Infallible>, St
                     return None;
                 }
             }
-            _ = tokio::time::sleep(s.st.stream.keepalive) => {
+            _ = s.keepalive.as_mut() => {
+                s.keepalive.as_mut().reset(tokio::time::Instant::now() + s.st.stream.keepalive);
                 return Some((Ok(Bytes::from_static(b":\n\n")), s));
             }
             _ = s.shutdown.changed() => return None,
