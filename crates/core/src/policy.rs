@@ -265,7 +265,8 @@ fn decide_quota(
     thresholds.dedup();
     let mut fresh: Vec<(u8, String)> = thresholds
         .into_iter()
-        .filter(|t| obs.used * 100 >= i64::from(*t) * obs.limit)
+        // In i128: server numbers near i64::MAX must not overflow (a panic in debug builds).
+        .filter(|t| i128::from(obs.used) * 100 >= i128::from(*t) * i128::from(obs.limit))
         .map(|t| {
             (
                 t,
@@ -583,6 +584,17 @@ mod tests {
             decide_event(&c, &none, &mut |_| false).is_empty(),
             "unparsable payloads raise nothing"
         );
+    }
+
+    #[test]
+    fn huge_numbers_from_the_server_do_not_overflow() {
+        let s = Settings::default();
+        let mut seen = HashSet::new();
+        let data = json!({"metric": "builds", "used": i64::MAX, "limit": i64::MAX - 1});
+        let d = run(&ctx(&s), &mut seen, "1", kind::QUOTA_UPDATED, data);
+        assert_eq!(d.last().map(|d| d.state), Some(State::Pending));
+        let data = json!({"metric": "builds", "used": 1, "limit": i64::MAX});
+        assert!(run(&ctx(&s), &mut seen, "2", kind::QUOTA_UPDATED, data).is_empty());
     }
 
     #[test]

@@ -100,6 +100,7 @@ pub struct Ingested {
     pub stored: usize,
     pub duplicates: usize,
     pub parse_failures: usize,
+    /// `build.accepted` events stored, not counting history from before sign-in.
     pub builds: u64,
     /// Notifications decided in this transaction and to be shown now.
     pub pending: Vec<NotificationRow>,
@@ -283,7 +284,8 @@ impl Store {
             [account],
         )?;
         tx.execute(
-            "UPDATE sync_state SET cursor = ?2, epoch = ?3, builds_cursor = 0 WHERE account_id = ?1",
+            "UPDATE sync_state SET cursor = ?2, epoch = ?3, builds_cursor = 0, history_until = NULL
+             WHERE account_id = ?1",
             params![account, usage.last_event_id, usage.stream_epoch],
         )?;
         tx.commit()?;
@@ -329,8 +331,17 @@ impl Store {
             .optional()?
             .flatten();
         for ev in events {
-            let before_sign_in = history_until.is_some();
-            if history_until.as_deref() == Some(ev.id.as_str()) {
+            // Ids are compared as numbers: the event named by `history_until` may never come
+            // (a resync, or an event committed between `/usage` and the first page), and an
+            // equality test would then keep every later event unannounced.
+            let (before_sign_in, reached) = match history_until.as_deref() {
+                None => (false, false),
+                Some(h) => match (ev.id.parse::<u64>(), h.parse::<u64>()) {
+                    (Ok(id), Ok(h)) => (id <= h, id >= h),
+                    _ => (true, ev.id == h),
+                },
+            };
+            if reached {
                 history_until = None;
                 tx.execute(
                     "UPDATE sync_state SET history_until = NULL WHERE account_id = ?1",
@@ -359,7 +370,7 @@ impl Store {
                 }
             };
             if let Some(data) = &data {
-                if ev.kind == kind::BUILD_ACCEPTED {
+                if ev.kind == kind::BUILD_ACCEPTED && !before_sign_in {
                     out.builds += 1;
                 }
                 project(&tx, account, epoch, &ev.id, &ev.kind, data, now)?;
@@ -682,4 +693,81 @@ fn upsert_build(tx: &Transaction<'_>, account: i64, b: &Build) -> Result<()> {
         b.created_at
     ])?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn usage(last: &str, epoch: &str) -> Usage {
+        serde_json::from_value(serde_json::json!({
+            "period": {"start": "2026-11-01T00:00:00Z", "end": "2026-12-01T00:00:00Z"},
+            "plan": {"id": "free", "name": "Free", "hard_limit": true},
+            "quotas": [{"metric": "builds", "used": 1, "limit": 100}],
+            "last_event_id": last, "stream_epoch": epoch
+        }))
+        .unwrap()
+    }
+
+    fn open() -> (tempfile::TempDir, Store, i64) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(&dir.path().join("q.db")).unwrap();
+        let acct = Account {
+            id: "1".into(),
+            email: "a@x".into(),
+            plan: Plan {
+                id: "free".into(),
+                name: "Free".into(),
+                hard_limit: true,
+            },
+        };
+        let id = store
+            .upsert_account("http://127.0.0.1:1/", "http://127.0.0.1:1", &acct, 0)
+            .unwrap();
+        (dir, store, id)
+    }
+
+    /// Ingests events with these ids; returns each one's `before_sign_in` as the policy saw it.
+    fn seen(store: &mut Store, account: i64, ids: &[&str]) -> Vec<bool> {
+        let events: Vec<Incoming> = ids
+            .iter()
+            .map(|id| Incoming {
+                id: (*id).into(),
+                kind: "notice".into(),
+                data: "{}".into(),
+            })
+            .collect();
+        let mut out = Vec::new();
+        store
+            .ingest(account, "e", &events, Source::CatchUp, 0, &mut |ev, _| {
+                out.push(ev.before_sign_in);
+                Vec::new()
+            })
+            .unwrap();
+        out
+    }
+
+    #[test]
+    fn history_before_sign_in_ends_at_its_id_even_if_that_event_never_comes() {
+        let (_dir, mut store, acct) = open();
+        // `/usage` said 0, then an event was committed before the first page was read.
+        store.set_history_until(acct, "0").unwrap();
+        assert_eq!(seen(&mut store, acct, &["1", "2"]), [false, false]);
+
+        let (_dir, mut store, acct) = open();
+        store.set_history_until(acct, "5").unwrap();
+        assert_eq!(
+            seen(&mut store, acct, &["3", "5", "6"]),
+            [true, true, false]
+        );
+
+        // A resync during the first sync skips the event history ended at.
+        let (_dir, mut store, acct) = open();
+        store.set_history_until(acct, "5").unwrap();
+        assert_eq!(seen(&mut store, acct, &["3"]), [true]);
+        store
+            .resync(acct, &usage("9", "e"), "history_gap", "test", 0)
+            .unwrap();
+        assert_eq!(seen(&mut store, acct, &["10"]), [false]);
+    }
 }
