@@ -106,7 +106,15 @@ struct Transport {
 impl HttpTransport for Transport {
     fn request(&self, req: http::Request<Option<Bytes>>) -> ResponseFuture {
         let this = self.clone();
-        Box::pin(async move { this.open(req).await.map_err(TransportError::new) })
+        Box::pin(async move {
+            // The watchdog covers the response head too: a server (or proxy) that accepts the
+            // connection and never answers would otherwise hold the engine here for good.
+            let silence = head_timeout(this.settings.keepalive);
+            match tokio::time::timeout(silence, this.open(req)).await {
+                Ok(res) => res.map_err(TransportError::new),
+                Err(_) => Err(TransportError::new(StreamError::Stalled(silence))),
+            }
+        })
     }
 }
 
@@ -173,7 +181,11 @@ impl Transport {
         tokio::spawn(async move {
             let mut guard = SseGuard::new(max);
             loop {
-                let next = tokio::time::timeout(silence, body.next()).await;
+                let next = tokio::select! {
+                    // The engine dropped the connection: close it now, not at the next byte.
+                    _ = tx.closed() => return,
+                    next = tokio::time::timeout(silence, body.next()) => next,
+                };
                 let chunk = match next {
                     Err(_) => {
                         let _ = tx
@@ -206,6 +218,12 @@ impl Transport {
             .body(stream)
             .map_err(|e| StreamError::Protocol(e.to_string()))
     }
+}
+
+/// How long a connection may take to answer with its status and headers: the watchdog's
+/// 2.5 keepalive intervals, but never under a second.
+fn head_timeout(keepalive: Duration) -> Duration {
+    keepalive.mul_f64(2.5).max(Duration::from_secs(1))
 }
 
 fn tokio_stream_from<T: Send + 'static>(
@@ -313,5 +331,38 @@ fn clone_api(a: &ApiError) -> ApiError {
         ApiError::CrossOriginRedirect(o) => ApiError::CrossOriginRedirect(o.clone()),
         ApiError::Transport(t) => ApiError::Transport(t.clone()),
         ApiError::Decode(d) => ApiError::Decode(d.clone()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use super::*;
+    use crate::secret::Token;
+    use crate::server_url::ServerUrl;
+
+    #[tokio::test]
+    async fn a_server_that_never_answers_is_a_stall_not_a_hang() {
+        // Accepts the connection (the kernel does, from the backlog) and never answers.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let api =
+            ApiClient::new(ServerUrl::parse(&url).unwrap(), Token::new("t").unwrap()).unwrap();
+        let settings = StreamSettings {
+            keepalive: Duration::from_millis(100),
+            ..StreamSettings::default()
+        };
+        let (mut events, _) = connect(&api, Some("3"), settings).unwrap();
+        let started = Instant::now();
+        let first = tokio::time::timeout(Duration::from_secs(10), events.next())
+            .await
+            .expect("the watchdog covers the response head");
+        assert!(
+            matches!(first, Some(Err(StreamError::Stalled(_)))),
+            "{first:?}"
+        );
+        assert!(started.elapsed() < Duration::from_secs(3));
+        drop(listener);
     }
 }
