@@ -14,6 +14,7 @@ use std::time::Duration;
 use futures_util::{FutureExt, StreamExt};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
+use serde::Deserialize as _;
 use tokio::sync::watch;
 
 use crate::backoff::{Backoff, HEALTHY_AFTER};
@@ -21,9 +22,15 @@ use crate::client::{ApiClient, ApiError};
 use crate::clock::Clock;
 use crate::notifier::Notifier;
 use crate::policy::{self, Context, Settings};
-use crate::protocol::Usage;
+use crate::protocol::{Plan, Usage, kind};
 use crate::store::{AccountRow, Incoming, NotificationRow, Source, Store, StoreError};
 use crate::stream::{self, StreamError, StreamItem, StreamSettings};
+
+/// How long one notification call may take before it counts as failed.
+#[cfg(not(test))]
+const NOTIFY_TIMEOUT: Duration = Duration::from_secs(10);
+#[cfg(test)]
+const NOTIFY_TIMEOUT: Duration = Duration::from_millis(200);
 
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
@@ -179,8 +186,9 @@ impl Engine {
                     .is_some_and(|t| t > self.clock.instant()) =>
                 {
                     match self.long_poll(&mut shutdown, &mut wake).await? {
+                        Some(Exit::SignedOut) => return Ok(Exit::SignedOut),
                         Some(exit) => return self.stop(exit),
-                        None => None,
+                        None => self.forced_delay.take(),
                     }
                 }
                 None => match self.follow_stream(&mut shutdown, &mut wake).await? {
@@ -193,7 +201,8 @@ impl Engine {
                             None => {
                                 let hint = self.last_retry_hint;
                                 let backoff = self.backoff.next_delay(hint, &mut self.rng);
-                                Some(self.forced_delay.take().unwrap_or(backoff))
+                                // `Retry-After` is a floor: `Retry-After: 0` must not make a loop.
+                                Some(self.forced_delay.take().map_or(backoff, |d| d.max(backoff)))
                             }
                         }
                     }
@@ -229,12 +238,13 @@ impl Engine {
     }
 
     fn delay_for_api(&mut self, e: &ApiError, hint: Option<Duration>) -> Duration {
+        let backoff = self.backoff.next_delay(hint, &mut self.rng);
         match e {
             ApiError::RateLimited {
                 retry_after: Some(d),
                 ..
-            } => *d,
-            _ => self.backoff.next_delay(hint, &mut self.rng),
+            } => backoff.max(*d),
+            _ => backoff,
         }
     }
 
@@ -244,6 +254,12 @@ impl Engine {
         error: StreamError,
         lived: Duration,
     ) -> Result<Option<Exit>, EngineError> {
+        // A stall is noticed only after the watchdog's silence: the connection was of use only
+        // until its last byte. (A buffering proxy answers 200 and then sends nothing.)
+        let lived = match &error {
+            StreamError::Stalled(silence) => lived.saturating_sub(*silence),
+            _ => lived,
+        };
         if lived >= HEALTHY_AFTER {
             self.backoff.reset();
             self.stream_failures = 0;
@@ -309,17 +325,38 @@ impl Engine {
         source: Source,
     ) -> Result<u64, EngineError> {
         let settings = self.store.settings()?;
-        let plan_name = self.account.plan.name.clone();
-        let ctx = self.context(&settings, source == Source::CatchUp, &plan_name);
-        let now = ctx.now_unix;
+        let now = self.clock.now_unix();
+        let local_minute = self.clock.local_minute(now);
+        // A `plan.changed` in the batch changes the plan the events after it are judged by
+        // (`quota.updated` carries no `hard_limit`: the plan says whether builds are blocked).
+        let mut plan = self.account.plan.clone();
         let ingested = self.store.ingest(
             self.account.id,
             epoch,
             events,
             source,
             now,
-            &mut |ev, known| policy::decide_event(&ctx, ev, known),
+            &mut |ev, known| {
+                if ev.kind == kind::PLAN_CHANGED
+                    && let Some(p) = ev
+                        .data
+                        .and_then(|d| d.get("plan"))
+                        .and_then(|p| Plan::deserialize(p).ok())
+                {
+                    plan = p;
+                }
+                let ctx = Context {
+                    settings: &settings,
+                    now_unix: now,
+                    local_minute,
+                    catching_up: source == Source::CatchUp,
+                    hard_limit: plan.hard_limit,
+                    plan_name: &plan.name,
+                };
+                policy::decide_event(&ctx, ev, known)
+            },
         )?;
+        self.account.plan = plan;
         if ingested.parse_failures > 0 {
             tracing::error!(
                 count = ingested.parse_failures,
@@ -352,19 +389,29 @@ impl Engine {
             let notifier = self.notifier.clone();
             let shown = {
                 let row = row.clone();
-                tokio::task::spawn_blocking(move || notifier.show(&row)).await
+                let call = tokio::task::spawn_blocking(move || notifier.show(&row));
+                // A notification server that never answers must not stop the engine.
+                tokio::time::timeout(NOTIFY_TIMEOUT, call).await
             };
             match shown {
-                Ok(Ok(())) => {
+                Err(_) => {
+                    tracing::error!(key = %row.dedupe_key, "the notification server did not answer");
+                    self.store.set_notification_state(
+                        row.id,
+                        "failed",
+                        Some("the notification server did not answer in time"),
+                    )?;
+                }
+                Ok(Ok(Ok(()))) => {
                     self.store.set_notification_state(row.id, "shown", None)?;
                     let _ = self.updates.send(Update::Notified(row.title.clone()));
                 }
-                Ok(Err(e)) => {
+                Ok(Ok(Err(e))) => {
                     tracing::error!(error = %e, key = %row.dedupe_key, "notification failed");
                     self.store
                         .set_notification_state(row.id, "failed", Some(&e.to_string()))?;
                 }
-                Err(e) => {
+                Ok(Err(e)) => {
                     tracing::error!(error = %e, "notifier task failed");
                     self.store.set_notification_state(
                         row.id,
@@ -471,6 +518,42 @@ impl Engine {
         Ok(())
     }
 
+    /// Resyncs for the stream. If `/usage` cannot be read now, the connection ends as a failed
+    /// one (backoff, then catch-up meets the gap again) instead of the engine.
+    async fn resync_stream(
+        &mut self,
+        reason: &str,
+        lived: Duration,
+    ) -> Result<StreamEnd, EngineError> {
+        match self.resync(reason).await {
+            Ok(()) => Ok(StreamEnd::Resync),
+            Err(EngineError::Api(e)) => Ok(StreamEnd::Failed {
+                error: StreamError::Api(e),
+                lived,
+            }),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// A long poll that failed: signed out on 401/403, otherwise back to the main loop after
+    /// a delay (network errors, 5xx and timeouts must not end the engine).
+    fn poll_failed(&mut self, e: ApiError) -> Result<Option<Exit>, EngineError> {
+        if e.is_auth() {
+            return self.signed_out(&e).map(Some);
+        }
+        tracing::warn!(error = %e, "long poll failed");
+        self.forced_delay = Some(self.delay_for_api(&e, None));
+        Ok(None)
+    }
+
+    async fn resync_poll(&mut self, reason: &str) -> Result<Option<Exit>, EngineError> {
+        match self.resync(reason).await {
+            Ok(()) => Ok(None),
+            Err(EngineError::Api(e)) => self.poll_failed(e),
+            Err(e) => Err(e),
+        }
+    }
+
     async fn sync_builds(&mut self) -> Result<(), EngineError> {
         loop {
             let after = self.store.sync_state(self.account.id)?.builds_cursor;
@@ -516,8 +599,14 @@ impl Engine {
                 _ = stopped(shutdown) => break StreamEnd::Shutdown,
                 _ = backstop.tick() => {
                     // Usage and builds stay fresh even if the stream only carries keepalives.
-                    if let Err(e) = self.refresh().await {
-                        tracing::warn!(error = %e, "backstop refresh failed");
+                    match self.refresh().await {
+                        Ok(()) => {}
+                        // A token revoked while the stream stays open: signed out all the same.
+                        Err(EngineError::Api(e)) if e.is_auth() => {
+                            let lived = self.clock.instant().saturating_duration_since(started);
+                            break StreamEnd::Failed { error: StreamError::Api(e), lived };
+                        }
+                        Err(e) => tracing::warn!(error = %e, "backstop refresh failed"),
                     }
                     continue;
                 }
@@ -535,15 +624,16 @@ impl Engine {
                     epoch: server_epoch,
                 })) => {
                     if server_epoch.as_deref().is_some_and(|e| e != epoch) {
-                        self.resync("stream epoch changed").await?;
-                        break StreamEnd::Resync;
+                        break self.resync_stream("stream epoch changed", lived).await?;
                     }
-                    self.stream_failures = 0;
+                    // Not yet a sign of health: a buffering proxy answers 200 and then sends
+                    // nothing. The failure count restarts when an event arrives.
                     self.set_connection(conn::CONNECTED, None)?;
                 }
                 Some(Ok(StreamItem::Reset { data, .. })) => {
-                    self.resync(&format!("sync.reset {data}")).await?;
-                    break StreamEnd::Resync;
+                    break self
+                        .resync_stream(&format!("sync.reset {data}"), lived)
+                        .await?;
                 }
                 Some(Ok(StreamItem::Oversized { id, data })) => {
                     if let Some(id) = id {
@@ -556,6 +646,7 @@ impl Engine {
                     }
                 }
                 Some(Ok(StreamItem::Event(first))) => {
+                    self.stream_failures = 0;
                     // Take whatever else is already buffered: one transaction per burst.
                     let mut batch = vec![first];
                     let mut after = None;
@@ -580,8 +671,9 @@ impl Engine {
                         }
                         Some(Some(Err(error))) => break StreamEnd::Failed { error, lived },
                         Some(Some(Ok(StreamItem::Reset { data, .. }))) => {
-                            self.resync(&format!("sync.reset {data}")).await?;
-                            break StreamEnd::Resync;
+                            break self
+                                .resync_stream(&format!("sync.reset {data}"), lived)
+                                .await?;
                         }
                         Some(Some(Ok(StreamItem::Oversized { id: Some(id), data }))) => {
                             let ev = Incoming {
@@ -638,8 +730,7 @@ impl Engine {
             };
             match page {
                 Ok(page) if page.stream_epoch != epoch => {
-                    self.resync("stream epoch changed").await?;
-                    return Ok(None);
+                    return self.resync_poll("stream epoch changed").await;
                 }
                 Ok(page) => {
                     let events: Vec<Incoming> = page
@@ -656,11 +747,11 @@ impl Engine {
                         .mark_synced(self.account.id, self.clock.now_unix())?;
                 }
                 Err(ApiError::HistoryExpired { reason }) => {
-                    self.resync(&format!("history_expired ({reason})")).await?;
-                    return Ok(None);
+                    return self
+                        .resync_poll(&format!("history_expired ({reason})"))
+                        .await;
                 }
-                Err(e) if e.is_auth() => return self.signed_out(&e).map(Some),
-                Err(e) => return Err(e.into()),
+                Err(e) => return self.poll_failed(e),
             }
         }
         self.fallback_until = None;
@@ -712,10 +803,343 @@ fn spawn_wake_watch(
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Mutex;
     use std::sync::atomic::{AtomicI64, Ordering};
     use std::time::Instant;
 
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
     use super::*;
+    use crate::clock::SystemClock;
+    use crate::notifier::NotifyError;
+    use crate::protocol::Account;
+    use crate::secret::Token;
+    use crate::server_url::ServerUrl;
+
+    /// One canned HTTP answer: status line, Content-Type, body; `hold` keeps the connection
+    /// open after the body (a stream that stays up).
+    struct Reply {
+        status: &'static str,
+        content_type: &'static str,
+        body: String,
+        hold: bool,
+    }
+
+    fn json(status: &'static str, body: &str) -> Reply {
+        Reply {
+            status,
+            content_type: "application/json",
+            body: body.into(),
+            hold: false,
+        }
+    }
+
+    /// A server on an ephemeral port answering each request by its path and query.
+    async fn serve(route: impl Fn(&str) -> Reply + Send + Sync + 'static) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let route = Arc::new(route);
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut sock, _)) = listener.accept().await else {
+                    return;
+                };
+                let route = route.clone();
+                tokio::spawn(async move {
+                    let mut head = Vec::new();
+                    let mut buf = [0u8; 1024];
+                    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match sock.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => head.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let head = String::from_utf8_lossy(&head).into_owned();
+                    let target = head.split(' ').nth(1).unwrap_or("").to_owned();
+                    let r = route(&target);
+                    let mut out = format!(
+                        "HTTP/1.1 {}\r\ncontent-type: {}\r\nconnection: close\r\n",
+                        r.status, r.content_type
+                    );
+                    if !r.hold {
+                        out.push_str(&format!("content-length: {}\r\n", r.body.len()));
+                    }
+                    out.push_str("\r\n");
+                    out.push_str(&r.body);
+                    let _ = sock.write_all(out.as_bytes()).await;
+                    if r.hold {
+                        tokio::time::sleep(Duration::from_secs(30)).await;
+                    }
+                });
+            }
+        });
+        url
+    }
+
+    const USAGE: &str = r#"{"last_event_id":"5","period":{"end":"2026-12-01T00:00:00Z","start":"2026-11-01T00:00:00Z"},"plan":{"hard_limit":false,"id":"pro","name":"Pro"},"quotas":[{"limit":100,"metric":"builds","used":1},{"limit":3,"metric":"applications","used":1}],"stream_epoch":"e1"}"#;
+    const NO_EVENTS: &str =
+        r#"{"events":[],"has_more":false,"last_event_id":"5","stream_epoch":"e1"}"#;
+    const NO_BUILDS: &str = r#"{"builds":[],"has_more":false}"#;
+
+    #[derive(Default)]
+    struct Shown(Mutex<Vec<NotificationRow>>);
+
+    impl Notifier for Shown {
+        fn show(&self, n: &NotificationRow) -> Result<(), NotifyError> {
+            self.0.lock().unwrap().push(n.clone());
+            Ok(())
+        }
+    }
+
+    /// An engine signed in to `url` (on plan Pro) with its cursor at 5 in epoch `e1`.
+    fn engine(dir: &tempfile::TempDir, url: &str, cfg: EngineConfig) -> (Engine, Arc<Shown>) {
+        let mut store = Store::open(&dir.path().join("q.db")).unwrap();
+        let plan = Plan {
+            id: "pro".into(),
+            name: "Pro".into(),
+            hard_limit: false,
+        };
+        let acct = Account {
+            id: "1".into(),
+            email: "a@x".into(),
+            plan,
+        };
+        let server = ServerUrl::parse(url).unwrap();
+        let id = store
+            .upsert_account(server.as_str(), &server.origin(), &acct, 0)
+            .unwrap();
+        store
+            .start_cursor(id, &serde_json::from_str(USAGE).unwrap())
+            .unwrap();
+        let account = store.active_account().unwrap().unwrap();
+        let api = ApiClient::new(server, Token::new("qb_test").unwrap()).unwrap();
+        let shown = Arc::new(Shown::default());
+        let engine = Engine::new(
+            store,
+            account,
+            api,
+            shown.clone(),
+            Arc::new(SystemClock),
+            cfg,
+        );
+        (engine, shown)
+    }
+
+    fn ev(id: &str, kind: &str, data: serde_json::Value) -> Incoming {
+        Incoming {
+            id: id.into(),
+            kind: kind.into(),
+            data: data.to_string(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_plan_change_in_the_stream_decides_how_the_next_crossing_reads() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut engine, shown) = engine(&dir, "http://127.0.0.1:1", EngineConfig::default());
+        let period =
+            serde_json::json!({"start": "2026-11-01T00:00:00Z", "end": "2026-12-01T00:00:00Z"});
+        let events = [
+            ev(
+                "6",
+                kind::PLAN_CHANGED,
+                serde_json::json!({"plan": {"id": "free", "name": "Free", "hard_limit": true},
+                    "quotas": [], "period": period}),
+            ),
+            // `quota.updated` has no `hard_limit`: the plan now in force says builds are blocked.
+            ev(
+                "7",
+                kind::QUOTA_UPDATED,
+                serde_json::json!({"metric": "builds", "used": 100, "limit": 100, "period": period}),
+            ),
+        ];
+        engine.ingest("e1", &events, Source::Stream).await.unwrap();
+        let shown = shown.0.lock().unwrap();
+        let quota = shown
+            .iter()
+            .find(|n| n.kind == "quota")
+            .expect("the crossing");
+        assert!(quota.urgent && quota.title.contains("blocked"), "{quota:?}");
+        assert!(quota.body.contains("Free plan"), "{quota:?}");
+        assert!(engine.account.plan.hard_limit);
+    }
+
+    struct Hung;
+
+    impl Notifier for Hung {
+        fn show(&self, _: &NotificationRow) -> Result<(), NotifyError> {
+            std::thread::sleep(NOTIFY_TIMEOUT * 5);
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_notification_server_that_never_answers_does_not_stop_the_engine() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut engine, _) = engine(&dir, "http://127.0.0.1:1", EngineConfig::default());
+        engine.notifier = Arc::new(Hung);
+        let notice = ev(
+            "6",
+            kind::NOTICE,
+            serde_json::json!({"title": "t", "body": "b", "severity": "info"}),
+        );
+        engine
+            .ingest("e1", &[notice], Source::Stream)
+            .await
+            .unwrap();
+        let rows = engine
+            .store
+            .notifications(engine.account.id, None, 10)
+            .unwrap();
+        assert_eq!(rows[0].state, "failed");
+    }
+
+    #[tokio::test]
+    async fn a_stall_after_headers_counts_as_a_failure_and_leads_to_long_polling() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut engine, _) = engine(&dir, "http://127.0.0.1:1", EngineConfig::default());
+        // A buffering proxy: 200, then silence until the watchdog (37.5 s) ends it.
+        let silence = Duration::from_millis(37_500);
+        for _ in 0..3 {
+            let lived = silence + Duration::from_millis(10);
+            let end = engine.after_stream_error(StreamError::Stalled(silence), lived);
+            assert!(end.unwrap().is_none());
+        }
+        assert!(
+            engine.fallback_until.is_some(),
+            "falls back to long-polling"
+        );
+    }
+
+    #[tokio::test]
+    async fn retry_after_zero_does_not_remove_the_backoff() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut engine, _) = engine(&dir, "http://127.0.0.1:1", EngineConfig::default());
+        let e = ApiError::RateLimited {
+            status: 429,
+            retry_after: Some(Duration::from_secs(3)),
+        };
+        assert!(engine.delay_for_api(&e, None) >= Duration::from_secs(3));
+        let zero = ApiError::RateLimited {
+            status: 429,
+            retry_after: Some(Duration::ZERO),
+        };
+        let delays: Vec<_> = (0..8).map(|_| engine.delay_for_api(&zero, None)).collect();
+        assert!(
+            delays.iter().any(|d| *d > Duration::from_millis(100)),
+            "{delays:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failing_long_poll_does_not_end_the_engine() {
+        let url = serve(|target| match target {
+            t if t.contains("wait=") => json("503 Service Unavailable", "{}"),
+            t if t.contains("/usage") => json("200 OK", USAGE),
+            t if t.contains("/events") => json("200 OK", NO_EVENTS),
+            t if t.contains("/builds") => json("200 OK", NO_BUILDS),
+            _ => json("404 Not Found", "{}"),
+        })
+        .await;
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = EngineConfig {
+            max_backoff: Duration::from_millis(50),
+            ..EngineConfig::default()
+        };
+        let (mut engine, _) = engine(&dir, &url, cfg);
+        engine.fallback_until = Some(Instant::now() + Duration::from_secs(60));
+        let (stop, stopped) = watch::channel(false);
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let _ = stop.send(true);
+        });
+        assert_eq!(engine.run(stopped).await.unwrap(), Exit::Shutdown);
+    }
+
+    #[tokio::test]
+    async fn a_401_while_long_polling_leaves_the_signed_out_state() {
+        let url = serve(|target| match target {
+            t if t.contains("wait=") => json("401 Unauthorized", "{}"),
+            t if t.contains("/usage") => json("200 OK", USAGE),
+            t if t.contains("/events") => json("200 OK", NO_EVENTS),
+            t if t.contains("/builds") => json("200 OK", NO_BUILDS),
+            _ => json("404 Not Found", "{}"),
+        })
+        .await;
+        let dir = tempfile::tempdir().unwrap();
+        let (mut engine, _) = engine(&dir, &url, EngineConfig::default());
+        engine.fallback_until = Some(Instant::now() + Duration::from_secs(60));
+        let store = Store::open(&dir.path().join("q.db")).unwrap();
+        let account = engine.account.id;
+        let (_stop, stopped) = watch::channel(false);
+        assert_eq!(engine.run(stopped).await.unwrap(), Exit::SignedOut);
+        assert_eq!(
+            store.sync_state(account).unwrap().connection,
+            conn::SIGNED_OUT
+        );
+    }
+
+    #[tokio::test]
+    async fn a_sync_reset_while_usage_is_unreachable_ends_the_connection_not_the_engine() {
+        let url = serve(|target| match target {
+            t if t.contains("/stream") => Reply {
+                status: "200 OK",
+                content_type: "text/event-stream",
+                body: "retry: 100\n\nid: 9\nevent: sync.reset\ndata: {\"reason\":\"expired\"}\n\n"
+                    .into(),
+                hold: true,
+            },
+            _ => json("503 Service Unavailable", "{}"),
+        })
+        .await;
+        let dir = tempfile::tempdir().unwrap();
+        let (mut engine, _) = engine(&dir, &url, EngineConfig::default());
+        let (_stop, mut stopped) = watch::channel(false);
+        let (_tx, mut wake) = watch::channel(0u64);
+        let end = engine.follow_stream(&mut stopped, &mut wake).await.unwrap();
+        assert!(
+            matches!(
+                end,
+                StreamEnd::Failed {
+                    error: StreamError::Api(ApiError::RateLimited { .. }),
+                    ..
+                }
+            ),
+            "the connection ends as a failed one"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_token_revoked_under_an_open_stream_is_noticed_by_the_backstop() {
+        let url = serve(|target| match target {
+            t if t.contains("/stream") => Reply {
+                status: "200 OK",
+                content_type: "text/event-stream",
+                body: "retry: 100\n\n".into(),
+                hold: true,
+            },
+            _ => json("401 Unauthorized", "{}"),
+        })
+        .await;
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = EngineConfig {
+            backstop: Duration::from_millis(200),
+            ..EngineConfig::default()
+        };
+        let (mut engine, _) = engine(&dir, &url, cfg);
+        let (_stop, mut stopped) = watch::channel(false);
+        let (_tx, mut wake) = watch::channel(0u64);
+        let end = tokio::time::timeout(
+            Duration::from_secs(5),
+            engine.follow_stream(&mut stopped, &mut wake),
+        )
+        .await
+        .expect("the stream is left")
+        .unwrap();
+        assert!(
+            matches!(end, StreamEnd::Failed { error: StreamError::Api(ref e), .. } if e.is_auth())
+        );
+    }
 
     /// A wall clock that can be moved by hand; monotonic time is real.
     struct JumpingClock(AtomicI64);
