@@ -163,11 +163,11 @@ fn dispatch(cmd: Command, paths: &Paths) -> Result<ExitCode, BoxError> {
         } => {
             let cfg = EngineConfig {
                 stream: StreamSettings {
-                    keepalive: Duration::from_secs_f64(keepalive_secs.clamp(0.05, 3600.0)),
+                    keepalive: secs(keepalive_secs, 0.05, 3600.0)?,
                     ..StreamSettings::default()
                 },
                 backstop: Duration::from_secs(backstop_secs.max(1)),
-                max_backoff: Duration::from_secs_f64(max_backoff_secs.clamp(0.05, 3600.0)),
+                max_backoff: secs(max_backoff_secs, 0.05, 3600.0)?,
                 ..EngineConfig::default()
             };
             watch(paths, cfg)
@@ -275,7 +275,8 @@ fn dispatch(cmd: Command, paths: &Paths) -> Result<ExitCode, BoxError> {
                 s.quiet_hours = parse_quiet(&q)?;
             }
             if let Some(m) = pause_minutes {
-                s.paused_until = (m > 0).then(|| clock.now_unix() + m * 60);
+                s.paused_until =
+                    (m > 0).then(|| clock.now_unix().saturating_add(m.saturating_mul(60)));
             }
             if let Some(u) = urgent_through_quiet {
                 s.urgent_through_quiet = u;
@@ -288,6 +289,14 @@ fn dispatch(cmd: Command, paths: &Paths) -> Result<ExitCode, BoxError> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// Seconds from the command line, clamped; NaN is refused (`Duration` would panic on it).
+fn secs(value: f64, min: f64, max: f64) -> Result<Duration, BoxError> {
+    if value.is_nan() {
+        return Err("a duration must be a number of seconds".into());
+    }
+    Ok(Duration::from_secs_f64(value.clamp(min, max)))
 }
 
 fn parse_quiet(text: &str) -> Result<Option<(u16, u16)>, BoxError> {
@@ -459,4 +468,19 @@ async fn shutdown_signal() {
     }
     #[cfg(not(unix))]
     let _ = tokio::signal::ctrl_c().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nan_seconds_are_refused_not_a_panic() {
+        assert!(secs(f64::NAN, 0.05, 3600.0).is_err());
+        assert_eq!(
+            secs(f64::INFINITY, 0.05, 3600.0).unwrap(),
+            Duration::from_secs(3600)
+        );
+        assert!(Cli::try_parse_from(["quotabell", "watch", "--keepalive-secs", "NaN"]).is_ok());
+    }
 }
