@@ -360,8 +360,15 @@ fn ago(now: i64, then: i64) -> String {
 
 fn status(paths: &Paths, json: bool, clock: &dyn Clock) -> Result<ExitCode, BoxError> {
     let (store, account) = open_cache(paths)?;
-    let state = store.sync_state(account.id)?;
+    let mut state = store.sync_state(account.id)?;
     let now = clock.now_unix();
+    // An engine killed with -9 could not record that it stopped.
+    if crate::lock::holder_running(&paths.lock()) == Some(false)
+        && state.connection != crate::engine::conn::SIGNED_OUT
+    {
+        state.connection = crate::engine::conn::OFFLINE.into();
+        state.connection_detail = Some("no engine is running".into());
+    }
     if json {
         let v = serde_json::json!({
             "account": { "email": account.email, "server": account.server_url, "plan": account.plan },

@@ -161,6 +161,7 @@ impl ApiClient {
             &body,
             &self.server,
             &final_url,
+            &self.token,
         ))
     }
 }
@@ -172,12 +173,15 @@ pub fn status_error(
     body: &serde_json::Value,
     server: &ServerUrl,
     url: &reqwest::Url,
+    token: &Token,
 ) -> ApiError {
     let message = body
         .pointer("/error/message")
         .and_then(|m| m.as_str())
         .unwrap_or_else(|| status.canonical_reason().unwrap_or(""))
-        .to_owned();
+        // Server text ends up in logs and in the stored connection detail: a server or proxy
+        // that echoes the request must not put the token there.
+        .replace(token.expose(), "***");
     match status.as_u16() {
         401 | 403 => ApiError::Unauthorized {
             status: status.as_u16(),

@@ -598,8 +598,10 @@ impl Engine {
                 _ = wake.changed() => break StreamEnd::Wake,
                 _ = stopped(shutdown) => break StreamEnd::Shutdown,
                 _ = backstop.tick() => {
-                    // Usage and builds stay fresh even if the stream only carries keepalives.
-                    match self.refresh().await {
+                    // A full catch-up (events after the cursor, usage, builds) even while the
+                    // stream looks healthy; events it fetches first are skipped when the stream
+                    // delivers them too, and the cursor never moves back.
+                    match self.catch_up().await {
                         Ok(()) => {}
                         // A token revoked while the stream stays open: signed out all the same.
                         Err(EngineError::Api(e)) if e.is_auth() => {
@@ -689,16 +691,6 @@ impl Engine {
             }
         };
         Ok(end)
-    }
-
-    /// Usage and builds, without touching the event cursor.
-    async fn refresh(&mut self) -> Result<(), EngineError> {
-        let usage = self.api.usage().await?;
-        self.record_usage(&usage, false).await?;
-        self.sync_builds().await?;
-        self.store
-            .mark_synced(self.account.id, self.clock.now_unix())?;
-        Ok(())
     }
 
     /// Long-polls `/events` until the fallback period ends; `Some` ends the engine.

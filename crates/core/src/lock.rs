@@ -57,6 +57,21 @@ impl EngineLock {
     }
 }
 
+/// Whether the engine that last took the lock at `path` is still running, judged from the pid
+/// it wrote (without taking the lock, so a starting engine is never refused). `None` when
+/// unknown (no lock file, or no /proc to look in).
+pub fn holder_running(path: &Path) -> Option<bool> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let pid: u32 = text
+        .strip_prefix("pid ")?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?;
+    let proc = Path::new("/proc");
+    proc.is_dir().then(|| proc.join(pid.to_string()).exists())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -72,7 +87,10 @@ mod tests {
                 .contains(&format!("pid {} (quotabell watch)", std::process::id())),
             "{err}"
         );
+        assert_eq!(holder_running(&path), Some(true));
         drop(first);
         EngineLock::acquire(&path, "desktop").unwrap();
+        std::fs::write(&path, "pid 4294967295 (gone)").unwrap();
+        assert_eq!(holder_running(&path), Some(false));
     }
 }

@@ -71,9 +71,11 @@ impl Notifier for DesktopNotifier {
     }
 }
 
+/// Asked once per process: a D-Bus round trip per notification would add to its latency.
 #[cfg(all(unix, not(target_os = "macos")))]
-fn capabilities() -> Vec<String> {
-    notify_rust::get_capabilities().unwrap_or_default()
+fn capabilities() -> &'static [String] {
+    static CAPS: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+    CAPS.get_or_init(|| notify_rust::get_capabilities().unwrap_or_default())
 }
 
 /// The summary is plain text by the specification; the body may be markup, so it is escaped.

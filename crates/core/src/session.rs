@@ -74,6 +74,11 @@ pub async fn logout(
     paths: &Paths,
     keychain: Arc<dyn Keychain>,
 ) -> Result<Option<AccountRow>, SessionError> {
+    if !paths.db().exists() {
+        return Ok(None);
+    }
+    // Not while an engine runs for this profile: it would write to a deleted account.
+    let _lock = EngineLock::acquire(&paths.lock(), "quotabell logout")?;
     let mut store = Store::open(&paths.db())?;
     let Some(account) = store.active_account()? else {
         return Ok(None);

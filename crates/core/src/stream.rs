@@ -150,9 +150,15 @@ impl Transport {
             let headers = res.headers().clone();
             let final_url = res.url().clone();
             let body: serde_json::Value = res.json().await.unwrap_or_default();
-            return Err(
-                status_error(status, &headers, &body, self.api.server(), &final_url).into(),
-            );
+            return Err(status_error(
+                status,
+                &headers,
+                &body,
+                self.api.server(),
+                &final_url,
+                self.api.token(),
+            )
+            .into());
         }
         let content_type = res
             .headers()

@@ -330,6 +330,7 @@ impl Store {
             .query_row([account], |r| r.get(0))
             .optional()?
             .flatten();
+        let mut last_new: Option<&str> = None;
         for ev in events {
             // Ids are compared as numbers: the event named by `history_until` may never come
             // (a resync, or an event committed between `/usage` and the first page), and an
@@ -361,6 +362,7 @@ impl Store {
                 continue;
             }
             out.stored += 1;
+            last_new = Some(ev.id.as_str());
             let data = match parsed {
                 Ok(v) => Some(v),
                 Err(e) => {
@@ -386,10 +388,12 @@ impl Store {
             out.pending
                 .extend(record_decisions(&tx, account, &decisions, now)?);
         }
-        if let Some(last) = events.last() {
+        // The cursor names the newest event stored. Events already stored (the stream
+        // delivering what a catch-up just fetched) must not move it back.
+        if let Some(last) = last_new {
             tx.execute(
                 "UPDATE sync_state SET cursor = ?2, epoch = ?3 WHERE account_id = ?1",
-                params![account, last.id, epoch],
+                params![account, last, epoch],
             )?;
         }
         tx.commit()?;
@@ -461,8 +465,18 @@ impl Store {
     }
 
     /// Notifications decided but not yet shown (the process stopped in between).
+    /// Also those whose showing failed (no notification daemon then): an alert is retried at
+    /// the next start rather than lost.
     pub fn pending_notifications(&self, account: i64) -> Result<Vec<NotificationRow>> {
-        queries::notifications(&self.conn, account, Some("pending"), 1000)
+        let mut rows = queries::notifications(&self.conn, account, Some("pending"), 1000)?;
+        rows.extend(queries::notifications(
+            &self.conn,
+            account,
+            Some("failed"),
+            1000,
+        )?);
+        rows.sort_by_key(|r| r.id);
+        Ok(rows)
     }
 
     /// Turns everything held during a catch-up into one digest notification, in one
