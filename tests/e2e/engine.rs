@@ -201,10 +201,17 @@ fn offline_start_answers_from_cache_then_one_digest() {
     assert_eq!(desktop.notifications().len(), 0, "nothing notified yet");
 
     engine.start_watch();
+    // The killed engine left "connected" behind; wait for the new one's own verdict.
     wait_until(
-        "the engine to notice it is offline",
+        "the new engine to find the backend down",
         Duration::from_secs(20),
-        || engine.status_json()["connection"] == "offline",
+        || {
+            let st = engine.status_json();
+            st["connection"] == "offline"
+                && st["connection_detail"]
+                    .as_str()
+                    .is_some_and(|d| d.contains("cannot reach"))
+        },
     );
     let (ok, text, _) = engine.run(&["status"], None);
     assert!(ok);
