@@ -189,9 +189,17 @@ fn offline_start_answers_from_cache_then_one_digest() {
     for n in 0..10 {
         assert_eq!(post_build(&backend.url(), &token, "web", n).unwrap(), 201);
     }
-    wait_until("ten builds cached", Duration::from_secs(20), || {
-        engine.run(&["history", "--json"], None).1.lines().count() == 10
-    });
+    // Cached by a completed sync: builds, and the usage that comes with them.
+    wait_until(
+        "ten builds and their usage cached",
+        Duration::from_secs(20),
+        || {
+            let st = engine.status_json();
+            st["usage"]["quotas"][0]["used"] == 10
+                && !st["last_synced_at"].is_null()
+                && engine.run(&["history", "--json"], None).1.lines().count() == 10
+        },
+    );
     engine.kill9();
     // While the app is closed the user crosses 80% and 100%.
     for n in 10..100 {

@@ -437,9 +437,8 @@ impl Engine {
             let first = self.api.events_after(None, 1, None).await?;
             match first.events.into_iter().next() {
                 None => self.store.start_cursor(account, &usage)?,
+                // The sign-in recorded where history ends (`mark_sign_in`).
                 Some(oldest) => {
-                    self.store
-                        .set_history_until(account, &usage.last_event_id)?;
                     let oldest = Incoming {
                         id: oldest.id,
                         kind: oldest.kind,

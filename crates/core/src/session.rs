@@ -42,6 +42,9 @@ pub async fn login(
     let url = ServerUrl::parse(server)?;
     let api = ApiClient::new(url.clone(), token.clone())?;
     let account = api.account().await?;
+    // Where the log stands at sign-in: what came before is history (stored for review, not
+    // announced); everything after is news, however late the engine first syncs.
+    let signed_in_at = api.usage().await?.last_event_id;
     let key = format!("{}#{}", url.origin(), account.id);
     {
         let (kc, key, token) = (keychain.clone(), key.clone(), token.clone());
@@ -50,6 +53,7 @@ pub async fn login(
     let stored = (|| {
         let mut store = Store::open(&paths.db())?;
         let id = store.upsert_account(url.as_str(), &url.origin(), &account, now)?;
+        store.mark_sign_in(id, &signed_in_at)?;
         Ok::<_, StoreError>(store.active_account()?.filter(|a| a.id == id))
     })();
     match stored {

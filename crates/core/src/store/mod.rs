@@ -292,6 +292,17 @@ impl Store {
         Ok(())
     }
 
+    /// Records the newest event id at sign-in for an account that has not synced yet: events up
+    /// to it are history (stored, not notified). `"0"` (an empty log) marks nothing.
+    pub fn mark_sign_in(&self, account: i64, last_event_id: &str) -> Result<()> {
+        let history = (last_event_id != "0").then_some(last_event_id);
+        self.conn.execute(
+            "UPDATE sync_state SET history_until = ?2 WHERE account_id = ?1 AND cursor IS NULL",
+            params![account, history],
+        )?;
+        Ok(())
+    }
+
     /// Marks the events up to `last_id` as history from before sign-in (stored, not notified).
     pub fn set_history_until(&self, account: i64, last_id: &str) -> Result<()> {
         self.conn.execute(
