@@ -390,10 +390,21 @@ pub fn digest(
     }
     let mut body = format!("While you were away: {}", parts.join("; "));
     // With one update its title is the summary; with several each is listed once.
+    // Each distinct title once, at most eight lines: a long absence must not make a wall of
+    // text (thirty minutes of rejections are one line, not thirty).
     if held.len() > 1 {
+        let mut titles: Vec<&str> = Vec::new();
         for h in held {
+            if !titles.contains(&h.title.as_str()) {
+                titles.push(&h.title);
+            }
+        }
+        for t in titles.iter().take(8) {
             body.push_str("\n• ");
-            body.push_str(&h.title);
+            body.push_str(t);
+        }
+        if titles.len() > 8 {
+            body.push_str(&format!("\n• and {} more", titles.len() - 8));
         }
     }
     Decision {
@@ -635,5 +646,11 @@ mod tests {
             d.body
         );
         assert!(d.urgent);
-    }
+
+        let many: Vec<Held> = (0..30)
+            .map(|i| Held { title: if i % 2 == 0 { "Build rejected".into() } else { format!("notice {i}") }, urgent: false })
+            .collect();
+        let d = digest(&many, 0, None, "e:2");
+        assert_eq!(d.body.matches("Build rejected").count(), 1, "{}", d.body);
+        assert!(d.body.ends_with("• and 8 more"), "{}", d.body);
 }
