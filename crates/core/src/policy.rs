@@ -648,9 +648,17 @@ mod tests {
         assert!(d.urgent);
 
         let many: Vec<Held> = (0..30)
-            .map(|i| Held { title: if i % 2 == 0 { "Build rejected".into() } else { format!("notice {i}") }, urgent: false })
+            .map(|i| Held {
+                title: if i % 2 == 0 {
+                    "Build rejected".into()
+                } else {
+                    format!("notice {i}")
+                },
+                urgent: false,
+            })
             .collect();
         let d = digest(&many, 0, None, "e:2");
         assert_eq!(d.body.matches("Build rejected").count(), 1, "{}", d.body);
         assert!(d.body.ends_with("• and 8 more"), "{}", d.body);
+    }
 }
