@@ -1,9 +1,17 @@
 //! `quotabell-bench`: runs the real `quotabell-server` as a child process on a throwaway
 //! database and measures build posts per second (`posts`) and the latency of one event fanned
-//! out to many SSE streams of one user (`fanout`).
+//! out to many SSE streams of one user (`fanout`). With the real engine (`quotabell watch`) in
+//! a private desktop session it measures build → desktop notification latency
+//! (`notify-latency`), catching up on 100,000 missed events (`catchup`) and the cost of
+//! staying connected to an idle server (`idle`).
 
+mod catchup;
+mod desktop;
 mod fanout;
+mod idle;
+mod notify;
 mod posts;
+mod profile;
 mod server;
 mod stats;
 mod sys;
@@ -26,19 +34,55 @@ const NCHAN_P50_MS: f64 = 11.0;
 const NCHAN_P99_MS: f64 = 22.0;
 const NCHAN_RSS_MIB: f64 = 24.5;
 const POSTS_TARGET: f64 = 3000.0;
+/// Engine targets (issue 3, acceptance 7).
+const NOTIFY_P99_TARGET_MS: f64 = 25.0;
+const CATCHUP_TARGET_SECS: f64 = 3.0;
+const IDLE_RSS_TARGET_MB: f64 = 20.0;
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Mode {
+    /// Backend: accepted build posts per second.
     Posts,
+    /// Backend: one event to many SSE streams of one user.
     Fanout,
+    /// Backend: posts, then fanout.
     All,
+    /// Engine: build POST → D-Bus `Notify` call of `quotabell watch`.
+    NotifyLatency,
+    /// Engine: catching up on 100,000 missed events.
+    Catchup,
+    /// Engine: memory and wake-ups while connected to an idle server.
+    Idle,
+    /// Engine: notify-latency, catchup, then idle.
+    Engine,
+}
+
+impl Mode {
+    fn posts(self) -> bool {
+        matches!(self, Self::Posts | Self::All)
+    }
+    fn fanout(self) -> bool {
+        matches!(self, Self::Fanout | Self::All)
+    }
+    fn notify(self) -> bool {
+        matches!(self, Self::NotifyLatency | Self::Engine)
+    }
+    fn catchup(self) -> bool {
+        matches!(self, Self::Catchup | Self::Engine)
+    }
+    fn idle(self) -> bool {
+        matches!(self, Self::Idle | Self::Engine)
+    }
+    fn engine(self) -> bool {
+        self.notify() || self.catchup() || self.idle()
+    }
 }
 
 #[derive(Parser)]
 #[command(
     name = "quotabell-bench",
     version,
-    about = "Benchmarks the real quotabell-server: build posts per second and SSE fan-out latency"
+    about = "Benchmarks the real quotabell-server (build posts per second, SSE fan-out latency) and the real engine, quotabell watch (notification latency, catch-up, idle cost)"
 )]
 struct Cli {
     /// Which benchmark to run.
@@ -47,13 +91,18 @@ struct Cli {
     /// The server binary [default: quotabell-server next to this executable].
     #[arg(long)]
     server_bin: Option<PathBuf>,
-    /// Rounds per benchmark [default: 5 for posts, 10 for fanout].
+    /// The engine binary [default: quotabell next to this executable].
+    #[arg(long)]
+    engine_bin: Option<PathBuf>,
+    /// Rounds per benchmark [default: 5 for posts, 10 for fanout, 3 for notify-latency and
+    /// catchup, 2 for idle].
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1000))]
     rounds: Option<u32>,
     /// SSE streams of the one user in `fanout`.
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=20_000))]
     streams: u32,
-    /// Concurrent keep-alive HTTP/1.1 clients in `posts`.
+    /// Concurrent keep-alive HTTP/1.1 clients in `posts` (and posting the missed builds in
+    /// `catchup`).
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=4096))]
     concurrency: u32,
     /// Length of one `posts` round, in seconds.
@@ -77,6 +126,23 @@ struct Cli {
     /// Pin nothing.
     #[arg(long, conflicts_with_all = ["server_cpu", "client_cpu"])]
     no_pin: bool,
+    /// Builds (each one notification) per `notify-latency` round; at most 100, the Free
+    /// plan's builds per period.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=100))]
+    samples: u32,
+    /// Least pause after each notification in `notify-latency` before the next build, in ms
+    /// (the bench also waits until dunst has removed it and is idle).
+    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(0..=10_000))]
+    gap_ms: u64,
+    /// Events the engine misses in `catchup` (the server keeps 1,000,000 per user).
+    #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..=900_000))]
+    events: u64,
+    /// Length of one `idle` round, in seconds.
+    #[arg(long, default_value_t = 60.0)]
+    idle_secs: f64,
+    /// `quotabell watch --keepalive-secs` (the server keeps its default of 15 s).
+    #[arg(long, default_value_t = 15.0)]
+    engine_keepalive_secs: f64,
 }
 
 fn main() -> ExitCode {
@@ -90,12 +156,13 @@ fn main() -> ExitCode {
     }
 }
 
-fn default_server_bin() -> Result<PathBuf, BoxError> {
+/// A binary next to this executable.
+fn sibling_bin(name: &str) -> Result<PathBuf, BoxError> {
     let exe = std::env::current_exe()?;
     let dir = exe
         .parent()
         .ok_or("cannot tell the directory of this executable")?;
-    Ok(dir.join("quotabell-server"))
+    Ok(dir.join(name))
 }
 
 fn run(cli: Cli) -> Result<(), BoxError> {
@@ -105,14 +172,31 @@ fn run(cli: Cli) -> Result<(), BoxError> {
     if !(0.0..=60.0).contains(&cli.warmup_secs) {
         return Err("--warmup-secs must be in [0, 60]".into());
     }
+    if !(cli.idle_secs >= 1.0 && cli.idle_secs <= 3600.0) {
+        return Err("--idle-secs must be in [1, 3600]".into());
+    }
+    if !(cli.engine_keepalive_secs >= 0.05 && cli.engine_keepalive_secs <= 3600.0) {
+        return Err("--engine-keepalive-secs must be in [0.05, 3600]".into());
+    }
     let bin = match cli.server_bin.clone() {
         Some(b) => b,
-        None => default_server_bin()?,
+        None => sibling_bin("quotabell-server")?,
     };
     if !bin.is_file() {
         return Err(format!(
             "server binary {} not found (build it with `cargo build --release -p quotabell-server`, or pass --server-bin)",
             bin.display()
+        )
+        .into());
+    }
+    let engine_bin = match cli.engine_bin.clone() {
+        Some(b) => b,
+        None => sibling_bin("quotabell")?,
+    };
+    if cli.mode.engine() && !engine_bin.is_file() {
+        return Err(format!(
+            "engine binary {} not found (build it with `cargo build --release -p quotabell-core`, or pass --engine-bin)",
+            engine_bin.display()
         )
         .into());
     }
@@ -124,7 +208,7 @@ fn run(cli: Cli) -> Result<(), BoxError> {
             println!(
                 "RLIMIT_NOFILE: soft {before} -> {after} (hard {hard}); the server inherits it"
             );
-            if after < needed && cli.mode != Mode::Posts {
+            if after < needed && cli.mode.fanout() {
                 println!("warning: {after} file descriptors may be too few for {needed} streams");
             }
         }
@@ -152,20 +236,53 @@ fn run(cli: Cli) -> Result<(), BoxError> {
         pause: Duration::from_millis(cli.pause_ms),
         connect_parallel: cli.connect_parallel.max(1) as usize,
     };
-    // Servers are started from this (the main) thread inside block_on, which matters for
-    // PR_SET_PDEATHSIG: it fires when the thread that started the child ends.
-    let (posts, fanout) = rt.block_on(async {
-        let posts = if cli.mode != Mode::Fanout {
-            Some(posts::run(&launcher, &posts_cfg).await?)
-        } else {
-            None
-        };
-        let fanout = if cli.mode != Mode::Posts {
-            Some(fanout::run(&launcher, &fanout_cfg).await?)
-        } else {
-            None
-        };
-        Ok::<_, BoxError>((posts, fanout))
+    let notify_cfg = notify::Config {
+        rounds: rounds(3),
+        samples: cli.samples as usize,
+        gap: Duration::from_millis(cli.gap_ms),
+        engine_bin: engine_bin.clone(),
+        keepalive_secs: cli.engine_keepalive_secs,
+        monitor_mask: launcher.original_mask,
+    };
+    let catchup_cfg = catchup::Config {
+        rounds: rounds(3),
+        events: cli.events,
+        concurrency: cli.concurrency as usize,
+        engine_bin: engine_bin.clone(),
+        keepalive_secs: cli.engine_keepalive_secs,
+    };
+    let idle_cfg = idle::Config {
+        rounds: rounds(2),
+        secs: cli.idle_secs,
+        engine_bin,
+        keepalive_secs: cli.engine_keepalive_secs,
+    };
+    if cli.mode.engine() {
+        println!(
+            "engine benchmarks: the engine, D-Bus, keyring and dunst run on the bench's CPUs; dbus-monitor on all allowed CPUs"
+        );
+    }
+    // Servers, engines and desktop daemons are started from this (the main) thread inside
+    // block_on, which matters for PR_SET_PDEATHSIG: it fires when the thread that started the
+    // child ends.
+    let reports = rt.block_on(async {
+        let mut r = Reports::default();
+        if cli.mode.posts() {
+            r.posts = Some(posts::run(&launcher, &posts_cfg).await?);
+        }
+        if cli.mode.fanout() {
+            r.fanout = Some(fanout::run(&launcher, &fanout_cfg).await?);
+        }
+        if cli.mode.notify() {
+            r.notify = Some(notify::run(&launcher, &notify_cfg).await?);
+        }
+        if cli.mode.catchup() {
+            r.catchup = Some(catchup::run(&launcher, &catchup_cfg).await?);
+        }
+        if cli.mode.idle() {
+            r.idle = Some(idle::run(&launcher, &idle_cfg).await?);
+        }
+        Ok::<_, BoxError>(r)
     })?;
     rt.shutdown_timeout(Duration::from_secs(2));
     println!(
@@ -173,15 +290,29 @@ fn run(cli: Cli) -> Result<(), BoxError> {
         sys::own_cpu_seconds()
     );
     println!();
-    summary(posts.as_ref(), fanout.as_ref());
-    let errors = posts.as_ref().map_or(0, posts::Report::errors)
-        + fanout
-            .as_ref()
-            .map_or(0, |f| (f.stream_errors + f.missed + f.post_errors) as u64);
+    let (posts, fanout) = (reports.posts.as_ref(), reports.fanout.as_ref());
+    if posts.is_some() || fanout.is_some() {
+        summary(posts, fanout);
+    }
+    if reports.notify.is_some() || reports.catchup.is_some() || reports.idle.is_some() {
+        engine_summary(&reports);
+    }
+    let errors = posts.map_or(0, posts::Report::errors)
+        + fanout.map_or(0, |f| (f.stream_errors + f.missed + f.post_errors) as u64)
+        + reports.notify.as_ref().map_or(0, |n| n.errors() as u64);
     if errors > 0 {
         println!("\nnote: {errors} error(s) were counted; the figures above exclude them");
     }
     Ok(())
+}
+
+#[derive(Default)]
+struct Reports {
+    posts: Option<posts::Report>,
+    fanout: Option<fanout::Report>,
+    notify: Option<notify::Report>,
+    catchup: Option<catchup::Report>,
+    idle: Option<idle::Report>,
 }
 
 /// Decides and applies the CPU pinning; returns the launcher and the bench's CPU count.
@@ -502,6 +633,256 @@ fn summary(posts: Option<&posts::Report>, fanout: Option<&fanout::Report>) {
                 "–".into(),
             ]);
         }
+    }
+    println!();
+    println!("| Benchmark | Figure | Median | Spread (min – max) | Target | Verdict |");
+    println!("| --- | --- | ---: | ---: | --- | --- |");
+    for r in rows {
+        println!("| {} |", r.join(" | "));
+    }
+}
+
+/// "met (0.52× target)" when `value` is below `target`.
+fn verdict_below(value: Option<f64>, target: f64) -> String {
+    match value {
+        Some(v) if v.is_finite() => format!(
+            "{} ({:.2}× target)",
+            if v < target { "met" } else { "NOT met" },
+            v / target
+        ),
+        _ => "n/a".into(),
+    }
+}
+
+fn row(label: &str, figure: &str, spread: Option<Spread>, unit: &Fmt, target: &str) -> [String; 6] {
+    let (m, sp) = spread_text(spread, unit);
+    [
+        label.to_owned(),
+        figure.to_owned(),
+        m,
+        sp,
+        target.to_owned(),
+        "–".into(),
+    ]
+}
+
+type Fmt = dyn Fn(f64) -> String;
+
+fn engine_summary(r: &Reports) {
+    println!("## Engine summary");
+    let mut rows: Vec<[String; 6]> = Vec::new();
+    let msf: &Fmt = &ms;
+    let mibf: &Fmt = &|v| format!("{v:.1} MiB");
+    let secf: &Fmt = &|v| format!("{v:.3} s");
+    if let Some(n) = &r.notify {
+        let (count, [p50, p99, max]) = n.pooled();
+        let label = format!(
+            "notify-latency ({} rounds, {count} notifications)",
+            n.rounds.len()
+        );
+        println!(
+            "notify-latency: {count} notifications; POST→Notify over all: p50 {} p99 {} max {}; medians of rounds: p50 {} p99 {} max {}; {} error(s)",
+            ms(p50),
+            ms(p99),
+            ms(max),
+            n.p50().map_or("n/a".into(), |s| ms(s.median)),
+            n.p99().map_or("n/a".into(), |s| ms(s.median)),
+            n.max().map_or("n/a".into(), |s| ms(s.median)),
+            n.errors()
+        );
+        for s in &n.samples_text {
+            println!("  error sample: {s}");
+        }
+        rows.push(load_row(&label, n.other_load));
+        rows.push(row(
+            &label,
+            "POST → Notify p50 (per round)",
+            n.p50(),
+            msf,
+            "–",
+        ));
+        let mut p99_row = row(
+            &label,
+            "POST → Notify p99 (per round)",
+            n.p99(),
+            msf,
+            "< 25 ms",
+        );
+        p99_row[5] = verdict_below(n.p99().map(|s| s.median), NOTIFY_P99_TARGET_MS);
+        rows.push(p99_row);
+        rows.push(row(
+            &label,
+            "POST → Notify max (per round)",
+            n.max(),
+            msf,
+            "–",
+        ));
+        rows.push([
+            label.clone(),
+            format!("POST → Notify over all {count}: p50 / p99 / max"),
+            format!("{} / {} / {}", ms(p50), ms(p99), ms(max)),
+            "–".into(),
+            "p99 < 25 ms".into(),
+            verdict_below(Some(p99), NOTIFY_P99_TARGET_MS),
+        ]);
+        rows.push(row(
+            &label,
+            "POST round trip p50 (diagnostic)",
+            n.post_p50(),
+            msf,
+            "–",
+        ));
+        rows.push(row(
+            &label,
+            "pause after each notification until the desktop is idle, p50 (diagnostic)",
+            n.settle_p50(),
+            msf,
+            "–",
+        ));
+        rows.push(row(
+            &label,
+            "engine CPU time per notification (diagnostic)",
+            n.engine_cpu(),
+            msf,
+            "–",
+        ));
+        if let Some(m) = n.mem_after {
+            rows.push([
+                label.clone(),
+                "engine VmRSS / VmHWM after the rounds".into(),
+                format!(
+                    "{:.1} / {:.1} MiB",
+                    sys::mib(m.rss_kib),
+                    sys::mib(m.hwm_kib)
+                ),
+                "–".into(),
+                "–".into(),
+                "–".into(),
+            ]);
+        }
+        if n.errors() > 0 {
+            rows.push([
+                label,
+                "errors: missed / unexpected notifications".into(),
+                format!(
+                    "{} / {}",
+                    n.rounds.iter().map(|r| r.missed).sum::<usize>(),
+                    n.rounds.iter().map(|r| r.unexpected).sum::<usize>()
+                ),
+                "–".into(),
+                "0".into(),
+                "–".into(),
+            ]);
+        }
+    }
+    if let Some(c) = &r.catchup {
+        let label = format!(
+            "catchup ({} missed events, {} rounds)",
+            thousands(c.missed_events as f64),
+            c.rounds.len()
+        );
+        println!(
+            "catchup: {} events missed ({} builds posted in {:.1} s); caught up in {} (median), done in {}, engine VmHWM {}",
+            c.missed_events,
+            c.builds_posted,
+            c.post_secs,
+            c.events_secs().map_or("n/a".into(), |s| secf(s.median)),
+            c.done_secs().map_or("n/a".into(), |s| secf(s.median)),
+            c.hwm_mib().map_or("n/a".into(), |s| mibf(s.median)),
+        );
+        rows.push(load_row(&label, c.other_load));
+        let mut ev = row(
+            &label,
+            "engine start → cursor at the server's last event",
+            c.events_secs(),
+            secf,
+            "< 3 s",
+        );
+        ev[5] = verdict_below(c.events_secs().map(|s| s.median), CATCHUP_TARGET_SECS);
+        rows.push(ev);
+        let mut done = row(
+            &label,
+            "engine start → usage and builds synced, stream connected",
+            c.done_secs(),
+            secf,
+            "< 3 s",
+        );
+        done[5] = verdict_below(c.done_secs().map(|s| s.median), CATCHUP_TARGET_SECS);
+        rows.push(done);
+        rows.push(row(
+            &label,
+            "engine VmHWM (peak RSS)",
+            c.hwm_mib(),
+            mibf,
+            "–",
+        ));
+        rows.push(row(
+            &label,
+            "engine VmRSS when done",
+            c.rss_mib(),
+            mibf,
+            "–",
+        ));
+        rows.push(row(
+            &label,
+            "engine start → first page of events stored (diagnostic)",
+            c.first_secs(),
+            secf,
+            "–",
+        ));
+        rows.push(row(
+            &label,
+            "engine CPU time until done (diagnostic)",
+            c.cpu_secs(),
+            &|v| format!("{v:.2} s"),
+            "–",
+        ));
+        rows.push(row(
+            &label,
+            "server CPU time meanwhile (diagnostic)",
+            c.server_cpu_secs(),
+            &|v| format!("{v:.2} s"),
+            "–",
+        ));
+    }
+    if let Some(i) = &r.idle {
+        let label = format!(
+            "idle ({} × {:.0} s, server keepalive 15 s)",
+            i.rounds.len(),
+            i.rounds.first().map_or(0.0, |r| r.secs)
+        );
+        rows.push(load_row(&label, i.other_load));
+        let target_mib = IDLE_RSS_TARGET_MB * 1e6 / 1024.0 / 1024.0;
+        let mut rss = row(
+            &label,
+            "engine VmRSS at the end",
+            i.rss_mib(),
+            mibf,
+            "< 20 MB (19.07 MiB)",
+        );
+        rss[5] = verdict_below(i.rss_mib().map(|s| s.median), target_mib);
+        rows.push(rss);
+        rows.push(row(
+            &label,
+            "engine VmHWM at the end",
+            i.hwm_mib(),
+            mibf,
+            "–",
+        ));
+        rows.push(row(
+            &label,
+            "engine wake-ups (context switches, all threads) per second",
+            i.wakeups(),
+            &|v| format!("{v:.3}/s"),
+            "–",
+        ));
+        rows.push(row(
+            &label,
+            "engine CPU time per minute idle",
+            i.cpu_ms_per_min(),
+            &|v| format!("{v:.0} ms"),
+            "–",
+        ));
     }
     println!();
     println!("| Benchmark | Figure | Median | Spread (min – max) | Target | Verdict |");

@@ -143,24 +143,43 @@ impl Drop for ServerChild {
 
 /// Creates a user on plan `pro` with the server's own CLI and returns its token.
 pub async fn add_user(bin: &Path, db: &Path, email: &str) -> Result<String, BoxError> {
+    add_user_on(bin, db, email, "pro").await
+}
+
+/// Runs an operator command of the server's CLI on `db` (`--db DB` is appended); returns its
+/// standard output.
+pub async fn server_cli(bin: &Path, db: &Path, args: &[&str]) -> Result<String, BoxError> {
     let out = tokio::process::Command::new(bin)
-        .args(["user", "add", "--plan", "pro", "--email", email, "--db"])
+        .args(args)
+        .arg("--db")
         .arg(db)
+        .env("RUST_LOG", "warn")
         .stdin(Stdio::null())
         .kill_on_drop(true)
         .output();
+    let what = args.iter().take(2).copied().collect::<Vec<_>>().join(" ");
     let out = tokio::time::timeout(Duration::from_secs(30), out)
         .await
-        .map_err(|_| "`user add` timed out")??;
+        .map_err(|_| format!("`{what}` timed out"))??;
     if !out.status.success() {
         return Err(format!(
-            "`user add` failed ({}): {}",
+            "`{what}` failed ({}): {}",
             out.status,
             String::from_utf8_lossy(&out.stderr).trim()
         )
         .into());
     }
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Creates a user on `plan` with the server's own CLI and returns its token.
+pub async fn add_user_on(
+    bin: &Path,
+    db: &Path,
+    email: &str,
+    plan: &str,
+) -> Result<String, BoxError> {
+    let stdout = server_cli(bin, db, &["user", "add", "--plan", plan, "--email", email]).await?;
     stdout
         .lines()
         .rev()

@@ -156,8 +156,9 @@ pub fn cpu_seconds(pid: u32) -> Option<f64> {
     from_schedstat().or_else(|| stat_cpu_seconds(pid))
 }
 
-/// User + system CPU seconds of `pid` from /proc/PID/stat (clock-tick resolution).
-fn stat_cpu_seconds(pid: u32) -> Option<f64> {
+/// User + system CPU seconds of `pid` from /proc/PID/stat (clock-tick resolution), including
+/// threads that have ended.
+pub fn stat_cpu_seconds(pid: u32) -> Option<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // Fields after the parenthesised name start at field 3 (state); utime and stime are 14, 15.
     let rest = &stat[stat.rfind(')')? + 1..];
@@ -226,5 +227,134 @@ impl LoadProbe {
         let server = cpu_seconds(self.pid)? - self.server?;
         let own = own_cpu_seconds() - self.own;
         (wall > 0.0).then(|| ((busy - server - own) / wall).max(0.0))
+    }
+}
+
+/// Makes a child die with the bench (`PR_SET_PDEATHSIG`, SIGKILL) and, with `mask`, run on
+/// those CPUs instead of the bench's own.
+pub fn die_with_parent(cmd: &mut Command, mask: Option<CpuMask>) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the closure runs between fork and exec and makes only async-signal-safe
+    // syscalls (prctl, sched_setaffinity); it allocates nothing.
+    unsafe {
+        cmd.pre_exec(move || {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            if let Some(mask) = &mask {
+                mask.apply()?;
+            }
+            Ok(())
+        });
+    }
+}
+
+/// Sends `sig` to `pid`.
+pub fn signal(pid: u32, sig: i32) {
+    // SAFETY: kill has no memory effects; the pid is a child this bench started and has not
+    // reaped yet, so it cannot name another process.
+    unsafe {
+        libc::kill(pid as libc::pid_t, sig);
+    }
+}
+
+/// The name (`comm`) of thread `tid` of `pid`.
+pub fn thread_name(pid: u32, tid: u32) -> Option<String> {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/comm"))
+        .ok()
+        .map(|s| s.trim().to_owned())
+}
+
+/// Voluntary and involuntary context switches of every thread of `pid`, by thread id.
+pub fn context_switches(pid: u32) -> Option<std::collections::HashMap<u32, (u64, u64)>> {
+    let mut out = std::collections::HashMap::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).ok()? {
+        let task = task.ok()?;
+        let Some(tid) = task
+            .file_name()
+            .to_str()
+            .and_then(|t| t.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        // A thread may end between the listing and the read: skip it.
+        let Ok(status) = std::fs::read_to_string(task.path().join("status")) else {
+            continue;
+        };
+        let field = |name: &str| {
+            status
+                .lines()
+                .find(|l| l.starts_with(name))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse::<u64>().ok())
+        };
+        if let (Some(v), Some(n)) = (
+            field("voluntary_ctxt_switches:"),
+            field("nonvoluntary_ctxt_switches:"),
+        ) {
+            out.insert(tid, (v, n));
+        }
+    }
+    Some(out)
+}
+
+/// CPU seconds of every process in this process group (the bench, its children, and whatever
+/// runs it in the same job, such as `xvfb-run` and its Xvfb), including children they reaped.
+/// A child that ends between two readings moves from its own line to its parent's `cutime`, so
+/// differences stay right.
+fn group_cpu_seconds() -> Option<f64> {
+    // SAFETY: getpgrp has no memory effects.
+    let pgrp = unsafe { libc::getpgrp() };
+    let mut ticks: u64 = 0;
+    for entry in std::fs::read_dir("/proc").ok()? {
+        let Ok(entry) = entry else { continue };
+        if !entry
+            .file_name()
+            .to_str()
+            .is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit()))
+        {
+            continue;
+        }
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
+            continue;
+        };
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        if f.get(2).and_then(|g| g.parse::<i32>().ok()) != Some(pgrp) {
+            continue;
+        }
+        // utime, stime, cutime, cstime
+        for i in 11..=14 {
+            ticks += f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        }
+    }
+    // SAFETY: sysconf has no memory effects.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    (hz > 0).then(|| ticks as f64 / hz as f64)
+}
+
+/// Like [`LoadProbe`], for benchmarks with many children (engine, D-Bus, keyring, dunst,
+/// server): everything in the bench's process group counts as the bench's own work.
+pub struct GroupLoadProbe {
+    start: std::time::Instant,
+    busy: Option<f64>,
+    group: Option<f64>,
+}
+
+impl GroupLoadProbe {
+    pub fn start() -> Self {
+        Self {
+            start: std::time::Instant::now(),
+            busy: machine_busy_seconds(),
+            group: group_cpu_seconds(),
+        }
+    }
+
+    /// Other processes' CPU use since `start`, in cores.
+    pub fn other_cores(&self) -> Option<f64> {
+        let wall = self.start.elapsed().as_secs_f64();
+        let busy = machine_busy_seconds()? - self.busy?;
+        let group = group_cpu_seconds()? - self.group?;
+        (wall > 0.0).then(|| ((busy - group) / wall).max(0.0))
     }
 }

@@ -1,0 +1,195 @@
+//! `idle`: the real engine (`quotabell watch`) connected to an idle server. Reported per round:
+//! its VmRSS and VmHWM at the end, and its wake-ups during the window: voluntary plus
+//! involuntary context switches summed over all its threads (`/proc/PID/task/*/status`).
+//!
+//! The window starts once the engine has caught up and its stream is connected. The threads
+//! are read once a second (reading /proc wakes nobody), so a thread that ends during the
+//! window counts with its last reading.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use crate::desktop::Desktop;
+use crate::profile::{Profile, poll, server_last_event_id};
+use crate::server::{Launcher, add_user};
+use crate::stats::Spread;
+use crate::sys::{self, Memory};
+use crate::{BoxError, posts};
+
+const EMAIL: &str = "idle@bench.invalid";
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(60);
+
+pub struct Config {
+    pub rounds: usize,
+    pub secs: f64,
+    pub engine_bin: std::path::PathBuf,
+    pub keepalive_secs: f64,
+}
+
+pub struct Round {
+    pub secs: f64,
+    pub mem: Option<Memory>,
+    pub voluntary: u64,
+    pub involuntary: u64,
+    pub threads_seen: usize,
+    pub cpu_ms: Option<f64>,
+    /// Context switches by thread name, most first.
+    pub by_thread: Vec<(String, u64)>,
+}
+
+impl Round {
+    pub fn wakeups_per_sec(&self) -> f64 {
+        (self.voluntary + self.involuntary) as f64 / self.secs
+    }
+}
+
+pub struct Report {
+    pub rounds: Vec<Round>,
+    pub other_load: Option<f64>,
+}
+
+impl Report {
+    fn spread(&self, f: impl Fn(&Round) -> f64) -> Option<Spread> {
+        let v: Vec<f64> = self
+            .rounds
+            .iter()
+            .map(f)
+            .filter(|v| v.is_finite())
+            .collect();
+        Spread::of(&v)
+    }
+    pub fn rss_mib(&self) -> Option<Spread> {
+        self.spread(|r| r.mem.map_or(f64::NAN, |m| sys::mib(m.rss_kib)))
+    }
+    pub fn hwm_mib(&self) -> Option<Spread> {
+        self.spread(|r| r.mem.map_or(f64::NAN, |m| sys::mib(m.hwm_kib)))
+    }
+    pub fn wakeups(&self) -> Option<Spread> {
+        self.spread(Round::wakeups_per_sec)
+    }
+    pub fn cpu_ms_per_min(&self) -> Option<Spread> {
+        self.spread(|r| r.cpu_ms.map_or(f64::NAN, |c| c * 60.0 / r.secs))
+    }
+}
+
+pub async fn run(launcher: &Launcher, cfg: &Config) -> Result<Report, BoxError> {
+    let desktop = Desktop::start("idle")?;
+    let server = launcher.start("idle")?;
+    let base = format!("http://{}", server.addr);
+    println!(
+        "[idle] server pid {} on {base} (keepalive: the server's default); private bus {}",
+        server.pid, desktop.bus
+    );
+    let client = posts::client()?;
+    let token = add_user(&launcher.bin, &server.db, EMAIL).await?;
+    let profile = Profile {
+        bin: cfg.engine_bin.clone(),
+        dir: desktop.dir.join("profile"),
+    };
+    profile.login(&desktop, &base, &token).await?;
+    let keepalive = cfg.keepalive_secs.to_string();
+
+    let mut report = Report {
+        rounds: Vec::new(),
+        other_load: None,
+    };
+    let probe = sys::GroupLoadProbe::start();
+    for r in 0..cfg.rounds {
+        let mut watch = profile.watch(&desktop, &["--keepalive-secs", &keepalive])?;
+        let cache = profile.cache()?;
+        let last = server_last_event_id(&client, &base, &token).await?;
+        let connected = poll(
+            "the engine to connect",
+            CONNECT_TIMEOUT,
+            Duration::from_millis(20),
+            || {
+                let v = cache.view()?;
+                Ok((v.connection == "connected" && v.cursor >= Some(last)).then_some(()))
+            },
+        )
+        .await;
+        if let Err(e) = connected {
+            return Err(format!("{e}; engine log:\n{}", watch.log_tail(20)).into());
+        }
+        drop(cache);
+
+        let start = sys::context_switches(watch.pid).ok_or("cannot read the engine's threads")?;
+        let cpu0 = sys::stat_cpu_seconds(watch.pid);
+        let t0 = Instant::now();
+        let mut latest: HashMap<u32, (u64, u64)> = start.clone();
+        let mut names: HashMap<u32, String> = HashMap::new();
+        let window = Duration::from_secs_f64(cfg.secs);
+        while t0.elapsed() < window {
+            let left = window.saturating_sub(t0.elapsed());
+            tokio::time::sleep(left.min(Duration::from_secs(1))).await;
+            if let Some(now) = sys::context_switches(watch.pid) {
+                for tid in now.keys() {
+                    if !names.contains_key(tid)
+                        && let Some(name) = sys::thread_name(watch.pid, *tid)
+                    {
+                        names.insert(*tid, name);
+                    }
+                }
+                latest.extend(now);
+            }
+            if let Some(status) = watch.exited() {
+                return Err(format!(
+                    "the engine exited while idle: {status}\n{}",
+                    watch.log_tail(20)
+                )
+                .into());
+            }
+        }
+        let secs = t0.elapsed().as_secs_f64();
+        let mem = Memory::of(watch.pid);
+        let cpu1 = sys::stat_cpu_seconds(watch.pid);
+        let (mut voluntary, mut involuntary) = (0, 0);
+        let mut by_name: HashMap<String, u64> = HashMap::new();
+        for (tid, (v, n)) in &latest {
+            let (v0, n0) = start.get(tid).copied().unwrap_or((0, 0));
+            voluntary += v.saturating_sub(v0);
+            involuntary += n.saturating_sub(n0);
+            let name = names.get(tid).cloned().unwrap_or_else(|| "?".into());
+            *by_name.entry(name).or_default() += v.saturating_sub(v0) + n.saturating_sub(n0);
+        }
+        let mut by_thread: Vec<(String, u64)> = by_name.into_iter().collect();
+        by_thread.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        let round = Round {
+            secs,
+            mem,
+            voluntary,
+            involuntary,
+            threads_seen: latest.len(),
+            cpu_ms: cpu0.zip(cpu1).map(|(a, b)| (b - a) * 1e3),
+            by_thread,
+        };
+        watch.stop(Duration::from_secs(5));
+        println!(
+            "[idle] round {}/{}: {:.1} s idle: {} voluntary + {} involuntary context switches = {:.3} wake-ups/s over {} thread(s); CPU {}; VmRSS {} VmHWM {}",
+            r + 1,
+            cfg.rounds,
+            round.secs,
+            round.voluntary,
+            round.involuntary,
+            round.wakeups_per_sec(),
+            round.threads_seen,
+            round.cpu_ms.map_or("n/a".into(), |c| format!("{c:.0} ms")),
+            mem.map_or("n/a".into(), |m| format!("{:.1} MiB", sys::mib(m.rss_kib))),
+            mem.map_or("n/a".into(), |m| format!("{:.1} MiB", sys::mib(m.hwm_kib))),
+        );
+        let threads: Vec<String> = round
+            .by_thread
+            .iter()
+            .map(|(name, n)| format!("{name} {n}"))
+            .collect();
+        println!(
+            "[idle]   context switches by thread: {}",
+            threads.join(", ")
+        );
+        report.rounds.push(round);
+    }
+    report.other_load = probe.other_cores();
+    drop(server);
+    drop(desktop);
+    Ok(report)
+}
