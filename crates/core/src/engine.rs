@@ -450,13 +450,24 @@ impl Engine {
             }
             state = self.store.sync_state(account)?;
         }
+        let mut prefetched: Option<
+            tokio::task::JoinHandle<Result<crate::protocol::EventsPage, ApiError>>,
+        > = None;
         match (state.cursor.clone(), state.epoch.clone()) {
             (Some(mut cursor), Some(epoch)) => loop {
-                let page = match self
-                    .api
-                    .events_after(Some(&cursor), self.cfg.events_page, None)
-                    .await
-                {
+                // The next page is asked for while this one is stored: the server's time and
+                // ours overlap instead of adding up.
+                let fetched = match prefetched.take() {
+                    Some(next) => next.await.unwrap_or_else(|e| {
+                        Err(ApiError::Transport(format!("page fetch failed: {e}")))
+                    }),
+                    None => {
+                        self.api
+                            .events_after(Some(&cursor), self.cfg.events_page, None)
+                            .await
+                    }
+                };
+                let page = match fetched {
                     Ok(p) => p,
                     Err(ApiError::HistoryExpired { reason }) => {
                         self.resync(&format!("history_expired ({reason})")).await?;
@@ -479,6 +490,13 @@ impl Engine {
                     .collect();
                 if let Some(last) = events.last() {
                     cursor = last.id.clone();
+                }
+                if page.has_more && !events.is_empty() {
+                    let (api, after, n) = (self.api.clone(), cursor.clone(), self.cfg.events_page);
+                    prefetched = Some(tokio::spawn(async move {
+                        api.events_after(Some(&after), n, None).await
+                    }));
+                    tokio::task::yield_now().await; // let the request go out before we block
                 }
                 builds_seen += self.ingest(&epoch, &events, Source::CatchUp).await?;
                 if !page.has_more || events.is_empty() {
