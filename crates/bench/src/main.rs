@@ -146,6 +146,9 @@ struct Cli {
 }
 
 fn main() -> ExitCode {
+    // reqwest may be built with quotabell-core's TLS features (rustls without a default
+    // provider) when the workspace is built together: install one before any client exists.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,

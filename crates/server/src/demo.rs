@@ -59,6 +59,9 @@ pub fn write_token_file(path: &Path, token: &str) -> std::io::Result<()> {
 
 /// The simulated build plugin: posts a build every `interval` until the process stops.
 pub async fn run_plugin(addr: SocketAddr, token: String, interval: Duration) {
+    // Built in one workspace with quotabell-core, reqwest carries core's TLS setup (rustls
+    // without a default provider), and building a client then needs a provider installed.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let client = reqwest::Client::new();
     let url = format!("http://{addr}/api/v1/builds");
     let mut tick = tokio::time::interval(interval);
