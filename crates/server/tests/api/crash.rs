@@ -12,6 +12,7 @@ async fn acknowledged_builds_survive_kill_9() {
     let db = dir.path().join("crash.db");
     let mut s = Server::start_on(&db, &[]);
     let token = s.add_user("crash@example.com", "pro");
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let c = reqwest::Client::builder()
         .timeout(Duration::from_secs(5))
         .build()

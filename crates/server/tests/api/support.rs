@@ -113,6 +113,8 @@ pub fn cli(db: &Path, args: &[&str]) -> String {
 }
 
 pub fn client() -> reqwest::Client {
+    // Built together with quotabell-core, reqwest has rustls without a default provider.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
         .build()
