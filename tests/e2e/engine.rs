@@ -34,42 +34,6 @@ fn post_until_full(
     })
 }
 
-fn engine_matches_server(engine: &Engine<'_>, backend: &Backend, token: &str) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let (local, server) = (engine.events(), server_events(&backend.url(), token));
-        if local == server {
-            break;
-        }
-        if std::time::Instant::now() > deadline {
-            let first = local.iter().zip(&server).position(|(a, b)| a != b);
-            let log = std::fs::read_to_string(engine.data.join("watch.stderr")).unwrap_or_default();
-            let tail: Vec<&str> = log
-                .lines()
-                .filter(|l| !l.contains("TRACE") && !l.contains("DEBUG"))
-                .collect();
-            panic!(
-                "local log ({}) differs from the server's ({}) first at {first:?}: {:?} vs {:?}\nengine log:\n{}",
-                local.len(),
-                server.len(),
-                first.map(|i| &local[i]),
-                first.map(|i| &server[i]),
-                tail[tail.len().saturating_sub(40)..].join("\n")
-            );
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    let local = engine.events();
-    let mut ids: Vec<&str> = local.iter().map(|e| e.0.as_str()).collect();
-    ids.dedup();
-    assert_eq!(ids.len(), local.len(), "no duplicate ids");
-}
-
-fn quiet_rejections(engine: &Engine<'_>) {
-    let (ok, _, err) = engine.run(&["settings", "--notify-rejected", "false"], None);
-    assert!(ok, "{err}");
-}
-
 #[test]
 fn backend_restarted_20_times_loses_and_repeats_nothing() {
     let desktop = Desktop::start();

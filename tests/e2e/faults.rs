@@ -24,44 +24,6 @@ const SERVER_ARGS: [&str; 4] = ["--keepalive-secs", "0.3", "--retry-ms", "100"];
 
 // ---- helpers ------------------------------------------------------------------------------
 
-/// Waits until the engine's event log equals the server's (same ids, types and data, in
-/// order), then checks that no id is stored twice.
-fn engine_matches_server(engine: &Engine<'_>, backend: &Backend, token: &str) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let (local, server) = (engine.events(), server_events(&backend.url(), token));
-        if local == server {
-            break;
-        }
-        if Instant::now() > deadline {
-            let first = local.iter().zip(&server).position(|(a, b)| a != b);
-            let log = std::fs::read_to_string(engine.data.join("watch.stderr")).unwrap_or_default();
-            let tail: Vec<&str> = log
-                .lines()
-                .filter(|l| !l.contains("TRACE") && !l.contains("DEBUG"))
-                .collect();
-            panic!(
-                "local log ({}) differs from the server's ({}) first at {first:?}: {:?} vs {:?}\nengine log:\n{}",
-                local.len(),
-                server.len(),
-                first.map(|i| &local[i]),
-                first.map(|i| &server[i]),
-                tail[tail.len().saturating_sub(40)..].join("\n")
-            );
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    let local = engine.events();
-    let mut ids: Vec<&str> = local.iter().map(|e| e.0.as_str()).collect();
-    ids.dedup();
-    assert_eq!(ids.len(), local.len(), "no duplicate ids");
-}
-
-fn quiet_rejections(engine: &Engine<'_>) {
-    let (ok, _, err) = engine.run(&["settings", "--notify-rejected", "false"], None);
-    assert!(ok, "{err}");
-}
-
 fn engine_log(data: &Path) -> String {
     std::fs::read_to_string(data.join("state/logs/engine.log")).unwrap_or_default()
 }
