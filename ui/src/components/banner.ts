@@ -1,0 +1,31 @@
+// The offline banner: shown on every view while signed in and the connection isn't live.
+import type { Snapshot } from "../bindings/Snapshot";
+import { h, replace } from "../dom";
+import { relativeTime, unixDateTime } from "../format";
+
+export function isLive(s: Snapshot): boolean {
+  return s.connection === "connected" || s.connection === "polling";
+}
+
+/** The banner's text, or null when none is due. */
+export function bannerText(s: Snapshot): string | null {
+  if (!s.account || isLive(s)) return null;
+  if (s.last_synced_at === null) return "Offline — never synced";
+  return `Offline — showing cached data from ${unixDateTime(s.last_synced_at)} (${relativeTime(s.last_synced_at, s.now)})`;
+}
+
+export class Banner {
+  // The live region exists from the start so screen readers announce when text arrives.
+  readonly el = h("div", { class: "banner", role: "status", "aria-live": "polite", "data-testid": "offline-banner", hidden: true });
+
+  update(s: Snapshot | null): void {
+    const text = s ? bannerText(s) : null;
+    if (text === null) {
+      this.el.hidden = true;
+      replace(this.el);
+      return;
+    }
+    this.el.hidden = false;
+    replace(this.el, h("span", { class: "banner-text" }, text), s?.connection_detail ? h("span", { class: "banner-detail" }, s.connection_detail) : null);
+  }
+}
