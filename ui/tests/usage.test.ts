@@ -1,0 +1,94 @@
+import { describe, expect, it } from "vitest";
+import { FakeBackend } from "./fake-backend";
+import { history, meter, NOW, snapshot } from "./fixtures";
+import { allByTestId, byTestId, click, mount, queryTestId, settle } from "./helpers";
+
+describe("usage", () => {
+  it("draws one bar per meter with text, percent, level and an accessible progressbar", async () => {
+    const snap = snapshot({
+      meters: [
+        meter({ used: 130, percent: 130, level: "over", note: "over limit" }),
+        meter({ metric: "applications", label: "Applications", used: 4, limit: 5, percent: 80, level: "warning" }),
+        meter({ metric: "seats", label: "Seats", used: 1, limit: 10, percent: 10, level: "ok" }),
+      ],
+    });
+    await mount(new FakeBackend({ snap, history: history() }));
+    const m = byTestId("meter-builds");
+    expect(byTestId("meter-builds-text", m).textContent).toBe("130 / 100");
+    expect(m.textContent).toContain("130%");
+    expect(byTestId("meter-builds-level").textContent).toBe("Over limit");
+    expect(byTestId("meter-builds-note").textContent).toBe("over limit");
+    expect(m.classList.contains("level-over")).toBe(true);
+    const bar = m.querySelector('[role="progressbar"]')!;
+    expect(bar.getAttribute("aria-valuenow")).toBe("130");
+    expect(bar.getAttribute("aria-valuemin")).toBe("0");
+    expect(bar.getAttribute("aria-valuemax")).toBe("100");
+    expect(bar.getAttribute("aria-label")).toBe("Builds");
+    expect((bar.firstChild as HTMLElement).style.getPropertyValue("--pct")).toBe("100%");
+    expect(byTestId("meter-applications-level").textContent).toBe("Warning");
+    expect(byTestId("meter-seats-level").textContent).toBe("OK");
+    expect(queryTestId("meter-seats-note")).toBeNull();
+  });
+
+  it("shows the period, connection status and last sync relative to the snapshot's now", async () => {
+    await mount(new FakeBackend({ history: history() }));
+    expect(byTestId("billing-period").textContent).toBe("Billing period: 2026-11-01 – 2026-12-01");
+    expect(byTestId("connection-status").textContent).toContain("Connected (live)");
+    expect(byTestId("last-synced").textContent).toBe("last synced 2 min ago");
+  });
+
+  it("draws the chart: one line per series and the limit line", async () => {
+    await mount(new FakeBackend({ history: history() }));
+    const chart = byTestId("usage-chart");
+    expect(chart.namespaceURI).toBe("http://www.w3.org/2000/svg");
+    expect(chart.getAttribute("role")).toBe("img");
+    expect(chart.querySelectorAll("polyline")).toHaveLength(2);
+    expect(queryTestId("chart-series-builds")).not.toBeNull();
+    expect(queryTestId("chart-series-applications")).not.toBeNull();
+    expect(queryTestId("chart-limit")).not.toBeNull();
+    expect(chart.querySelector("title")!.textContent).toContain("Builds: 42 of 100");
+  });
+
+  it("extends the chart from live snapshots without asking for history again", async () => {
+    const backend = new FakeBackend({ history: history() });
+    await mount(backend);
+    const pts = () => byTestId("chart-series-builds").getAttribute("points")!.split(" ").length;
+    const before = pts();
+    backend.emit("snapshot", snapshot({ meters: [meter({ used: 60, percent: 60 })], now: NOW + 300 }));
+    await settle();
+    expect(pts()).toBe(before + 2);
+    expect(backend.callsOf("usage_history")).toHaveLength(1);
+    expect(backend.callsOf("snapshot")).toHaveLength(1);
+  });
+
+  it("is empty without meters or history", async () => {
+    await mount(new FakeBackend({ snap: snapshot({ meters: [], period: null, last_synced_at: null }), history: [] }));
+    expect(byTestId("meters-empty").textContent).toBe("No usage reported yet.");
+    expect(byTestId("chart-empty").textContent).toBe("No usage history yet.");
+    expect(byTestId("last-synced").textContent).toBe("never synced");
+    expect(queryTestId("usage-chart")).toBeNull();
+  });
+
+  it("shows history errors with Retry", async () => {
+    const backend = new FakeBackend({ history: history() });
+    backend.fail("usage_history", { code: "storage", message: "The cache could not be read.", field: null }, true);
+    await mount(backend);
+    const alert = document.querySelector('[role="alert"]')!;
+    expect(alert.textContent).toContain("The cache could not be read.");
+    expect(allByTestId("meter-builds")).toHaveLength(1); // the meters still show
+    await click(byTestId("retry", alert));
+    expect(document.querySelector('[role="alert"]')).toBeNull();
+    expect(queryTestId("usage-chart")).not.toBeNull();
+  });
+
+  it("pauses and resumes notifications", async () => {
+    const backend = new FakeBackend({ history: history() });
+    await mount(backend);
+    await click(byTestId("pause-hour"));
+    expect(backend.callsOf("pause")[0]!.args).toEqual({ choice: "one_hour" });
+    expect(document.querySelector(".pause")!.textContent).toContain("Notifications paused until");
+    await click(byTestId("pause-resume"));
+    expect(backend.callsOf("pause")[1]!.args).toEqual({ choice: "resume" });
+    expect(queryTestId("pause-hour")).not.toBeNull();
+  });
+});
