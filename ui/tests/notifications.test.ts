@@ -1,0 +1,79 @@
+import { describe, expect, it } from "vitest";
+import type { PageQuery } from "../src/bindings/PageQuery";
+import { NOTIFICATION_PAGE_SIZE } from "../src/views/notifications";
+import { FakeBackend } from "./fake-backend";
+import { NOW, notification, snapshot } from "./fixtures";
+import { allByTestId, byTestId, click, go, mount, settle } from "./helpers";
+
+const pages = (b: FakeBackend) => b.callsOf("notifications").map((c) => c.args!.query as PageQuery);
+
+describe("notifications", () => {
+  it("is empty with no notifications", async () => {
+    await mount(new FakeBackend());
+    await go("notifications");
+    expect(byTestId("notifications-total").textContent).toBe("0 notifications");
+    expect(byTestId("notifications-empty").textContent).toBe("No notifications yet.");
+    expect(allByTestId("notification-row")).toHaveLength(0);
+    expect(byTestId("notifications-more").hidden).toBe(true);
+  });
+
+  it("shows shown and suppressed entries with state and reason, newest first", async () => {
+    const notifications = [
+      notification(1, { title: "Builds over the limit", urgent: true }),
+      notification(2, { title: "Builds at 80%", state: "suppressed", reason: "quiet hours" }),
+      notification(3, { title: "Build rejected", state: "digested", reason: "more than 8 in a minute" }),
+    ];
+    await mount(new FakeBackend({ notifications }));
+    await go("notifications");
+    const rows = allByTestId("notification-row");
+    expect(rows.map((r) => r.querySelector(".n-title")!.textContent)).toEqual(["Builds over the limit", "Builds at 80%", "Build rejected"]);
+    expect(rows[0]!.textContent).toContain("Shown");
+    expect(rows[0]!.textContent).toContain("Urgent");
+    expect(rows[0]!.textContent).toContain("5 min ago");
+    expect(rows[1]!.dataset.state).toBe("suppressed");
+    expect(rows[1]!.textContent).toContain("Suppressed");
+    expect(rows[1]!.textContent).toContain("Reason: quiet hours");
+    expect(rows[2]!.textContent).toContain("In a digest");
+  });
+
+  it("pages by offset with Show older", async () => {
+    const notifications = Array.from({ length: 120 }, (_, i) => notification(i + 1));
+    const backend = new FakeBackend({ notifications });
+    await mount(backend);
+    await go("notifications");
+    expect(allByTestId("notification-row")).toHaveLength(NOTIFICATION_PAGE_SIZE);
+    expect(byTestId("notifications-total").textContent).toBe("120 notifications");
+    await click(byTestId("notifications-more"));
+    await click(byTestId("notifications-more"));
+    expect(allByTestId("notification-row")).toHaveLength(120);
+    expect(byTestId("notifications-more").hidden).toBe(true);
+    expect(pages(backend)).toEqual([
+      { offset: 0, limit: 50 },
+      { offset: 50, limit: 50 },
+      { offset: 100, limit: 50 },
+    ]);
+  });
+
+  it("reloads from the top on a live snapshot", async () => {
+    const backend = new FakeBackend({ notifications: [notification(1)] });
+    await mount(backend);
+    await go("notifications");
+    backend.notifications = [notification(0, { title: "New one" }), notification(1)];
+    backend.emit("snapshot", snapshot({ now: NOW + 1 }));
+    await settle();
+    expect(allByTestId("notification-row")[0]!.textContent).toContain("New one");
+    expect(pages(backend).at(-1)).toEqual({ offset: 0, limit: 50 });
+  });
+
+  it("shows an alert with Retry when loading fails", async () => {
+    const backend = new FakeBackend({ notifications: [notification(1)] });
+    backend.fail("notifications", { code: "storage", message: "The cache could not be read.", field: null }, true);
+    await mount(backend);
+    await go("notifications");
+    const alert = document.querySelector('[role="alert"]')!;
+    expect(alert.textContent).toContain("The cache could not be read.");
+    await click(byTestId("retry", alert));
+    expect(document.querySelector('[role="alert"]')).toBeNull();
+    expect(allByTestId("notification-row")).toHaveLength(1);
+  });
+});
