@@ -6,7 +6,7 @@ import type { View } from "./bindings/View";
 import { Banner } from "./components/banner";
 import { errorState } from "./components/error-state";
 import { h, replace } from "./dom";
-import type { Api, Unlisten } from "./ipc";
+import { toIpcError, type Api, type Unlisten } from "./ipc";
 import { buildsView } from "./views/builds";
 import { notificationsView } from "./views/notifications";
 import { settingsView } from "./views/settings";
@@ -73,8 +73,18 @@ export class App {
 
   /** Listen first (so nothing pushed meanwhile is missed), then read the snapshot once. */
   async start(): Promise<void> {
-    this.unlisten.push(await this.api.onSnapshot((s) => this.applySnapshot(s)));
-    this.unlisten.push(await this.api.onNavigate((v) => this.onNavigate(v)));
+    replace(this.main, h("p", { class: "loading", role: "status" }, "Loading…"));
+    try {
+      if (this.unlisten.length === 0) {
+        this.unlisten.push(await this.api.onSnapshot((s) => this.applySnapshot(s)));
+        this.unlisten.push(await this.api.onNavigate((v) => this.onNavigate(v)));
+      }
+    } catch (e) {
+      for (const u of this.unlisten) u();
+      this.unlisten = [];
+      replace(this.main, errorState(toIpcError(e), () => void this.start(), "Couldn't connect to Quotabell's engine"));
+      return;
+    }
     await this.load();
   }
 
@@ -97,7 +107,7 @@ export class App {
       this.applySnapshot(s);
     } catch (e) {
       if (this.snap) return; // an event got there first
-      replace(this.main, errorState(e as IpcError, () => void this.load(), "Couldn't reach Quotabell's engine"));
+      replace(this.main, errorState(e as IpcError, () => void this.load(), "Couldn't load from Quotabell's engine"));
     }
   }
 

@@ -70,7 +70,11 @@ export class FakeBackend implements Transport {
     return this.calls.filter((c) => c.command === command);
   }
 
+  /** Make `listen` reject (as it does outside Tauri). */
+  listenError: unknown = null;
+
   listen(event: string, handler: (payload: unknown) => void): Promise<Unlisten> {
+    if (this.listenError !== null) return Promise.reject(this.listenError);
     let set = this.handlers.get(event);
     if (!set) this.handlers.set(event, (set = new Set()));
     set.add(handler);

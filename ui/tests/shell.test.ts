@@ -1,7 +1,7 @@
 import { afterEach, describe, expect, it, vi } from "vitest";
 import { FakeBackend } from "./fake-backend";
 import { history, meter, NOW, signedOut, snapshot } from "./fixtures";
-import { byTestId, go, mount, queryTestId, settle } from "./helpers";
+import { byTestId, click, go, mount, queryTestId, settle } from "./helpers";
 
 afterEach(() => {
   vi.useRealTimers();
@@ -87,6 +87,19 @@ describe("shell", () => {
     await settle();
     expect(document.querySelector('[role="alert"]')).toBeNull();
     expect(app.currentView()).toBe("usage");
+  });
+
+  it("shows an alert with Retry when it can't listen for events", async () => {
+    const backend = new FakeBackend();
+    backend.listenError = new TypeError("window.__TAURI_INTERNALS__ is undefined");
+    const { app } = await mount(backend);
+    const alert = document.querySelector('[role="alert"]')!;
+    expect(alert.textContent).toContain("Couldn't connect to Quotabell's engine");
+    expect(backend.calls).toHaveLength(0);
+    backend.listenError = null;
+    await click(byTestId("retry", alert));
+    expect(app.currentView()).toBe("usage");
+    expect(backend.listenerCount("snapshot")).toBe(1);
   });
 
   it("updates meters live from the snapshot event, with no further command", async () => {
