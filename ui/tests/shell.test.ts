@@ -71,6 +71,14 @@ describe("shell", () => {
     expect(banner.hidden).toBe(true);
   });
 
+  it("leaves the banner's live region alone while its text stays the same", async () => {
+    const { backend } = await mount(new FakeBackend({ snap: snapshot({ connection: "offline" }) }));
+    const text = byTestId("offline-banner").firstChild;
+    backend.emit("snapshot", snapshot({ connection: "offline", meters: [], now: NOW + 1 }));
+    await settle();
+    expect(byTestId("offline-banner").firstChild).toBe(text);
+  });
+
   it("says never synced when offline with nothing cached", async () => {
     await mount(new FakeBackend({ snap: snapshot({ connection: "connecting", last_synced_at: null }) }));
     expect(byTestId("offline-banner").textContent).toBe("Offline — never synced");

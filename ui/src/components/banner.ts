@@ -18,8 +18,14 @@ export class Banner {
   // The live region exists from the start so screen readers announce when text arrives.
   readonly el = h("div", { class: "banner", role: "status", "aria-live": "polite", "data-testid": "offline-banner", hidden: true });
 
+  private shown: string | null = null;
+
   update(s: Snapshot | null): void {
     const text = s ? bannerText(s) : null;
+    // Touch the live region only when what it says changes, so it isn't re-announced.
+    const key = text === null ? null : `${text}\n${s?.connection_detail ?? ""}`;
+    if (key === this.shown) return;
+    this.shown = key;
     if (text === null) {
       this.el.hidden = true;
       replace(this.el);
