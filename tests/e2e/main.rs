@@ -7,3 +7,4 @@ mod engine;
 mod faults;
 mod proxy;
 mod scripted;
+mod tray;
