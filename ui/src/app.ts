@@ -22,6 +22,11 @@ const VIEWS: Record<View, ViewFactory> = {
   settings: settingsView,
 };
 
+/** Signed out, or the server refused the stored token: only Sign-in can help. */
+export function needsSignIn(s: Snapshot): boolean {
+  return s.account == null || s.connection === "signed_out";
+}
+
 const NAV: { view: View; label: string }[] = [
   { view: "usage", label: "Usage" },
   { view: "builds", label: "Builds" },
@@ -47,7 +52,11 @@ export class App {
   constructor(
     root: HTMLElement,
     private readonly api: Api,
+    initial: string = "",
   ) {
+    // The tray opens the window on a view by its URL's fragment (`index.html#builds`).
+    const first = initial.replace(/^#/, "") as View;
+    if (VIEW_NAMES.includes(first) && first !== "sign_in") this.view = first;
     this.nav = h(
       "nav",
       { class: "nav", "aria-label": "Views", hidden: true },
@@ -121,7 +130,7 @@ export class App {
     if (this.destroyed) return;
     if (v !== "sign_in") this.view = v;
     if (!this.snap) return;
-    const target: View = this.snap.account ? (v === "sign_in" ? this.view : v) : "sign_in";
+    const target: View = needsSignIn(this.snap) ? "sign_in" : v === "sign_in" ? this.view : v;
     if (this.open?.name === target) return;
     this.open?.inst.destroy?.();
     const inst = VIEWS[target](this.ctx);
@@ -137,8 +146,8 @@ export class App {
     const prev = this.snap;
     this.snap = s;
     this.renderChrome();
-    const wasIn = prev?.account != null;
-    const isIn = s.account != null;
+    const wasIn = prev != null && !needsSignIn(prev);
+    const isIn = !needsSignIn(s);
     if (!this.open || wasIn !== isIn) {
       if (isIn && !wasIn && prev) this.view = "usage";
       this.show(isIn ? this.view : "sign_in");
@@ -150,7 +159,7 @@ export class App {
   private renderChrome(): void {
     const s = this.snap;
     this.banner.update(s);
-    const signedIn = s?.account != null;
+    const signedIn = s != null && !needsSignIn(s);
     this.nav.hidden = !signedIn;
     for (const [v, b] of this.navButtons) {
       if (this.open?.name === v) b.setAttribute("aria-current", "page");

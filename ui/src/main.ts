@@ -3,4 +3,4 @@ import { App } from "./app";
 import { createApi, tauriTransport } from "./ipc";
 
 const root = document.getElementById("app");
-if (root) void new App(root, createApi(tauriTransport())).start();
+if (root) void new App(root, createApi(tauriTransport()), window.location.hash).start();

@@ -31,13 +31,27 @@ pub const APP_NAME: &str = "Quotabell";
 pub const ACTION_OPEN_USAGE: &str = "open-usage";
 
 /// The desktop's notification server. Calls block on D-Bus: run them off async threads.
+/// What to do when the user picks a notification's action (or clicks it): the desktop shell
+/// opens its window on the Usage view.
+pub type OnAction = std::sync::Arc<dyn Fn(&str) + Send + Sync>;
+
 pub struct DesktopNotifier {
     icon: String,
+    on_action: Option<OnAction>,
 }
 
 impl DesktopNotifier {
     pub fn new(icon: impl Into<String>) -> Self {
-        Self { icon: icon.into() }
+        Self {
+            icon: icon.into(),
+            on_action: None,
+        }
+    }
+
+    /// Offers "Open usage" on each notification and calls `on_action` when it is picked.
+    pub fn with_action(mut self, on_action: OnAction) -> Self {
+        self.on_action = Some(on_action);
+        self
     }
 }
 
@@ -63,11 +77,31 @@ impl Notifier for DesktopNotifier {
             });
             if capabilities().iter().any(|c| c == "actions") {
                 note.action(ACTION_OPEN_USAGE, "Open usage");
+                // "default" is what servers send for a click on the notification itself.
+                if self.on_action.is_some() {
+                    note.action("default", "Open usage");
+                }
             }
         }
-        note.show()
-            .map(|_| ())
-            .map_err(|e| NotifyError(e.to_string()))
+        let handle = note.show().map_err(|e| NotifyError(e.to_string()))?;
+        #[cfg(all(unix, not(target_os = "macos")))]
+        if let Some(cb) = self.on_action.clone() {
+            // Waiting for the answer blocks until the notification closes: one short-lived
+            // thread per shown notification (the policy keeps those few).
+            std::thread::Builder::new()
+                .name("notification-action".into())
+                .spawn(move || {
+                    handle.wait_for_action(|action| {
+                        if action == ACTION_OPEN_USAGE || action == "default" {
+                            cb(action)
+                        }
+                    })
+                })
+                .map_err(|e| NotifyError(e.to_string()))?;
+        }
+        #[cfg(not(all(unix, not(target_os = "macos"))))]
+        drop(handle);
+        Ok(())
     }
 }
 

@@ -78,8 +78,18 @@ export function signInView(ctx: ViewContext): ViewInstance {
     "section",
     { class: "signin" },
     h("h2", { id: "signin-title" }, "Sign in"),
+    refused(ctx),
     h("p", { class: "muted" }, "Connect Quotabell to your build service to watch its quotas."),
     form,
   );
+  const acct = ctx.snapshot()?.account;
+  if (acct) server.control.value = acct.server;
   return { el };
+}
+
+/** When the server refused the stored token, say whose, so the user knows what to paste. */
+function refused(ctx: ViewContext): HTMLElement | null {
+  const s = ctx.snapshot();
+  if (!s?.account || s.connection !== "signed_out") return null;
+  return h("p", { class: "notice", role: "alert", "data-testid": "signin-refused" }, `The server refused the token of ${s.account.email}. Sign in again to resume.`);
 }

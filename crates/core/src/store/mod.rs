@@ -7,7 +7,7 @@
 
 mod queries;
 
-pub use queries::{BuildFilter, BuildRow, EventRow, NotificationRow};
+pub use queries::{BuildFilter, BuildRow, EventRow, NotificationRow, UsageSample};
 
 use std::path::Path;
 use std::time::Duration;

@@ -91,10 +91,7 @@ pub(super) fn notifications(
 
 impl Store {
     pub fn builds(&self, account: i64, f: &BuildFilter) -> Result<Vec<BuildRow>> {
-        let search = f
-            .search
-            .as_ref()
-            .map(|s| format!("%{}%", s.replace('%', "\\%").replace('_', "\\_")));
+        let search = like_pattern(f.search.as_deref());
         let mut stmt = self.conn.prepare_cached(
             "SELECT key, build_id, app, version, commit_sha, status, reason, created_at FROM builds
              WHERE account_id = ?1
@@ -175,4 +172,109 @@ impl Store {
         })?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
+}
+
+/// A stored quota snapshot, for the usage chart.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UsageSample {
+    pub metric: String,
+    pub at: i64,
+    pub used: i64,
+    pub limit: i64,
+}
+
+impl Store {
+    /// How many builds match `f` (its limit and offset aside), for paging.
+    pub fn count_builds(&self, account: i64, f: &BuildFilter) -> Result<u64> {
+        let search = like_pattern(f.search.as_deref());
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT count(*) FROM builds
+             WHERE account_id = ?1
+               AND (?2 IS NULL OR app = ?2)
+               AND (?3 IS NULL OR status = ?3)
+               AND (?4 IS NULL OR created_at >= ?4)
+               AND (?5 IS NULL OR created_at < ?5)
+               AND (?6 IS NULL OR app LIKE ?6 ESCAPE '\\' OR version LIKE ?6 ESCAPE '\\' OR commit_sha LIKE ?6 ESCAPE '\\')",
+        )?;
+        let n: i64 = stmt.query_row(
+            params![account, f.app, f.status, f.since, f.until, search],
+            |r| r.get(0),
+        )?;
+        Ok(n as u64)
+    }
+
+    /// Distinct app names of the cached builds, sorted.
+    pub fn build_apps(&self, account: i64) -> Result<Vec<String>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT DISTINCT app FROM builds WHERE account_id = ?1 ORDER BY app LIMIT 10000",
+        )?;
+        let rows = stmt.query_map([account], |r| r.get(0))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Notifications newest first, a page at a time, with the total.
+    pub fn notifications_page(
+        &self,
+        account: i64,
+        offset: usize,
+        limit: usize,
+    ) -> Result<(u64, Vec<NotificationRow>)> {
+        let total: i64 = self.conn.query_row(
+            "SELECT count(*) FROM notifications WHERE account_id = ?1",
+            [account],
+            |r| r.get(0),
+        )?;
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT id, dedupe_key, kind, title, body, urgent, state, reason, created_at FROM notifications
+             WHERE account_id = ?1 ORDER BY id DESC LIMIT ?2 OFFSET ?3",
+        )?;
+        let rows = stmt.query_map(params![account, limit as i64, offset as i64], |r| {
+            Ok(NotificationRow {
+                id: r.get(0)?,
+                dedupe_key: r.get(1)?,
+                kind: r.get(2)?,
+                title: r.get(3)?,
+                body: r.get(4)?,
+                urgent: r.get(5)?,
+                state: r.get(6)?,
+                reason: r.get(7)?,
+                created_at: r.get(8)?,
+            })
+        })?;
+        Ok((total as u64, rows.collect::<rusqlite::Result<_>>()?))
+    }
+
+    /// Quota snapshots taken at or after `since` (unix seconds), oldest first, at most `limit`
+    /// per call: the chart needs the shape, not every sample.
+    pub fn usage_samples(
+        &self,
+        account: i64,
+        since: i64,
+        limit: usize,
+    ) -> Result<Vec<UsageSample>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT metric, at, used, quota_limit FROM quota_snapshots
+             WHERE account_id = ?1 AND at >= ?2 ORDER BY at, id LIMIT ?3",
+        )?;
+        let rows = stmt.query_map(params![account, since, limit as i64], |r| {
+            Ok(UsageSample {
+                metric: r.get(0)?,
+                at: r.get(1)?,
+                used: r.get(2)?,
+                limit: r.get(3)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+}
+
+fn like_pattern(search: Option<&str>) -> Option<String> {
+    search.map(|s| {
+        format!(
+            "%{}%",
+            s.replace('\\', "\\\\")
+                .replace('%', "\\%")
+                .replace('_', "\\_")
+        )
+    })
 }

@@ -1,0 +1,506 @@
+//! The read model of the desktop app: what the tray and each view show, computed from the
+//! cache alone (so every view works offline) and the time passed in (never an implicit now).
+
+use crate::clock::Clock;
+use crate::ipc::{
+    AccountInfo, BillingPeriod, BuildEntry, BuildPage, BuildQuery, BuildStatus, Connection,
+    IpcError, Level, Meter, NotificationEntry, NotificationPage, NotificationState, PageQuery,
+    PauseChoice, SettingsForm, Snapshot, TrayModel, TrayState, UsagePoint, UsageSeries,
+};
+use crate::policy::Settings;
+use crate::store::{AccountRow, BuildFilter, Store, StoreError};
+
+/// The most rows one page call returns: enough for a screenful many times over.
+pub const MAX_PAGE: u32 = 500;
+/// Meters at or above this share of their limit show as a warning.
+const WARNING_PERCENT: u32 = 80;
+/// Points per series in the usage chart: more than a chart can show in pixels.
+const MAX_SAMPLES: usize = 5_000;
+
+/// Inputs of a snapshot that do not come from the cache.
+pub struct Moment<'a> {
+    pub now: i64,
+    pub clock: &'a dyn Clock,
+    /// Whether an engine runs for the account. When none does, the stored connection state
+    /// is stale (a killed engine could not record that it stopped) and reads as offline.
+    pub engine_running: bool,
+}
+
+pub fn snapshot(store: &Store, at: &Moment<'_>) -> Result<Snapshot, StoreError> {
+    let settings = store.settings()?;
+    let paused_until = settings.paused_until.filter(|&t| t > at.now);
+    let Some(account) = store.active_account()? else {
+        return Ok(signed_out(paused_until, at));
+    };
+    let state = store.sync_state(account.id)?;
+    let mut connection = Connection::from_stored(&state.connection);
+    let mut detail = state.connection_detail.clone();
+    if !at.engine_running && connection != Connection::SignedOut {
+        connection = Connection::Offline;
+        detail.get_or_insert_with(|| "not connected".into());
+    }
+    let meters: Vec<Meter> = state
+        .usage
+        .as_ref()
+        .map(|u| {
+            u.quotas
+                .iter()
+                .map(|q| meter(&q.metric, q.used, q.limit))
+                .collect()
+        })
+        .unwrap_or_default();
+    let period = state.usage.as_ref().map(|u| BillingPeriod {
+        start: u.period.start.clone(),
+        end: u.period.end.clone(),
+    });
+    let tray = tray_model(connection, &meters, state.last_synced_at, paused_until, at);
+    Ok(Snapshot {
+        account: Some(account_info(&account)),
+        meters,
+        period,
+        connection,
+        connection_detail: detail,
+        connection_since: state.connection_since,
+        last_synced_at: state.last_synced_at,
+        paused_until,
+        history_gaps: store.gaps(account.id)?.len() as u32,
+        tray,
+        now: at.now,
+    })
+}
+
+/// The snapshot before the cache has been read.
+pub fn snapshot_signed_out(now: i64, clock: &dyn Clock) -> Snapshot {
+    signed_out(
+        None,
+        &Moment {
+            now,
+            clock,
+            engine_running: false,
+        },
+    )
+}
+
+fn signed_out(paused_until: Option<i64>, at: &Moment<'_>) -> Snapshot {
+    Snapshot {
+        account: None,
+        meters: Vec::new(),
+        period: None,
+        connection: Connection::SignedOut,
+        connection_detail: None,
+        connection_since: None,
+        last_synced_at: None,
+        paused_until,
+        history_gaps: 0,
+        tray: tray_model(Connection::SignedOut, &[], None, paused_until, at),
+        now: at.now,
+    }
+}
+
+fn account_info(a: &AccountRow) -> AccountInfo {
+    AccountInfo {
+        email: a.email.clone(),
+        server: a.origin.clone(),
+        plan: a.plan.name.clone(),
+        hard_limit: a.plan.hard_limit,
+    }
+}
+
+pub fn meter(metric: &str, used: i64, limit: i64) -> Meter {
+    let percent = if limit > 0 {
+        (used.max(0) as u128 * 100 / limit as u128).min(u32::MAX as u128) as u32
+    } else {
+        0
+    };
+    let (level, note) = if limit > 0 && used > limit {
+        (Level::Over, Some("over limit".to_owned()))
+    } else if limit > 0 && used == limit {
+        (Level::Over, Some("at limit".to_owned()))
+    } else if limit > 0 && percent >= WARNING_PERCENT {
+        (Level::Warning, None)
+    } else {
+        (Level::Ok, None)
+    };
+    Meter {
+        metric: metric.to_owned(),
+        label: metric_label(metric),
+        used,
+        limit,
+        percent,
+        level,
+        note,
+    }
+}
+
+/// "builds" → "Builds"; the server's names are lowercase words.
+pub fn metric_label(metric: &str) -> String {
+    let mut c = metric.chars();
+    match c.next() {
+        Some(f) => f
+            .to_uppercase()
+            .chain(c)
+            .collect::<String>()
+            .replace('_', " "),
+        None => String::new(),
+    }
+}
+
+fn tray_model(
+    connection: Connection,
+    meters: &[Meter],
+    last_synced_at: Option<i64>,
+    paused_until: Option<i64>,
+    at: &Moment<'_>,
+) -> TrayModel {
+    let worst = meters
+        .iter()
+        .map(|m| m.level)
+        .fold(Level::Ok, |a, b| match (a, b) {
+            (Level::Over, _) | (_, Level::Over) => Level::Over,
+            (Level::Warning, _) | (_, Level::Warning) => Level::Warning,
+            _ => Level::Ok,
+        });
+    let state = if connection == Connection::SignedOut {
+        TrayState::SignedOut
+    } else if !connection.is_live() {
+        TrayState::Offline
+    } else if paused_until.is_some() {
+        TrayState::Paused
+    } else {
+        match worst {
+            Level::Over => TrayState::Over,
+            Level::Warning => TrayState::Warning,
+            Level::Ok => TrayState::Ok,
+        }
+    };
+    let mut lines: Vec<String> = meters
+        .iter()
+        .map(|m| {
+            let mut line = format!("{} {} / {}", m.label, m.used, m.limit);
+            if let Some(note) = &m.note {
+                line.push_str(" — ");
+                line.push_str(note);
+            }
+            line
+        })
+        .collect();
+    match connection {
+        Connection::SignedOut => lines.push("Signed out".into()),
+        c => {
+            let synced = match last_synced_at {
+                Some(t) => format!("Synced {}", ago(at.now, t)),
+                None => "Not synced yet".into(),
+            };
+            lines.push(if c.is_live() {
+                synced
+            } else {
+                format!("Offline — {}", lowercase_first(&synced))
+            });
+        }
+    }
+    if let Some(until) = paused_until {
+        lines.push(format!(
+            "Notifications paused until {}",
+            local_hhmm(at.clock, until)
+        ));
+    }
+    let mut tooltip = String::from("Quotabell");
+    for l in &lines {
+        tooltip.push('\n');
+        tooltip.push_str(l);
+    }
+    TrayModel {
+        state,
+        tooltip,
+        lines,
+        paused: paused_until.is_some(),
+    }
+}
+
+fn lowercase_first(s: &str) -> String {
+    let mut c = s.chars();
+    match c.next() {
+        Some(f) => f.to_lowercase().chain(c).collect(),
+        None => String::new(),
+    }
+}
+
+/// "2 min ago": coarse on purpose, the tray refreshes it once a minute.
+pub fn ago(now: i64, then: i64) -> String {
+    let s = (now - then).max(0);
+    match s {
+        0..60 => "just now".to_owned(),
+        60..3600 => format!("{} min ago", s / 60),
+        3600..86400 => format!("{} h ago", s / 3600),
+        _ => format!("{} days ago", s / 86400),
+    }
+}
+
+fn local_hhmm(clock: &dyn Clock, unix: i64) -> String {
+    let m = clock.local_minute(unix);
+    format!("{:02}:{:02}", m / 60, m % 60)
+}
+
+/// Until when notifications are paused by `choice`, from `now`; `None` resumes.
+pub fn pause_until(choice: PauseChoice, now: i64, clock: &dyn Clock) -> Option<i64> {
+    match choice {
+        PauseChoice::OneHour => Some(now + 3600),
+        // The next local midnight, to the minute.
+        PauseChoice::UntilTomorrow => {
+            let minute = clock.local_minute(now) as i64;
+            Some(now - now.rem_euclid(60) + (1440 - minute) * 60)
+        }
+        PauseChoice::Resume => None,
+    }
+}
+
+pub fn usage_history(
+    store: &Store,
+    account: &AccountRow,
+    now: i64,
+) -> Result<Vec<UsageSeries>, StoreError> {
+    let state = store.sync_state(account.id)?;
+    let Some(usage) = state.usage else {
+        return Ok(Vec::new());
+    };
+    let since = parse_rfc3339(&usage.period.start).unwrap_or(now - 31 * 86400);
+    let samples =
+        store.usage_samples(account.id, since, MAX_SAMPLES * usage.quotas.len().max(1))?;
+    Ok(usage
+        .quotas
+        .iter()
+        .map(|q| {
+            let mut points: Vec<UsagePoint> = samples
+                .iter()
+                .filter(|s| s.metric == q.metric)
+                .map(|s| UsagePoint {
+                    at: s.at,
+                    used: s.used,
+                })
+                .collect();
+            // Consecutive equal values add nothing to a step chart.
+            points.dedup_by(|b, a| a.used == b.used);
+            UsageSeries {
+                metric: q.metric.clone(),
+                label: metric_label(&q.metric),
+                limit: q.limit,
+                points,
+            }
+        })
+        .collect())
+}
+
+fn parse_rfc3339(s: &str) -> Option<i64> {
+    s.parse::<jiff::Timestamp>().ok().map(|t| t.as_second())
+}
+
+pub fn builds(store: &Store, account: i64, q: &BuildQuery) -> Result<BuildPage, IpcError> {
+    let since = q.since.as_deref().map(|d| day(d, "since")).transpose()?;
+    let until = q
+        .until
+        .as_deref()
+        .map(|d| day(d, "until").map(|d| d.tomorrow().unwrap_or(d)))
+        .transpose()?;
+    let filter = BuildFilter {
+        app: q.app.clone().filter(|s| !s.is_empty()),
+        status: q.status.map(|s| s.as_str().to_owned()),
+        since: since.map(|d| d.to_string()),
+        until: until.map(|d| d.to_string()),
+        search: q.search.clone().filter(|s| !s.trim().is_empty()),
+        limit: q.limit.clamp(1, MAX_PAGE) as usize,
+        offset: q.offset as usize,
+    };
+    let total = store.count_builds(account, &filter).map_err(storage)?;
+    let rows = store.builds(account, &filter).map_err(storage)?;
+    Ok(BuildPage {
+        total: total.min(u32::MAX as u64) as u32,
+        offset: q.offset,
+        rows: rows
+            .into_iter()
+            .map(|b| BuildEntry {
+                status: match b.status.as_str() {
+                    "overage" => BuildStatus::Overage,
+                    "rejected" => BuildStatus::Rejected,
+                    _ => BuildStatus::Accepted,
+                },
+                key: b.key,
+                build_id: b.build_id,
+                app: b.app,
+                version: b.version,
+                commit: b.commit,
+                reason: b.reason,
+                created_at: b.created_at,
+            })
+            .collect(),
+    })
+}
+
+fn day(s: &str, field: &str) -> Result<jiff::civil::Date, IpcError> {
+    s.parse::<jiff::civil::Date>()
+        .map_err(|_| IpcError::invalid(field, format!("{field}: expected a date like 2026-11-23")))
+}
+
+pub fn notifications(
+    store: &Store,
+    account: i64,
+    q: &PageQuery,
+) -> Result<NotificationPage, StoreError> {
+    let (total, rows) = store.notifications_page(
+        account,
+        q.offset as usize,
+        q.limit.clamp(1, MAX_PAGE) as usize,
+    )?;
+    Ok(NotificationPage {
+        total: total.min(u32::MAX as u64) as u32,
+        offset: q.offset,
+        rows: rows
+            .into_iter()
+            .map(|n| NotificationEntry {
+                id: n.id,
+                at: n.created_at,
+                kind: n.kind,
+                title: n.title,
+                body: n.body,
+                urgent: n.urgent,
+                state: NotificationState::from_stored(&n.state),
+                reason: n.reason,
+            })
+            .collect(),
+    })
+}
+
+pub fn settings_form(s: &Settings, start_at_login: bool) -> SettingsForm {
+    let hhmm = |m: u16| format!("{:02}:{:02}", m / 60, m % 60);
+    SettingsForm {
+        thresholds: s.thresholds.clone(),
+        quiet_start: s.quiet_hours.map(|(a, _)| hhmm(a)),
+        quiet_end: s.quiet_hours.map(|(_, b)| hhmm(b)),
+        urgent_through_quiet: s.urgent_through_quiet,
+        notify_rejected_builds: s.notify_rejected_builds,
+        start_at_login,
+    }
+}
+
+/// Applies the form to the stored settings (the pause is not part of the form), or says which
+/// field is wrong.
+pub fn apply_form(current: &Settings, form: &SettingsForm) -> Result<Settings, IpcError> {
+    let mut thresholds = form.thresholds.clone();
+    if thresholds.is_empty() {
+        return Err(IpcError::invalid(
+            "thresholds",
+            "give at least one threshold, e.g. 80, 100",
+        ));
+    }
+    if let Some(bad) = thresholds.iter().find(|&&t| t == 0 || t > 100) {
+        return Err(IpcError::invalid(
+            "thresholds",
+            format!("{bad}% is not a threshold: use 1 to 100"),
+        ));
+    }
+    thresholds.sort_unstable();
+    thresholds.dedup();
+    let quiet_hours = match (blank(&form.quiet_start), blank(&form.quiet_end)) {
+        (None, None) => None,
+        (Some(a), Some(b)) => {
+            let a = minute_of_day(a, "quiet_start")?;
+            let b = minute_of_day(b, "quiet_end")?;
+            if a == b {
+                return Err(IpcError::invalid(
+                    "quiet_end",
+                    "quiet hours must end at another time than they start",
+                ));
+            }
+            Some((a, b))
+        }
+        (None, Some(_)) => {
+            return Err(IpcError::invalid(
+                "quiet_start",
+                "give both a start and an end, or neither",
+            ));
+        }
+        (Some(_), None) => {
+            return Err(IpcError::invalid(
+                "quiet_end",
+                "give both a start and an end, or neither",
+            ));
+        }
+    };
+    Ok(Settings {
+        thresholds,
+        quiet_hours,
+        urgent_through_quiet: form.urgent_through_quiet,
+        notify_rejected_builds: form.notify_rejected_builds,
+        paused_until: current.paused_until,
+    })
+}
+
+fn blank(s: &Option<String>) -> Option<&str> {
+    s.as_deref().map(str::trim).filter(|s| !s.is_empty())
+}
+
+fn minute_of_day(s: &str, field: &str) -> Result<u16, IpcError> {
+    let bad = || IpcError::invalid(field, format!("{s:?} is not a time: use HH:MM, e.g. 22:00"));
+    let (h, m) = s.split_once(':').ok_or_else(bad)?;
+    let (h, m): (u16, u16) = (h.parse().map_err(|_| bad())?, m.parse().map_err(|_| bad())?);
+    if h > 23 || m > 59 || s.len() != 5 {
+        return Err(bad());
+    }
+    Ok(h * 60 + m)
+}
+
+fn storage(e: StoreError) -> IpcError {
+    IpcError::new(crate::ipc::ErrorCode::Storage, e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn meters_say_at_and_over() {
+        assert_eq!(meter("builds", 79, 100).level, Level::Ok);
+        assert_eq!(meter("builds", 80, 100).level, Level::Warning);
+        let at = meter("builds", 100, 100);
+        assert_eq!(
+            (at.level, at.note.as_deref()),
+            (Level::Over, Some("at limit"))
+        );
+        let over = meter("builds", 130, 100);
+        assert_eq!(over.note.as_deref(), Some("over limit"));
+        assert_eq!(over.percent, 130);
+        assert_eq!(meter("applications", 5, 0).level, Level::Ok);
+        assert_eq!(meter("applications", 2, 3).label, "Applications");
+    }
+
+    #[test]
+    fn forms_name_the_bad_field() {
+        let cur = Settings::default();
+        let mut f = settings_form(&cur, false);
+        assert_eq!(apply_form(&cur, &f).unwrap(), cur);
+        f.thresholds = vec![100, 0];
+        assert_eq!(
+            apply_form(&cur, &f).unwrap_err().field.as_deref(),
+            Some("thresholds")
+        );
+        f.thresholds = vec![90, 50, 90];
+        f.quiet_start = Some("22:00".into());
+        f.quiet_end = Some("7:00".into());
+        assert_eq!(
+            apply_form(&cur, &f).unwrap_err().field.as_deref(),
+            Some("quiet_end")
+        );
+        f.quiet_end = Some("07:00".into());
+        let s = apply_form(&cur, &f).unwrap();
+        assert_eq!(s.thresholds, vec![50, 90]);
+        assert_eq!(s.quiet_hours, Some((22 * 60, 7 * 60)));
+        assert_eq!(
+            settings_form(&s, true).quiet_start.as_deref(),
+            Some("22:00")
+        );
+        f.quiet_end = None;
+        assert_eq!(
+            apply_form(&cur, &f).unwrap_err().field.as_deref(),
+            Some("quiet_end")
+        );
+    }
+}

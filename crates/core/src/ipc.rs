@@ -1,0 +1,416 @@
+//! The desktop app's IPC, declared once: every type the window's TypeScript sends or receives.
+//!
+//! `ts-rs` writes the TypeScript twins into `ui/src/bindings/` when `cargo test -p
+//! quotabell-core` runs (the `export_bindings_*` tests); `scripts/test` fails when the committed
+//! files differ from what the Rust declares. Times are unix seconds (JSON numbers).
+
+use serde::{Deserialize, Serialize};
+use ts_rs::TS;
+
+/// A view of the window. Also the payload of the `navigate` event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[serde(rename_all = "snake_case")]
+#[ts(export)]
+pub enum View {
+    SignIn,
+    Usage,
+    Builds,
+    Notifications,
+    Settings,
+}
+
+/// The connection to the server as the engine last recorded it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[serde(rename_all = "snake_case")]
+#[ts(export)]
+pub enum Connection {
+    Connecting,
+    /// Live over the stream.
+    Connected,
+    /// The stream fails; polling `/events` instead (still up to date).
+    Polling,
+    Offline,
+    SignedOut,
+    /// The server asked clients to stop streaming (HTTP 204).
+    StreamStopped,
+}
+
+impl Connection {
+    pub fn from_stored(s: &str) -> Self {
+        use crate::engine::conn;
+        match s {
+            conn::CONNECTING => Self::Connecting,
+            conn::CONNECTED => Self::Connected,
+            conn::POLLING => Self::Polling,
+            conn::SIGNED_OUT => Self::SignedOut,
+            conn::STOPPED => Self::StreamStopped,
+            _ => Self::Offline,
+        }
+    }
+
+    /// Whether what is shown is current: anything else gets the "offline" banner.
+    pub fn is_live(self) -> bool {
+        matches!(self, Self::Connected | Self::Polling)
+    }
+}
+
+/// How close a meter is to its limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[serde(rename_all = "snake_case")]
+#[ts(export)]
+pub enum Level {
+    Ok,
+    /// At or above 80% of the limit.
+    Warning,
+    /// At or above the limit.
+    Over,
+}
+
+/// The tray icon's state, in order of precedence (the first that applies wins).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[serde(rename_all = "snake_case")]
+#[ts(export)]
+pub enum TrayState {
+    SignedOut,
+    Offline,
+    Paused,
+    Over,
+    Warning,
+    Ok,
+}
+
+impl TrayState {
+    /// The icon's file stem in `icons/tray/`.
+    pub fn icon_name(self) -> &'static str {
+        match self {
+            Self::SignedOut => "signed-out",
+            Self::Offline => "offline",
+            Self::Paused => "paused",
+            Self::Over => "over",
+            Self::Warning => "warning",
+            Self::Ok => "ok",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, TS)]
+#[ts(export)]
+pub struct AccountInfo {
+    pub email: String,
+    /// scheme://host:port
+    pub server: String,
+    pub plan: String,
+    /// Builds past a limit are refused (true) or billed as overage (false).
+    pub hard_limit: bool,
+}
+
+/// One quota of the current period.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, TS)]
+#[ts(export)]
+pub struct Meter {
+    /// The server's metric name (`builds`, `applications`).
+    pub metric: String,
+    /// Human label ("Builds").
+    pub label: String,
+    #[ts(type = "number")]
+    pub used: i64,
+    #[ts(type = "number")]
+    pub limit: i64,
+    /// used / limit × 100, rounded down; 0 when the limit is 0.
+    pub percent: u32,
+    pub level: Level,
+    /// "at limit" / "over limit", when one applies.
+    pub note: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, TS)]
+#[ts(export)]
+pub struct BillingPeriod {
+    /// RFC 3339, from the server.
+    pub start: String,
+    pub end: String,
+}
+
+/// What the tray shows; the shell only renders it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, TS)]
+#[ts(export)]
+pub struct TrayModel {
+    pub state: TrayState,
+    /// Plain text, one line per item of `lines`, after a "Quotabell" title line.
+    pub tooltip: String,
+    /// Menu lines under the main action: usage per metric, then sync and pause state.
+    pub lines: Vec<String>,
+    pub paused: bool,
+}
+
+/// Everything the tray and the Usage view show, as of `now`. Pushed as the `snapshot` event
+/// whenever the engine stores something.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, TS)]
+#[ts(export)]
+pub struct Snapshot {
+    /// `None` when signed out.
+    pub account: Option<AccountInfo>,
+    pub meters: Vec<Meter>,
+    pub period: Option<BillingPeriod>,
+    pub connection: Connection,
+    /// Why the connection is as it is (the last error), when the engine said.
+    pub connection_detail: Option<String>,
+    #[ts(type = "number | null")]
+    pub connection_since: Option<i64>,
+    #[ts(type = "number | null")]
+    pub last_synced_at: Option<i64>,
+    #[ts(type = "number | null")]
+    pub paused_until: Option<i64>,
+    /// History the cache is known to miss (resyncs), for a note in the Builds view.
+    pub history_gaps: u32,
+    pub tray: TrayModel,
+    #[ts(type = "number")]
+    pub now: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, TS)]
+#[ts(export)]
+pub struct UsagePoint {
+    #[ts(type = "number")]
+    pub at: i64,
+    #[ts(type = "number")]
+    pub used: i64,
+}
+
+/// One metric's cached snapshots in the current period, oldest first, for the chart.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, TS)]
+#[ts(export)]
+pub struct UsageSeries {
+    pub metric: String,
+    pub label: String,
+    #[ts(type = "number")]
+    pub limit: i64,
+    pub points: Vec<UsagePoint>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[serde(rename_all = "snake_case")]
+#[ts(export)]
+pub enum BuildStatus {
+    Accepted,
+    /// Accepted past a soft limit (billed).
+    Overage,
+    Rejected,
+}
+
+impl BuildStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Accepted => "accepted",
+            Self::Overage => "overage",
+            Self::Rejected => "rejected",
+        }
+    }
+}
+
+/// A page of the Builds view. Dates are `YYYY-MM-DD` (UTC), `until` inclusive.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, TS)]
+#[serde(default)]
+#[ts(export)]
+pub struct BuildQuery {
+    /// Matches app, version or commit (substring, case-insensitive for ASCII).
+    pub search: Option<String>,
+    pub app: Option<String>,
+    pub status: Option<BuildStatus>,
+    pub since: Option<String>,
+    pub until: Option<String>,
+    pub offset: u32,
+    /// At most 500.
+    pub limit: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, TS)]
+#[ts(export)]
+pub struct BuildEntry {
+    /// Stable row key (`b:ID` or `r:EPOCH:EVENT`).
+    pub key: String,
+    #[ts(type = "number | null")]
+    pub build_id: Option<i64>,
+    pub app: String,
+    pub version: String,
+    pub commit: String,
+    pub status: BuildStatus,
+    pub reason: Option<String>,
+    /// RFC 3339, from the server.
+    pub created_at: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, TS)]
+#[ts(export)]
+pub struct BuildPage {
+    /// Rows matching the query in all.
+    pub total: u32,
+    pub offset: u32,
+    pub rows: Vec<BuildEntry>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, TS)]
+#[serde(default)]
+#[ts(export)]
+pub struct PageQuery {
+    pub offset: u32,
+    /// At most 500.
+    pub limit: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[serde(rename_all = "snake_case")]
+#[ts(export)]
+pub enum NotificationState {
+    Pending,
+    Held,
+    Shown,
+    Suppressed,
+    Digested,
+    Failed,
+}
+
+impl NotificationState {
+    pub fn from_stored(s: &str) -> Self {
+        match s {
+            "pending" => Self::Pending,
+            "held" => Self::Held,
+            "shown" => Self::Shown,
+            "suppressed" => Self::Suppressed,
+            "digested" => Self::Digested,
+            _ => Self::Failed,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, TS)]
+#[ts(export)]
+pub struct NotificationEntry {
+    #[ts(type = "number")]
+    pub id: i64,
+    #[ts(type = "number")]
+    pub at: i64,
+    pub kind: String,
+    pub title: String,
+    pub body: String,
+    pub urgent: bool,
+    pub state: NotificationState,
+    /// Why it was suppressed, digested or failed.
+    pub reason: Option<String>,
+}
+
+/// Newest first.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, TS)]
+#[ts(export)]
+pub struct NotificationPage {
+    pub total: u32,
+    pub offset: u32,
+    pub rows: Vec<NotificationEntry>,
+}
+
+/// The Settings view's form.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, TS)]
+#[ts(export)]
+pub struct SettingsForm {
+    /// Percentages (1–100) of a limit that raise a notification.
+    pub thresholds: Vec<u8>,
+    /// Local time `HH:MM`, both or neither; the range wraps past midnight when start > end.
+    pub quiet_start: Option<String>,
+    pub quiet_end: Option<String>,
+    pub urgent_through_quiet: bool,
+    pub notify_rejected_builds: bool,
+    pub start_at_login: bool,
+}
+
+#[derive(Clone, PartialEq, Serialize, Deserialize, TS)]
+#[ts(export)]
+pub struct SignInForm {
+    pub server: String,
+    pub token: String,
+}
+
+/// The token never reaches a log through `{:?}`.
+impl std::fmt::Debug for SignInForm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SignInForm")
+            .field("server", &self.server)
+            .field("token", &"[redacted]")
+            .finish()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[serde(rename_all = "snake_case")]
+#[ts(export)]
+pub enum PauseChoice {
+    OneHour,
+    UntilTomorrow,
+    Resume,
+}
+
+/// What a failed call returns. The UI branches on `code`, shows `message`, and puts it next to
+/// `field` when there is one; it never parses `message`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, TS, thiserror::Error)]
+#[error("{message}")]
+#[ts(export)]
+pub struct IpcError {
+    pub code: ErrorCode,
+    pub message: String,
+    /// The form field at fault (`server`, `token`, `thresholds`, `quiet_start`, …).
+    pub field: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[serde(rename_all = "snake_case")]
+#[ts(export)]
+pub enum ErrorCode {
+    /// A field is not valid; see `field`.
+    Invalid,
+    /// The server refused the token.
+    Unauthorized,
+    /// The server could not be reached or failed.
+    Unreachable,
+    /// The OS keychain refused or is missing.
+    Keychain,
+    /// The local cache could not be read or written.
+    Storage,
+    NotSignedIn,
+    /// Another Quotabell runs the engine of this profile.
+    Busy,
+    Internal,
+}
+
+impl IpcError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+            field: None,
+        }
+    }
+
+    pub fn invalid(field: &str, message: impl Into<String>) -> Self {
+        Self {
+            code: ErrorCode::Invalid,
+            message: message.into(),
+            field: Some(field.to_owned()),
+        }
+    }
+}
+
+/// A call from the window to the process that runs the engine, one per window command. The
+/// window's process relays these as JSON lines (see ARCHITECTURE.md, "Two processes").
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "call", content = "args", rename_all = "snake_case")]
+pub enum Call {
+    Snapshot,
+    UsageHistory,
+    Builds(BuildQuery),
+    BuildApps,
+    Notifications(PageQuery),
+    Settings,
+    SaveSettings(SettingsForm),
+    SignIn(SignInForm),
+    SignOut,
+    Pause(PauseChoice),
+}

@@ -1,0 +1,121 @@
+//! The tray process: the engine (through the core's companion), the tray icon and menu, and
+//! the window process on demand. No web view is ever created here.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use quotabell_core::clock::SystemClock;
+use quotabell_core::companion::Companion;
+use quotabell_core::engine::EngineConfig;
+use quotabell_core::ipc::{Call, PauseChoice, View};
+use quotabell_core::notifier::DesktopNotifier;
+use quotabell_core::paths::Paths;
+use quotabell_core::secret::OsKeychain;
+use tauri::{Manager, RunEvent};
+use tauri_plugin_autostart::MacosLauncher;
+
+use crate::tray::{self, Tray};
+use crate::window_host::WindowHost;
+
+pub fn run(
+    data_dir: Option<PathBuf>,
+    hidden: bool,
+    view: View,
+) -> Result<(), Box<dyn std::error::Error>> {
+    quotabell_core::client::install_crypto_provider();
+    let paths = Paths::resolve(data_dir.as_deref());
+    // A notification's "Open usage" (or a click on it) arrives on a notification thread.
+    let (open_usage, mut open_usage_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let notifier = DesktopNotifier::new("dialog-information").with_action(Arc::new(move |_| {
+        let _ = open_usage.send(());
+    }));
+    let companion = Arc::new(Companion::new(
+        paths,
+        Arc::new(OsKeychain::new()),
+        Arc::new(notifier),
+        Arc::new(SystemClock),
+        EngineConfig::default(),
+    ));
+    let app = tauri::Builder::default()
+        // A second launch focuses the running window instead of starting another engine.
+        .plugin(tauri_plugin_single_instance::init(|app, _args, _cwd| {
+            if let Some(host) = app.try_state::<Arc<WindowHost>>() {
+                host.show(None);
+            }
+        }))
+        .plugin(tauri_plugin_autostart::init(
+            MacosLauncher::LaunchAgent,
+            Some(vec!["--hidden"]),
+        ))
+        .setup({
+            let companion = companion.clone();
+            move |app| {
+                let host = WindowHost::new(companion.clone(), data_dir, app.handle().clone());
+                app.manage(host.clone());
+                let mut tray = Tray::create(app.handle(), on_menu)?;
+                let handle = app.handle().clone();
+                let render_host = host.clone();
+                tauri::async_runtime::spawn(async move {
+                    companion.start().await;
+                    let mut snapshots = companion.snapshots();
+                    loop {
+                        let snap = snapshots.borrow_and_update().clone();
+                        if let Err(e) = tray.render(&handle, &snap.tray) {
+                            tracing::warn!(error = %e, "cannot update the tray");
+                        }
+                        render_host.snapshot(&snap);
+                        if snapshots.changed().await.is_err() {
+                            break;
+                        }
+                    }
+                });
+                let usage_host = host.clone();
+                tauri::async_runtime::spawn(async move {
+                    while open_usage_rx.recv().await.is_some() {
+                        usage_host.show(Some(View::Usage));
+                    }
+                });
+                if !hidden {
+                    host.show(Some(view));
+                }
+                Ok(())
+            }
+        })
+        .build(tauri::generate_context!())?;
+    app.run(move |app, event| match event {
+        // No window of ours lives in this process: stay in the tray until Quit.
+        RunEvent::ExitRequested {
+            api, code: None, ..
+        } => api.prevent_exit(),
+        RunEvent::Exit => {
+            if let Some(host) = app.try_state::<Arc<WindowHost>>() {
+                host.close();
+            }
+            // Let the engine record that it stopped.
+            tauri::async_runtime::block_on(companion.shutdown());
+        }
+        _ => {}
+    });
+    Ok(())
+}
+
+fn on_menu(app: &tauri::AppHandle, id: &str) {
+    let Some(host) = app.try_state::<Arc<WindowHost>>() else {
+        return;
+    };
+    let host = host.inner().clone();
+    let pause = match id {
+        tray::OPEN => return host.show(None),
+        tray::PAUSE_HOUR => PauseChoice::OneHour,
+        tray::PAUSE_TOMORROW => PauseChoice::UntilTomorrow,
+        tray::RESUME => PauseChoice::Resume,
+        tray::QUIT => return app.exit(0),
+        _ => return,
+    };
+    let companion = host.companion();
+    tauri::async_runtime::spawn(async move {
+        if let Err(e) = companion.call(Call::Pause(pause)).await {
+            tracing::warn!(error = %e.message, "cannot pause notifications");
+        }
+    });
+}
