@@ -45,3 +45,34 @@ need_rust() {
 need_build_tools() {
     need_apt build-essential pkg-config ca-certificates
 }
+
+# need_desktop_build: the libraries Tauri 2 links on Linux (WebKitGTK 4.1, GTK 3, the
+# appindicator tray, librsvg for icons, libxdo for menu accelerators).
+need_desktop_build() {
+    need_apt libwebkit2gtk-4.1-dev libgtk-3-dev libayatana-appindicator3-dev librsvg2-dev \
+        libxdo-dev libssl-dev libdbus-1-dev
+}
+
+# need_node: Node.js and npm for the window's UI (ui/). Debian 12's nodejs is 18, too old for
+# Vite 8: a machine without Node 20 gets a clear message rather than a broken build.
+need_node() {
+    if ! command -v npm >/dev/null; then
+        need_apt nodejs npm
+    fi
+    local major
+    major="$(node -p 'process.versions.node.split(".")[0]')"
+    if [ "$major" -lt 20 ]; then
+        echo "Node.js $major is too old for ui/ (Vite 8 needs 20.19 or newer): install Node 20+" >&2
+        exit 1
+    fi
+}
+
+# ui_build: installs ui/'s exact dependencies (package-lock.json) and builds ui/dist, which
+# the Tauri shell embeds at compile time.
+ui_build() {
+    need_node
+    if [ ! -d ui/node_modules ] || [ ui/package-lock.json -nt ui/node_modules/.package-lock.json ]; then
+        (cd ui && npm ci --no-audit --no-fund)
+    fi
+    (cd ui && npm run build)
+}
