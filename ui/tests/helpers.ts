@@ -7,12 +7,12 @@ export async function settle(rounds = 30): Promise<void> {
   for (let i = 0; i < rounds; i++) await Promise.resolve();
 }
 
-export async function mount(backend = new FakeBackend()): Promise<{ app: App; root: HTMLElement; backend: FakeBackend }> {
+export async function mount(backend = new FakeBackend(), hash = ""): Promise<{ app: App; root: HTMLElement; backend: FakeBackend }> {
   document.body.replaceChildren();
   const root = document.createElement("div");
   root.id = "app";
   document.body.appendChild(root);
-  const app = new App(root, createApi(backend));
+  const app = new App(root, createApi(backend), hash);
   await app.start();
   await settle();
   return { app, root, backend };

@@ -157,6 +157,26 @@ describe("shell", () => {
     expect(app.currentView()).toBe("usage");
   });
 
+  it("opens on the view named by the URL fragment, never on sign-in when signed in", async () => {
+    expect((await mount(new FakeBackend(), "#builds")).app.currentView()).toBe("builds");
+    expect((await mount(new FakeBackend(), "#sign_in")).app.currentView()).toBe("usage");
+    expect((await mount(new FakeBackend(), "#nonsense")).app.currentView()).toBe("usage");
+  });
+
+  it("asks to sign in again when the server refused the stored token, naming the account", async () => {
+    const { app, backend } = await mount(new FakeBackend());
+    backend.emit("snapshot", snapshot({ connection: "signed_out", now: NOW + 1 }));
+    await settle();
+    expect(app.currentView()).toBe("sign_in");
+    expect(byTestId("nav-usage").closest("nav")!.hidden).toBe(true);
+    const note = byTestId("signin-refused");
+    expect(note.textContent).toContain(snapshot().account!.email);
+    expect(byTestId<HTMLInputElement>("signin-server").value).toBe(snapshot().account!.server);
+    backend.emit("snapshot", snapshot({ connection: "connected", now: NOW + 2 }));
+    await settle();
+    expect(app.currentView()).toBe("usage");
+  });
+
   it("unlistens on destroy", async () => {
     const { app, backend } = await mount(new FakeBackend());
     expect(backend.listenerCount("snapshot")).toBe(1);

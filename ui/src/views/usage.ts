@@ -14,6 +14,11 @@ import type { ViewContext, ViewInstance } from "./view";
 
 const LEVEL_TEXT: Record<Meter["level"], string> = { ok: "OK", warning: "Warning", over: "Over limit" };
 
+/** "At limit" reads better than "Over limit" for 100 / 100; the engine says which in `note`. */
+function levelText(m: Meter): string {
+  return m.level === "over" && m.note === "at limit" ? "At limit" : LEVEL_TEXT[m.level];
+}
+
 const CONNECTION_TEXT: Record<Snapshot["connection"], string> = {
   connecting: "Connecting…",
   connected: "Connected (live)",
@@ -36,7 +41,7 @@ export function meterEl(m: Meter): HTMLElement {
       "aria-valuemin": "0",
       "aria-valuemax": String(m.limit),
       "aria-valuenow": String(m.used),
-      "aria-valuetext": `${text} (${m.percent}%) — ${LEVEL_TEXT[m.level]}${m.note ? `, ${m.note}` : ""}`,
+      "aria-valuetext": `${text} (${m.percent}%) — ${levelText(m)}${m.note && m.note !== "at limit" ? `, ${m.note}` : ""}`,
     },
     fill,
   );
@@ -49,10 +54,10 @@ export function meterEl(m: Meter): HTMLElement {
       h("h3", { class: "meter-label" }, m.label),
       h("span", { class: "meter-text", "data-testid": `meter-${m.metric}-text` }, text),
       h("span", { class: "meter-percent" }, `${m.percent}%`),
-      h("span", { class: "meter-level", "data-testid": `meter-${m.metric}-level` }, LEVEL_TEXT[m.level]),
+      h("span", { class: "meter-level", "data-testid": `meter-${m.metric}-level` }, levelText(m)),
     ),
     bar,
-    m.note ? h("p", { class: "meter-note", "data-testid": `meter-${m.metric}-note` }, m.note) : null,
+    m.note && m.note !== "at limit" ? h("p", { class: "meter-note", "data-testid": `meter-${m.metric}-note` }, m.note) : null,
   );
 }
 
