@@ -3,6 +3,7 @@
 
 mod support;
 
+mod companion;
 mod engine;
 mod faults;
 mod proxy;

@@ -1,0 +1,287 @@
+//! The desktop app's headless half (`quotabell_core::companion`) against the real backend:
+//! what the window's calls answer and what the tray is told, with a real SQLite file. The
+//! keychain and notifier are in-memory here so the test can watch them; the real ones are
+//! covered by the engine tests and the desktop app test.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use quotabell_core::clock::SystemClock;
+use quotabell_core::companion::Companion;
+use quotabell_core::engine::EngineConfig;
+use quotabell_core::ipc::{
+    BuildPage, BuildQuery, Call, Connection, ErrorCode, IpcError, NotificationPage, PageQuery,
+    PauseChoice, SettingsForm, SignInForm, Snapshot, TrayState,
+};
+use quotabell_core::notifier::{Notifier, NotifyError};
+use quotabell_core::paths::Paths;
+use quotabell_core::secret::{Keychain, SecretError, Token};
+use quotabell_core::store::NotificationRow;
+use serde::de::DeserializeOwned;
+
+use crate::support::{Backend, post_build};
+
+#[derive(Default)]
+struct MemoryKeychain(Mutex<std::collections::HashMap<String, String>>);
+
+impl Keychain for MemoryKeychain {
+    fn get(&self, key: &str) -> Result<Option<Token>, SecretError> {
+        Ok(self
+            .0
+            .lock()
+            .unwrap()
+            .get(key)
+            .map(|t| Token::new(t).unwrap()))
+    }
+    fn set(&self, key: &str, token: &Token) -> Result<(), SecretError> {
+        self.0
+            .lock()
+            .unwrap()
+            .insert(key.into(), token.expose().into());
+        Ok(())
+    }
+    fn delete(&self, key: &str) -> Result<(), SecretError> {
+        self.0.lock().unwrap().remove(key);
+        Ok(())
+    }
+}
+
+#[derive(Default)]
+struct Shown(Mutex<Vec<String>>);
+
+impl Notifier for Shown {
+    fn show(&self, n: &NotificationRow) -> Result<(), NotifyError> {
+        self.0.lock().unwrap().push(n.title.clone());
+        Ok(())
+    }
+}
+
+async fn call<T: DeserializeOwned>(c: &Companion, call: Call) -> Result<T, IpcError> {
+    c.call(call)
+        .await
+        .map(|v| serde_json::from_value(v).expect("reply matches its declared type"))
+}
+
+/// Waits for a snapshot that satisfies `ok`, pushed by the companion (never polled from it).
+async fn pushed(c: &Companion, what: &str, ok: impl Fn(&Snapshot) -> bool) -> Snapshot {
+    let mut rx = c.snapshots();
+    let got = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            {
+                let s = rx.borrow_and_update();
+                if ok(&s) {
+                    return s.clone();
+                }
+            }
+            rx.changed().await.expect("companion alive");
+        }
+    })
+    .await;
+    match got {
+        Ok(s) => s,
+        Err(_) => panic!("no snapshot with {what}; last: {:#?}", *rx.borrow()),
+    }
+}
+
+fn builds_used(s: &Snapshot) -> Option<i64> {
+    s.meters
+        .iter()
+        .find(|m| m.metric == "builds")
+        .map(|m| m.used)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn companion_serves_the_window_and_the_tray_from_the_real_backend() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut backend = Backend::start(dir.path(), &[]);
+    let token = backend.add_user("dana@example.com", "free");
+    let keychain = Arc::new(MemoryKeychain::default());
+    let shown = Arc::new(Shown::default());
+    let cfg = EngineConfig {
+        max_backoff: Duration::from_millis(500),
+        ..EngineConfig::default()
+    };
+    let c = Companion::new(
+        Paths::resolve(Some(&dir.path().join("profile"))),
+        keychain.clone(),
+        shown.clone(),
+        Arc::new(SystemClock),
+        cfg,
+    );
+    c.start().await;
+    let s = pushed(&c, "signed out", |s| s.account.is_none()).await;
+    assert_eq!(s.tray.state, TrayState::SignedOut);
+
+    // Sign-in errors name the field to mark, by code; nothing is stored.
+    let sign_in = |server: &str, token: &str| {
+        Call::SignIn(SignInForm {
+            server: server.into(),
+            token: token.into(),
+        })
+    };
+    let e = call::<Snapshot>(&c, sign_in(&backend.url(), "qb_wrong"))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (e.code, e.field.as_deref()),
+        (ErrorCode::Unauthorized, Some("token"))
+    );
+    let e = call::<Snapshot>(&c, sign_in("http://example.com", &token))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (e.code, e.field.as_deref()),
+        (ErrorCode::Invalid, Some("server"))
+    );
+    let e = call::<Snapshot>(&c, sign_in("http://127.0.0.1:1", &token))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (e.code, e.field.as_deref()),
+        (ErrorCode::Unreachable, Some("server"))
+    );
+    let e = call::<Snapshot>(&c, sign_in(&backend.url(), "  "))
+        .await
+        .unwrap_err();
+    assert_eq!(e.field.as_deref(), Some("token"));
+    assert!(keychain.0.lock().unwrap().is_empty());
+
+    let s: Snapshot = call(&c, sign_in(&backend.url(), &token)).await.unwrap();
+    assert_eq!(s.account.unwrap().email, "dana@example.com");
+    assert_eq!(keychain.0.lock().unwrap().len(), 1);
+    pushed(&c, "connected", |s| s.connection == Connection::Connected).await;
+
+    // Usage crosses 80%, then the limit: the tray follows, one notification per crossing.
+    let base = backend.url();
+    for n in 0..85 {
+        assert_eq!(post_build(&base, &token, "web", n).unwrap(), 201);
+    }
+    let s = pushed(&c, "85 builds", |s| builds_used(s) == Some(85)).await;
+    assert_eq!(s.tray.state, TrayState::Warning);
+    assert!(
+        s.tray.lines.contains(&"Builds 85 / 100".to_owned()),
+        "{s:#?}"
+    );
+    for n in 85..100 {
+        assert_eq!(post_build(&base, &token, "api<b>", n).unwrap(), 201);
+    }
+    let s = pushed(&c, "100 builds", |s| builds_used(s) == Some(100)).await;
+    assert_eq!(s.tray.state, TrayState::Over);
+    assert!(
+        s.tray
+            .lines
+            .contains(&"Builds 100 / 100 — at limit".to_owned())
+    );
+    assert!(s.tray.lines.iter().any(|l| l.starts_with("Synced ")));
+
+    // The views' pages come from the cache.
+    let page: BuildPage = call(
+        &c,
+        Call::Builds(BuildQuery {
+            offset: 95,
+            limit: 10,
+            ..Default::default()
+        }),
+    )
+    .await
+    .unwrap();
+    assert_eq!((page.total, page.rows.len()), (100, 5));
+    let page: BuildPage = call(
+        &c,
+        Call::Builds(BuildQuery {
+            search: Some("API<".into()),
+            limit: 500,
+            ..Default::default()
+        }),
+    )
+    .await
+    .unwrap();
+    assert_eq!(page.total, 15, "search is a case-insensitive substring");
+    assert!(page.rows.iter().all(|b| b.app == "api<b>"));
+    let e = call::<BuildPage>(
+        &c,
+        Call::Builds(BuildQuery {
+            since: Some("yesterday".into()),
+            ..Default::default()
+        }),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(e.field.as_deref(), Some("since"));
+    let apps: Vec<String> = call(&c, Call::BuildApps).await.unwrap();
+    assert_eq!(apps, ["api<b>", "web"]);
+    let log: NotificationPage = call(
+        &c,
+        Call::Notifications(PageQuery {
+            offset: 0,
+            limit: 50,
+        }),
+    )
+    .await
+    .unwrap();
+    let shown_titles = shown.0.lock().unwrap().clone();
+    assert_eq!(log.total as usize, log.rows.len());
+    assert!(
+        log.rows.windows(2).all(|w| w[0].id > w[1].id),
+        "newest first"
+    );
+    assert_eq!(
+        shown_titles.len(),
+        2,
+        "80% and 100%, once each: {shown_titles:?}"
+    );
+
+    // Settings: a bad field is named, a good form is kept.
+    let mut form: SettingsForm = call(&c, Call::Settings).await.unwrap();
+    form.quiet_start = Some("25:00".into());
+    form.quiet_end = Some("07:00".into());
+    let e = call::<SettingsForm>(&c, Call::SaveSettings(form.clone()))
+        .await
+        .unwrap_err();
+    assert_eq!(e.field.as_deref(), Some("quiet_start"));
+    form.quiet_start = Some("22:00".into());
+    form.thresholds = vec![90, 50];
+    let saved: SettingsForm = call(&c, Call::SaveSettings(form)).await.unwrap();
+    assert_eq!(saved.thresholds, [50, 90]);
+    let again: SettingsForm = call(&c, Call::Settings).await.unwrap();
+    assert_eq!(again.quiet_start.as_deref(), Some("22:00"));
+
+    // Pause and resume, as the tray menu does.
+    let s: Snapshot = call(&c, Call::Pause(PauseChoice::OneHour)).await.unwrap();
+    assert_eq!(s.tray.state, TrayState::Paused);
+    assert!(s.paused_until.unwrap() > s.now + 3500);
+    let s: Snapshot = call(&c, Call::Pause(PauseChoice::Resume)).await.unwrap();
+    assert_eq!((s.tray.state, s.paused_until), (TrayState::Over, None));
+
+    // The backend goes away: the cache still answers, the tray says offline; then it is back.
+    backend.kill9();
+    let s = pushed(&c, "offline", |s| !s.connection.is_live()).await;
+    assert_eq!(s.tray.state, TrayState::Offline);
+    assert_eq!(builds_used(&s), Some(100), "cached usage still shown");
+    let page: BuildPage = call(
+        &c,
+        Call::Builds(BuildQuery {
+            limit: 1,
+            ..Default::default()
+        }),
+    )
+    .await
+    .unwrap();
+    assert_eq!(page.total, 100);
+    backend.restart();
+    let s = pushed(&c, "connected again", |s| {
+        s.connection == Connection::Connected
+    })
+    .await;
+    assert_eq!(s.tray.state, TrayState::Over);
+
+    let s: Snapshot = call(&c, Call::SignOut).await.unwrap();
+    assert!(s.account.is_none());
+    assert_eq!(s.tray.state, TrayState::SignedOut);
+    assert!(keychain.0.lock().unwrap().is_empty(), "the token is gone");
+    let e = call::<BuildPage>(&c, Call::Builds(BuildQuery::default()))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code, ErrorCode::NotSignedIn);
+    c.shutdown().await;
+}
