@@ -63,6 +63,21 @@ pub struct GapRow {
     pub detail: Option<String>,
 }
 
+/// Maps a row of `SELECT id, dedupe_key, kind, title, body, urgent, state, reason, created_at`.
+fn notification_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<NotificationRow> {
+    Ok(NotificationRow {
+        id: r.get(0)?,
+        dedupe_key: r.get(1)?,
+        kind: r.get(2)?,
+        title: r.get(3)?,
+        body: r.get(4)?,
+        urgent: r.get(5)?,
+        state: r.get(6)?,
+        reason: r.get(7)?,
+        created_at: r.get(8)?,
+    })
+}
+
 pub(super) fn notifications(
     conn: &Connection,
     account: i64,
@@ -73,19 +88,7 @@ pub(super) fn notifications(
         "SELECT id, dedupe_key, kind, title, body, urgent, state, reason, created_at FROM notifications
          WHERE account_id = ?1 AND (?2 IS NULL OR state = ?2) ORDER BY id LIMIT ?3",
     )?;
-    let rows = stmt.query_map(params![account, state, limit as i64], |r| {
-        Ok(NotificationRow {
-            id: r.get(0)?,
-            dedupe_key: r.get(1)?,
-            kind: r.get(2)?,
-            title: r.get(3)?,
-            body: r.get(4)?,
-            urgent: r.get(5)?,
-            state: r.get(6)?,
-            reason: r.get(7)?,
-            created_at: r.get(8)?,
-        })
-    })?;
+    let rows = stmt.query_map(params![account, state, limit as i64], notification_row)?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
@@ -228,19 +231,10 @@ impl Store {
             "SELECT id, dedupe_key, kind, title, body, urgent, state, reason, created_at FROM notifications
              WHERE account_id = ?1 ORDER BY id DESC LIMIT ?2 OFFSET ?3",
         )?;
-        let rows = stmt.query_map(params![account, limit as i64, offset as i64], |r| {
-            Ok(NotificationRow {
-                id: r.get(0)?,
-                dedupe_key: r.get(1)?,
-                kind: r.get(2)?,
-                title: r.get(3)?,
-                body: r.get(4)?,
-                urgent: r.get(5)?,
-                state: r.get(6)?,
-                reason: r.get(7)?,
-                created_at: r.get(8)?,
-            })
-        })?;
+        let rows = stmt.query_map(
+            params![account, limit as i64, offset as i64],
+            notification_row,
+        )?;
         Ok((total as u64, rows.collect::<rusqlite::Result<_>>()?))
     }
 
