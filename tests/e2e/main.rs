@@ -6,6 +6,7 @@ mod support;
 mod companion;
 mod engine;
 mod faults;
+mod notification_action;
 mod proxy;
 mod scripted;
 mod tray;

@@ -59,7 +59,17 @@ const DUNSTRC: &str = "[global]
 ";
 
 impl Desktop {
+    /// Notifications close after a second, so the history fills quickly.
     pub fn start() -> Self {
+        Self::start_with(DUNSTRC)
+    }
+
+    /// Notifications stay on screen for a minute, so a test can act on them.
+    pub fn start_lingering() -> Self {
+        Self::start_with(&DUNSTRC.replace("timeout = 1", "timeout = 60"))
+    }
+
+    fn start_with(dunstrc: &str) -> Self {
         assert!(
             std::env::var_os("DISPLAY").is_some(),
             "no X display: run the tests under xvfb-run (scripts/test does)"
@@ -101,7 +111,7 @@ impl Desktop {
         me.children.push(keyring);
 
         let rc = me.dir.path().join("dunstrc");
-        std::fs::write(&rc, DUNSTRC).unwrap();
+        std::fs::write(&rc, dunstrc).unwrap();
         let dunst = me
             .command("dunst")
             .arg("-config")

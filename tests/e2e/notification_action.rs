@@ -1,0 +1,111 @@
+//! A notification's action opens the window on the Usage view: the real app, tray-only as at
+//! login, a real notification daemon (dunst) performing the notification's default action.
+
+use std::time::Duration;
+
+use crate::support::{Backend, Desktop, Engine, bin, post_build, wait_until};
+
+/// The children of `pid` whose command line contains `needle`: (pid, arguments).
+fn children_with(pid: u32, needle: &str) -> Vec<(u32, Vec<String>)> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        // Field 4 (ppid) follows the parenthesised command name, which may hold spaces.
+        let ppid = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|p| p.parse::<u32>().ok());
+        if ppid != Some(pid) {
+            continue;
+        }
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let args: Vec<String> = cmdline
+            .split(|&b| b == 0)
+            .filter(|a| !a.is_empty())
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        if args.iter().any(|a| a == needle)
+            && let Some(child) = entry.file_name().to_str().and_then(|p| p.parse().ok())
+        {
+            found.push((child, args));
+        }
+    }
+    found
+}
+
+#[test]
+fn the_notification_action_opens_the_window_on_usage() {
+    let desktop = Desktop::start_lingering();
+    let dir = tempfile::tempdir().unwrap();
+    let backend = Backend::start(dir.path(), &[]);
+    let token = backend.add_user("ana@example.com", "free");
+    let engine = Engine::new(&desktop, &dir.path().join("profile"));
+    engine.login(&backend.url(), &token);
+    let mut app = desktop
+        .command(bin("quotabell-app"))
+        .arg("--hidden")
+        .env("QUOTABELL_DATA_DIR", &engine.data)
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(dir.path().join("app.stderr")).unwrap())
+        .spawn()
+        .unwrap();
+    let pid = app.id();
+    wait_until(
+        "the app's engine to connect",
+        Duration::from_secs(30),
+        || engine.status_json()["connection"] == "connected",
+    );
+    assert!(
+        children_with(pid, "--window").is_empty(),
+        "--hidden opens no window"
+    );
+
+    for n in 0..80 {
+        assert_eq!(post_build(&backend.url(), &token, "web", n).unwrap(), 201);
+    }
+    wait_until(
+        "the 80% notification on screen",
+        Duration::from_secs(20),
+        || {
+            let out = desktop
+                .command("dunstctl")
+                .args(["count", "displayed"])
+                .output()
+                .unwrap();
+            String::from_utf8_lossy(&out.stdout).trim() == "1"
+        },
+    );
+    // What a click on the notification does: dunst invokes its default action.
+    let out = desktop
+        .command("dunstctl")
+        .args(["action", "0"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let mut window = None;
+    wait_until("a window process on Usage", Duration::from_secs(20), || {
+        window = children_with(pid, "--window")
+            .into_iter()
+            .find(|(_, args)| args.windows(2).any(|w| w[0] == "--view" && w[1] == "usage"))
+            .map(|(child, _)| child);
+        window.is_some()
+    });
+    let _ = app.kill();
+    let _ = app.wait();
+    // Its window process sees its stdin close and exits with it.
+    let proc_dir = format!("/proc/{}", window.unwrap());
+    wait_until(
+        "the window process to exit",
+        Duration::from_secs(20),
+        || {
+            std::fs::read_to_string(format!("{proc_dir}/stat"))
+                .map(|s| s.contains(") Z "))
+                .unwrap_or(true)
+        },
+    );
+}
