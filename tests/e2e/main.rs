@@ -3,10 +3,11 @@
 
 mod support;
 
+mod app_launch;
 mod companion;
 mod engine;
 mod faults;
-mod notification_action;
+
 mod proxy;
 mod scripted;
 mod tray;

@@ -1,4 +1,5 @@
-//! A notification's action opens the window on the Usage view: the real app, tray-only as at
+//! How the real app starts and is reached: a notification's action opens the window on Usage;
+//! a second launch hands over to the running one. The real app, tray-only as at
 //! login, a real notification daemon (dunst) performing the notification's default action.
 
 use std::time::Duration;
@@ -108,4 +109,58 @@ fn the_notification_action_opens_the_window_on_usage() {
                 .unwrap_or(true)
         },
     );
+}
+
+#[test]
+fn a_second_launch_opens_the_running_apps_window_and_exits() {
+    let desktop = Desktop::start();
+    let data = desktop.dir.path().join("profile");
+    let launch = |hidden: bool| {
+        let mut c = desktop.command(bin("quotabell-app"));
+        if hidden {
+            c.arg("--hidden");
+        }
+        c.env("QUOTABELL_DATA_DIR", &data)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        c
+    };
+    let mut first = launch(true).spawn().unwrap();
+    let pid = first.id();
+    // Signed out and tray-only: wait until it serves its single-instance name on the bus.
+    wait_until(
+        "the first instance's bus name",
+        Duration::from_secs(30),
+        || {
+            let out = desktop
+                .command("dbus-send")
+                .args([
+                    "--session",
+                    "--print-reply",
+                    "--dest=org.freedesktop.DBus",
+                    "/org/freedesktop/DBus",
+                    "org.freedesktop.DBus.ListNames",
+                ])
+                .output()
+                .unwrap();
+            String::from_utf8_lossy(&out.stdout).contains("SingleInstance")
+        },
+    );
+    assert!(children_with(pid, "--window").is_empty());
+    let second = launch(false).status().unwrap();
+    assert!(
+        second.success(),
+        "the second launch hands over and exits: {second:?}"
+    );
+    wait_until(
+        "the first instance's window",
+        Duration::from_secs(20),
+        || !children_with(pid, "--window").is_empty(),
+    );
+    assert!(
+        first.try_wait().unwrap().is_none(),
+        "the first instance still runs"
+    );
+    let _ = first.kill();
+    let _ = first.wait();
 }
