@@ -55,8 +55,14 @@ pub fn run(
                 let mut tray = Tray::create(app.handle(), on_menu)?;
                 let handle = app.handle().clone();
                 let render_host = host.clone();
+                let first_host = host.clone();
                 tauri::async_runtime::spawn(async move {
                     companion.start().await;
+                    // After the first read of the cache, so the window opens on real data
+                    // rather than on the signed-out placeholder.
+                    if !hidden {
+                        first_host.show(Some(view));
+                    }
                     let mut snapshots = companion.snapshots();
                     loop {
                         let snap = snapshots.borrow_and_update().clone();
@@ -75,9 +81,6 @@ pub fn run(
                         usage_host.show(Some(View::Usage));
                     }
                 });
-                if !hidden {
-                    host.show(Some(view));
-                }
                 Ok(())
             }
         })
