@@ -142,6 +142,7 @@ impl WindowHost {
                         continue;
                     }
                 };
+                tracing::debug!(id = req.id, "call from the window process");
                 let me = self.clone();
                 let replies = replies.clone();
                 tauri::async_runtime::spawn(async move {
