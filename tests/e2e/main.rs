@@ -5,9 +5,12 @@ mod support;
 
 mod app_launch;
 mod companion;
+mod desktop_app;
 mod engine;
 mod faults;
 
 mod proxy;
 mod scripted;
 mod tray;
+mod webdriver;
+mod x11;
