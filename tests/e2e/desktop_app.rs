@@ -312,6 +312,14 @@ fn desktop_app_shows_hostile_server_text_literally_in_every_view_and_notificatio
     ]);
     wait_text(&s, &testid("meter-builds-text"), "3 / 100");
     h.tray_shows(&item, "over", |l| l == "Applications 3 / 3 — at limit");
+    // Shown means stored: the engine writes the notification in the transaction that stores
+    // the event (and the refused build), so the views below read all of it when they open.
+    // (They are not waited on to refresh live: a refused build or a notice changes nothing in
+    // the snapshot, so no `snapshot` event tells an open Builds or Notifications view.)
+    wait_until("the notice and the refusal at dunst", WAIT, || {
+        let n = h.desktop.notifications();
+        n.iter().any(|(s, _)| s == XSS) && n.iter().any(|(s, _)| s == REJECTED)
+    });
 
     let no_elements = |view: &str| {
         assert_eq!(
@@ -360,10 +368,6 @@ fn desktop_app_shows_hostile_server_text_literally_in_every_view_and_notificatio
 
     // At the daemon: the summary is plain text (the literal title); the body is markup, so it
     // must arrive escaped — no tag left, and unescaped it is the literal text.
-    wait_until("the notice and the refusal at dunst", WAIT, || {
-        let n = h.desktop.notifications();
-        n.iter().any(|(s, _)| s == XSS) && n.iter().any(|(s, _)| s == REJECTED)
-    });
     for (summary, body) in h.desktop.notifications() {
         assert!(
             !body.contains('<'),
