@@ -58,12 +58,29 @@ impl WindowHost {
         *slot = Some(Window { inbox, generation });
         let me = self.clone();
         tauri::async_runtime::spawn(async move {
-            if let Err(e) = me.run_window(view.unwrap_or(View::Usage), rx).await {
+            let mut rx = rx;
+            let mut undelivered = None;
+            if let Err(e) = me
+                .run_window(view.unwrap_or(View::Usage), &mut rx, &mut undelivered)
+                .await
+            {
                 tracing::error!(error = %e, "the window process failed");
             }
-            let mut slot = me.window.lock().unwrap_or_else(|e| e.into_inner());
-            if slot.as_ref().is_some_and(|w| w.generation == generation) {
-                *slot = None;
+            {
+                let mut slot = me.window.lock().unwrap_or_else(|e| e.into_inner());
+                if slot.as_ref().is_some_and(|w| w.generation == generation) {
+                    *slot = None;
+                }
+            }
+            // A "show" that reached a window as it was closing (a click on "Open Quotabell" a
+            // few ms after the close) must not be lost: it opens a new window.
+            while let Ok(m) = rx.try_recv() {
+                if let Message::Show { view } = m {
+                    undelivered = Some(view);
+                }
+            }
+            if let Some(view) = undelivered {
+                me.show(view);
             }
         });
     }
@@ -91,10 +108,13 @@ impl WindowHost {
         self.window.lock().unwrap_or_else(|e| e.into_inner()).take();
     }
 
+    /// Runs one window process until it exits. A `Show` it could not be given is left in
+    /// `undelivered`.
     async fn run_window(
         self: &Arc<Self>,
         view: View,
-        mut inbox: mpsc::UnboundedReceiver<Message>,
+        inbox: &mut mpsc::UnboundedReceiver<Message>,
+        undelivered: &mut Option<Option<View>>,
     ) -> std::io::Result<()> {
         let exe = std::env::current_exe()?;
         let mut cmd = tokio::process::Command::new(exe);
@@ -127,7 +147,12 @@ impl WindowHost {
                 let Some(msg) = msg else { break };
                 let mut line = serde_json::to_vec(&msg).map_err(std::io::Error::other)?;
                 line.push(b'\n');
-                stdin.write_all(&line).await?;
+                if let Err(e) = stdin.write_all(&line).await {
+                    if let Message::Show { view } = msg {
+                        *undelivered = Some(view);
+                    }
+                    return Err(e);
+                }
             }
             // Our inbox closed (quit): closing stdin makes the window process exit.
             drop(stdin);

@@ -4,42 +4,23 @@
 
 use std::time::Duration;
 
-use crate::support::{Backend, Desktop, Engine, bin, post_build, wait_until};
+use crate::support::{
+    Backend, Desktop, Engine, bin, cmdline, descendants, parent_of, post_build, wait_until,
+};
 
 /// The children of `pid` whose command line contains `needle`: (pid, arguments).
 fn children_with(pid: u32, needle: &str) -> Vec<(u32, Vec<String>)> {
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
-            continue;
-        };
-        // Field 4 (ppid) follows the parenthesised command name, which may hold spaces.
-        let ppid = stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
-            .and_then(|p| p.parse::<u32>().ok());
-        if ppid != Some(pid) {
-            continue;
-        }
-        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
-            continue;
-        };
-        let args: Vec<String> = cmdline
-            .split(|&b| b == 0)
-            .filter(|a| !a.is_empty())
-            .map(|a| String::from_utf8_lossy(a).into_owned())
-            .collect();
-        if args.iter().any(|a| a == needle)
-            && let Some(child) = entry.file_name().to_str().and_then(|p| p.parse().ok())
-        {
-            found.push((child, args));
-        }
-    }
-    found
+    descendants(pid)
+        .into_iter()
+        .filter(|&c| parent_of(c) == Some(pid))
+        .map(|c| (c, cmdline(c)))
+        .filter(|(_, args)| args.iter().any(|a| a == needle))
+        .collect()
 }
 
 #[test]
 fn the_notification_action_opens_the_window_on_usage() {
+    let _app_slot = crate::support::one_app_at_a_time();
     let desktop = Desktop::start_lingering();
     let dir = tempfile::tempdir().unwrap();
     let backend = Backend::start(dir.path(), &[]);
@@ -113,6 +94,7 @@ fn the_notification_action_opens_the_window_on_usage() {
 
 #[test]
 fn a_second_launch_opens_the_running_apps_window_and_exits() {
+    let _app_slot = crate::support::one_app_at_a_time();
     let desktop = Desktop::start();
     let data = desktop.dir.path().join("profile");
     let launch = |hidden: bool| {

@@ -12,8 +12,9 @@ use std::time::Duration;
 use serde_json::json;
 
 use crate::support::*;
+use crate::support::{cmdline, descendants};
 use crate::tray::{IconImage, ItemRef, TrayItem, TrayWatcher, load_png_rgba};
-use crate::webdriver::{Session, TauriDriver, cmdline, descendants};
+use crate::webdriver::{Session, TauriDriver};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -149,6 +150,7 @@ fn show(s: &Session, view: &str, ready: &str) {
 /// view along the way.
 #[test]
 fn desktop_app_signs_in_follows_the_limit_live_and_resyncs_after_the_backend_returns() {
+    let _app_slot = crate::support::one_app_at_a_time();
     let mut h = Harness::start();
     let email = "desk@example.com";
     let token = h.backend.add_user(email, "free");
@@ -281,6 +283,7 @@ fn desktop_app_signs_in_follows_the_limit_live_and_resyncs_after_the_backend_ret
 /// daemon literally (the summary is plain text; the body is escaped for markup).
 #[test]
 fn desktop_app_shows_hostile_server_text_literally_in_every_view_and_notification() {
+    let _app_slot = crate::support::one_app_at_a_time();
     const REFUSED_APP: &str = "<img src=y onerror=alert(2)>";
     const NOTICE_BODY: &str = "<b>not bold</b> & <i>not italic</i>";
     let h = Harness::start();
@@ -314,8 +317,8 @@ fn desktop_app_shows_hostile_server_text_literally_in_every_view_and_notificatio
     h.tray_shows(&item, "over", |l| l == "Applications 3 / 3 — at limit");
     // Shown means stored: the engine writes the notification in the transaction that stores
     // the event (and the refused build), so the views below read all of it when they open.
-    // (They are not waited on to refresh live: a refused build or a notice changes nothing in
-    // the snapshot, so no `snapshot` event tells an open Builds or Notifications view.)
+    // (An open Builds or Notifications view would also refresh, on the snapshot's `revision`;
+    // waiting here keeps this test about rendering, not about timing.)
     wait_until("the notice and the refusal at dunst", WAIT, || {
         let n = h.desktop.notifications();
         n.iter().any(|(s, _)| s == XSS) && n.iter().any(|(s, _)| s == REJECTED)
@@ -423,13 +426,14 @@ fn is_webkit(pid: u32) -> bool {
 
 /// Whether a process still runs (a zombie has ended; only its exit status is left).
 fn alive(pid: u32) -> bool {
-    crate::webdriver::parent_of(pid).is_some()
+    crate::support::parent_of(pid).is_some()
 }
 
 /// Closing the window ends the window process and every WebKit process with it, while the tray
 /// process stays; the tray's "Open Quotabell" starts a new window process.
 #[test]
 fn desktop_app_window_closes_without_leftovers_and_reopens_from_the_tray() {
+    let _app_slot = crate::support::one_app_at_a_time();
     let h = Harness::start();
     let (s, item) = h.open_app();
     s.wait_for(&testid("signin-server"), WAIT);
@@ -439,7 +443,7 @@ fn desktop_app_window_closes_without_leftovers_and_reopens_from_the_tray() {
         window_pid.expect("window process"),
     );
     assert_eq!(
-        crate::webdriver::parent_of(window_pid),
+        crate::support::parent_of(window_pid),
         Some(tray_pid),
         "the tray process starts the window process"
     );

@@ -37,6 +37,13 @@ pub fn wait_until(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
     }
 }
 
+/// Held by each test that runs the desktop app: WebKit is heavy, and two or three of them at
+/// once on a 2-core CI machine make every timeout in the run a gamble.
+pub fn one_app_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static SLOT: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    SLOT.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// A private desktop session.
 pub struct Desktop {
     pub dir: tempfile::TempDir,
@@ -121,8 +128,9 @@ impl Desktop {
             .spawn()
             .expect("dunst");
         me.children.push(dunst);
+        // Generous: under a full parallel test run on 2 cores, daemons start slowly.
         for name in ["org.freedesktop.secrets", "org.freedesktop.Notifications"] {
-            wait_until(name, Duration::from_secs(15), || me.has_owner(name));
+            wait_until(name, Duration::from_secs(60), || me.has_owner(name));
         }
         me
     }
@@ -483,7 +491,9 @@ pub fn http_get(url: &str, token: &str) -> Value {
 
 /// Posts one build; `Err` when the backend is unreachable (being restarted, say).
 pub fn post_build(base: &str, token: &str, app: &str, n: usize) -> std::io::Result<u16> {
-    let body = format!(r#"{{"app":"{app}","version":"1.0.{n}","commit":"{n:040x}"}}"#);
+    // A commit id that looks like one (distinct leading digits), as screenshots show it.
+    let commit = format!("{:08x}{n:032x}", (n as u32).wrapping_mul(2_654_435_761));
+    let body = format!(r#"{{"app":"{app}","version":"1.0.{n}","commit":"{commit}"}}"#);
     http("POST", &format!("{base}/api/v1/builds"), token, Some(&body)).map(|r| r.0)
 }
 
@@ -524,4 +534,56 @@ pub fn engine_matches_server(engine: &Engine<'_>, backend: &Backend, token: &str
 pub fn quiet_rejections(engine: &Engine<'_>) {
     let (ok, _, err) = engine.run(&["settings", "--notify-rejected", "false"], None);
     assert!(ok, "{err}");
+}
+
+// ---- processes, from /proc ---------------------------------------------------------------
+
+/// Every process below `pid` (children first-level first), from /proc.
+pub fn descendants(pid: u32) -> Vec<u32> {
+    let mut parents: Vec<(u32, u32)> = Vec::new();
+    if let Ok(dir) = std::fs::read_dir("/proc") {
+        for e in dir.flatten() {
+            let Some(p) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+                continue;
+            };
+            if let Some(pp) = parent_of(p) {
+                parents.push((p, pp));
+            }
+        }
+    }
+    let mut out = Vec::new();
+    let mut frontier = vec![pid];
+    while let Some(p) = frontier.pop() {
+        for &(c, pp) in &parents {
+            if pp == p && !out.contains(&c) {
+                out.push(c);
+                frontier.push(c);
+            }
+        }
+    }
+    out
+}
+
+/// The parent pid of a live process (field 4 of /proc/<pid>/stat; the name may hold spaces).
+pub fn parent_of(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let mut f = rest.split_whitespace();
+    let state = f.next()?;
+    if state == "Z" {
+        return None;
+    }
+    f.next()?.parse().ok()
+}
+
+/// A process's argv, from /proc (empty if it is gone).
+pub fn cmdline(pid: u32) -> Vec<String> {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|b| {
+            b.split(|&c| c == 0)
+                .filter(|s| !s.is_empty())
+                .map(|s| String::from_utf8_lossy(s).into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
 }

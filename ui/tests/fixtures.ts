@@ -24,6 +24,7 @@ export function snapshot(over: Partial<Snapshot> = {}): Snapshot {
     last_synced_at: NOW - 120,
     paused_until: null,
     history_gaps: 0,
+    revision: 1,
     tray: { state: "ok", tooltip: "Quotabell", lines: [], paused: false },
     now: NOW,
     ...over,

@@ -64,6 +64,7 @@ pub fn snapshot(store: &Store, at: &Moment<'_>) -> Result<Snapshot, StoreError> 
         last_synced_at: state.last_synced_at,
         paused_until,
         history_gaps: store.gaps(account.id)?.len() as u32,
+        revision: store.data_version()?,
         tray,
         now: at.now,
     })
@@ -92,6 +93,7 @@ fn signed_out(paused_until: Option<i64>, at: &Moment<'_>) -> Snapshot {
         last_synced_at: None,
         paused_until,
         history_gaps: 0,
+        revision: 0,
         tray: tray_model(Connection::SignedOut, &[], None, paused_until, at),
         now: at.now,
     }

@@ -163,6 +163,10 @@ pub struct Snapshot {
     pub paused_until: Option<i64>,
     /// History the cache is known to miss (resyncs), for a note in the Builds view.
     pub history_gaps: u32,
+    /// Changes whenever the engine commits anything to the cache (a build, a refused build, a
+    /// notice, a notification shown): open list views reload their visible page on a change.
+    #[ts(type = "number")]
+    pub revision: i64,
     pub tray: TrayModel,
     #[ts(type = "number")]
     pub now: i64,

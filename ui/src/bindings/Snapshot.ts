@@ -21,4 +21,9 @@ connection_detail: string | null, connection_since: number | null, last_synced_a
 /**
  * History the cache is known to miss (resyncs), for a note in the Builds view.
  */
-history_gaps: number, tray: TrayModel, now: number, };
+history_gaps: number, 
+/**
+ * Changes whenever the engine commits anything to the cache (a build, a refused build, a
+ * notice, a notification shown): open list views reload their visible page on a change.
+ */
+revision: number, tray: TrayModel, now: number, };

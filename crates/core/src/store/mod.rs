@@ -526,6 +526,14 @@ impl Store {
         Ok(rows.into_iter().next())
     }
 
+    /// SQLite's `data_version`: differs between two calls on this connection exactly when
+    /// another connection (the engine's) committed in between.
+    pub fn data_version(&self) -> Result<i64> {
+        Ok(self
+            .conn
+            .query_row("PRAGMA data_version", [], |r| r.get(0))?)
+    }
+
     // ---- settings -------------------------------------------------------------------------
 
     pub fn settings(&self) -> Result<Settings> {
