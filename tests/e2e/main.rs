@@ -8,7 +8,6 @@ mod companion;
 mod desktop_app;
 mod engine;
 mod faults;
-
 mod proxy;
 mod scripted;
 mod tray;
