@@ -228,8 +228,9 @@ pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
         .map(|s| Duration::from_secs(s.min(3600)))
 }
 
-/// reqwest errors print the URL; ours carry no secrets in URLs, but keep messages short.
-fn without_url(e: &reqwest::Error) -> String {
+/// A transport error with its causes ("error decoding response body" alone says little). reqwest
+/// errors print the URL; ours carry no secrets in URLs, but the path is enough.
+pub(crate) fn without_url(e: &reqwest::Error) -> String {
     let mut msg = e.to_string();
     if let Some(url) = e.url() {
         msg = msg.replace(url.as_str(), url.path());

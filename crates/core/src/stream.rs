@@ -141,7 +141,7 @@ impl Transport {
         let res = builder
             .send()
             .await
-            .map_err(|e| ApiError::Transport(e.to_string()))?;
+            .map_err(|e| ApiError::Transport(crate::client::without_url(&e)))?;
         let status = res.status();
         if status == reqwest::StatusCode::NO_CONTENT {
             return Err(StreamError::NoContent);
@@ -202,7 +202,9 @@ impl Transport {
                     Ok(None) => return,
                     Ok(Some(Err(e))) => {
                         let _ = tx
-                            .send(Err(TransportError::new(ApiError::Transport(e.to_string()))))
+                            .send(Err(TransportError::new(ApiError::Transport(
+                                crate::client::without_url(&e),
+                            ))))
                             .await;
                         return;
                     }
