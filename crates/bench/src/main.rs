@@ -3,8 +3,11 @@
 //! out to many SSE streams of one user (`fanout`). With the real engine (`quotabell watch`) in
 //! a private desktop session it measures build → desktop notification latency
 //! (`notify-latency`), catching up on 100,000 missed events (`catchup`) and the cost of
-//! staying connected to an idle server (`idle`).
+//! staying connected to an idle server (`idle`). With the desktop app (`quotabell-app`) in the
+//! same kind of session it measures the start until the tray is up (`app-start`) and the memory
+//! of all the app's processes with the window never opened, open, and closed (`app-memory`).
 
+mod app;
 mod catchup;
 mod desktop;
 mod fanout;
@@ -15,6 +18,8 @@ mod profile;
 mod server;
 mod stats;
 mod sys;
+mod tray;
+mod x11;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -38,6 +43,11 @@ const POSTS_TARGET: f64 = 3000.0;
 const NOTIFY_P99_TARGET_MS: f64 = 25.0;
 const CATCHUP_TARGET_SECS: f64 = 3.0;
 const IDLE_RSS_TARGET_MB: f64 = 20.0;
+/// Desktop app targets (issue: desktop app).
+const APP_TRAY_TARGET_MS: f64 = 400.0;
+const APP_HIDDEN_PSS_TARGET_MB: f64 = 90.0;
+const APP_OPEN_PSS_TARGET_MB: f64 = 250.0;
+const APP_CLOSED_PSS_TARGET_MB: f64 = 100.0;
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Mode {
@@ -55,6 +65,12 @@ enum Mode {
     Idle,
     /// Engine: notify-latency, catchup, then idle.
     Engine,
+    /// Desktop app: spawn → tray item registered, signed in and signed out.
+    AppStart,
+    /// Desktop app: PSS/RSS of all its processes, window never opened, open, closed.
+    AppMemory,
+    /// Desktop app: app-start, then app-memory.
+    App,
 }
 
 impl Mode {
@@ -76,6 +92,15 @@ impl Mode {
     fn engine(self) -> bool {
         self.notify() || self.catchup() || self.idle()
     }
+    fn app_start(self) -> bool {
+        matches!(self, Self::AppStart | Self::App)
+    }
+    fn app_memory(self) -> bool {
+        matches!(self, Self::AppMemory | Self::App)
+    }
+    fn app(self) -> bool {
+        self.app_start() || self.app_memory()
+    }
 }
 
 #[derive(Parser)]
@@ -95,7 +120,7 @@ struct Cli {
     #[arg(long)]
     engine_bin: Option<PathBuf>,
     /// Rounds per benchmark [default: 5 for posts, 10 for fanout, 3 for notify-latency and
-    /// catchup, 2 for idle].
+    /// catchup, 2 for idle, 20 starts of each kind for app-start].
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1000))]
     rounds: Option<u32>,
     /// SSE streams of the one user in `fanout`.
@@ -140,6 +165,19 @@ struct Cli {
     /// Length of one `idle` round, in seconds.
     #[arg(long, default_value_t = 60.0)]
     idle_secs: f64,
+    /// The desktop app binary [default: quotabell-app next to this executable].
+    #[arg(long)]
+    app_bin: Option<PathBuf>,
+    /// `app-start`: signed-in starts after `sync; echo 3 > /proc/sys/vm/drop_caches` (root).
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=100))]
+    cold_rounds: u32,
+    /// `app-memory`: app runs, each through the three states (idle `--idle-secs` in each).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
+    memory_reps: u32,
+    /// Desktop app: skip the unmeasured warm-up starts, so the first app measured is the first
+    /// GTK 3 process on the X server (it probes GLX and loads Mesa; see app.rs).
+    #[arg(long)]
+    no_warm_up: bool,
     /// `quotabell watch --keepalive-secs` (the server keeps its default of 15 s).
     #[arg(long, default_value_t = 15.0)]
     engine_keepalive_secs: f64,
@@ -196,10 +234,22 @@ fn run(cli: Cli) -> Result<(), BoxError> {
         Some(b) => b,
         None => sibling_bin("quotabell")?,
     };
-    if cli.mode.engine() && !engine_bin.is_file() {
+    if (cli.mode.engine() || cli.mode.app()) && !engine_bin.is_file() {
         return Err(format!(
             "engine binary {} not found (build it with `cargo build --release -p quotabell-core`, or pass --engine-bin)",
             engine_bin.display()
+        )
+        .into());
+    }
+
+    let app_bin = match cli.app_bin.clone() {
+        Some(b) => b,
+        None => sibling_bin("quotabell-app")?,
+    };
+    if cli.mode.app() && !app_bin.is_file() {
+        return Err(format!(
+            "app binary {} not found (build it with `cargo build --release -p quotabell-app` or the Tauri bundler, or pass --app-bin)",
+            app_bin.display()
         )
         .into());
     }
@@ -257,8 +307,19 @@ fn run(cli: Cli) -> Result<(), BoxError> {
     let idle_cfg = idle::Config {
         rounds: rounds(2),
         secs: cli.idle_secs,
-        engine_bin,
+        engine_bin: engine_bin.clone(),
         keepalive_secs: cli.engine_keepalive_secs,
+    };
+    let app_cfg = app::Config {
+        start_rounds: rounds(20),
+        cold_rounds: cli.cold_rounds as usize,
+        memory_reps: cli.memory_reps as usize,
+        idle_secs: cli.idle_secs,
+        app_bin,
+        engine_bin,
+        start: cli.mode.app_start(),
+        memory: cli.mode.app_memory(),
+        warm_up: !cli.no_warm_up,
     };
     if cli.mode.engine() {
         println!(
@@ -285,6 +346,9 @@ fn run(cli: Cli) -> Result<(), BoxError> {
         if cli.mode.idle() {
             r.idle = Some(idle::run(&launcher, &idle_cfg).await?);
         }
+        if cli.mode.app() {
+            r.app = Some(app::run(&launcher, &app_cfg).await?);
+        }
         Ok::<_, BoxError>(r)
     })?;
     rt.shutdown_timeout(Duration::from_secs(2));
@@ -299,6 +363,9 @@ fn run(cli: Cli) -> Result<(), BoxError> {
     }
     if reports.notify.is_some() || reports.catchup.is_some() || reports.idle.is_some() {
         engine_summary(&reports);
+    }
+    if let Some(a) = &reports.app {
+        app_summary(a);
     }
     let errors = posts.map_or(0, posts::Report::errors)
         + fanout.map_or(0, |f| (f.stream_errors + f.missed + f.post_errors) as u64)
@@ -316,6 +383,7 @@ struct Reports {
     notify: Option<notify::Report>,
     catchup: Option<catchup::Report>,
     idle: Option<idle::Report>,
+    app: Option<app::Report>,
 }
 
 /// Decides and applies the CPU pinning; returns the launcher and the bench's CPU count.
@@ -329,6 +397,10 @@ fn pinning(cli: &Cli, bin: PathBuf) -> Result<(Launcher, usize), BoxError> {
     };
     if cli.no_pin {
         println!("pinning: none (--no-pin)");
+        return Ok((launcher, allowed.len()));
+    }
+    if cli.mode.app() {
+        println!("pinning: none (the desktop app runs on all CPUs, as a user's would)");
         return Ok((launcher, allowed.len()));
     }
     let auto = allowed.len() >= 2;
@@ -884,6 +956,168 @@ fn engine_summary(r: &Reports) {
             "engine CPU time per minute idle",
             i.cpu_ms_per_min(),
             &|v| format!("{v:.0} ms"),
+            "–",
+        ));
+    }
+    println!();
+    println!("| Benchmark | Figure | Median | Spread (min – max) | Target | Verdict |");
+    println!("| --- | --- | ---: | ---: | --- | --- |");
+    for r in rows {
+        println!("| {} |", r.join(" | "));
+    }
+}
+
+/// Picks one state's process tree out of an `app-memory` run.
+type StateOf = fn(&app::MemoryRep) -> &app::Tree;
+
+fn app_summary(a: &app::Report) {
+    println!("## Desktop app summary");
+    let mut rows: Vec<[String; 6]> = Vec::new();
+    let msf: &Fmt = &ms;
+    let mbf: &Fmt = &|v| format!("{v:.1} MB");
+    for s in &a.start {
+        let label = format!("app-start ({}, {} starts)", s.label, s.rounds.len());
+        rows.push(load_row(&label, s.other_load));
+        let mut tray = row(
+            &label,
+            "spawn `--hidden` → tray item registered",
+            s.tray(),
+            msf,
+            "< 400 ms",
+        );
+        tray[5] = verdict_below(s.tray().map(|t| t.median), APP_TRAY_TARGET_MS);
+        rows.push(tray);
+        if let Some((p10, p90)) = s.tray_p10_p90() {
+            rows.push([
+                label.clone(),
+                "spawn → tray item registered, p10 / p90".into(),
+                format!("{} / {}", ms(p10), ms(p90)),
+                "–".into(),
+                "–".into(),
+                "–".into(),
+            ]);
+        }
+        rows.push(row(
+            &label,
+            "spawn → tray icon settled on the engine's state (last NewIcon)",
+            s.settled(),
+            msf,
+            "–",
+        ));
+        for (before, after) in &s.cache_drops {
+            println!(
+                "{label}: page cache {:.0} MB before the drop, {:.0} MB after",
+                app::mb(*before),
+                app::mb(*after)
+            );
+        }
+    }
+    if !a.memory.is_empty() {
+        let label = format!(
+            "app-memory ({} runs, {:.0} s idle per state)",
+            a.memory.len(),
+            a.idle_secs
+        );
+        let load = a
+            .memory
+            .iter()
+            .flat_map(|m| m.load.iter().flatten().copied())
+            .reduce(f64::max);
+        rows.push(load_row(&format!("{label}, busiest idle period"), load));
+        let states: [(&str, StateOf, f64); 3] = [
+            (
+                "(a) tray only, window never opened",
+                |m| &m.hidden,
+                APP_HIDDEN_PSS_TARGET_MB,
+            ),
+            ("(b) window open", |m| &m.open, APP_OPEN_PSS_TARGET_MB),
+            ("(c) window closed", |m| &m.closed, APP_CLOSED_PSS_TARGET_MB),
+        ];
+        for (state, tree, target) in states {
+            let pss = a.memory_spread(|m| Some(app::mb(tree(m).pss_kib())));
+            let mut r = row(
+                &label,
+                &format!("{state}: PSS of all processes"),
+                pss,
+                mbf,
+                &format!("< {target:.0} MB"),
+            );
+            r[5] = verdict_below(pss.map(|p| p.median), target);
+            rows.push(r);
+            rows.push(row(
+                &label,
+                &format!("{state}: RSS of all processes (shared pages counted per process)"),
+                a.memory_spread(|m| Some(app::mb(tree(m).rss_kib()))),
+                mbf,
+                "–",
+            ));
+            for role in [
+                "tray process",
+                "window process",
+                "WebKitWebProcess",
+                "WebKitNetworkProcess",
+            ] {
+                let v = a.memory_spread(|m| {
+                    let t = tree(m);
+                    t.procs
+                        .iter()
+                        .any(|p| p.role == role)
+                        .then(|| app::mb(t.pss_of(role)))
+                });
+                if v.is_some() {
+                    rows.push(row(
+                        &label,
+                        &format!("{state}: PSS of the {role}"),
+                        v,
+                        mbf,
+                        "–",
+                    ));
+                }
+            }
+            let procs = a.memory_spread(|m| Some(tree(m).procs.len() as f64));
+            rows.push(row(
+                &label,
+                &format!("{state}: processes"),
+                procs,
+                &|v| format!("{v:.0}"),
+                "–",
+            ));
+        }
+        let left: usize = a.memory.iter().map(|m| m.webkit_left.len()).sum();
+        rows.push([
+            label.clone(),
+            "(c) WebKit processes left after the close (all runs)".into(),
+            left.to_string(),
+            "–".into(),
+            "0".into(),
+            if left == 0 { "met" } else { "NOT met" }.into(),
+        ]);
+        rows.push(row(
+            &label,
+            "WM_DELETE_WINDOW → window process exited",
+            a.memory_spread(|m| m.close_ms),
+            msf,
+            "–",
+        ));
+        rows.push(row(
+            &label,
+            "tray \"Open\" click → window process started",
+            a.memory_spread(|m| m.open_times.spawn_ms),
+            msf,
+            "–",
+        ));
+        rows.push(row(
+            &label,
+            "tray \"Open\" click → X window mapped",
+            a.memory_spread(|m| m.open_times.mapped_ms),
+            msf,
+            "–",
+        ));
+        rows.push(row(
+            &label,
+            "tray \"Open\" click → web view's first call at the tray process",
+            a.memory_spread(|m| m.open_times.first_call_ms),
+            msf,
             "–",
         ));
     }

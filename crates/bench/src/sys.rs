@@ -358,3 +358,159 @@ impl GroupLoadProbe {
         (wall > 0.0).then(|| ((busy - group) / wall).max(0.0))
     }
 }
+
+/// `(pid, ppid, state)` of every process, from /proc/*/stat.
+fn all_processes() -> Vec<(u32, u32, char)> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| {
+        let e = e.ok()?;
+        let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+        let stat = std::fs::read_to_string(e.path().join("stat")).ok()?;
+        let rest = &stat[stat.rfind(')')? + 1..];
+        let mut f = rest.split_whitespace();
+        let state = f.next()?.chars().next()?;
+        let ppid = f.next()?.parse().ok()?;
+        Some((pid, ppid, state))
+    })
+    .collect()
+}
+
+/// `root` and every live (not zombie) process below it, parents before children.
+pub fn process_tree(root: u32) -> Vec<u32> {
+    let procs = all_processes();
+    let mut out = Vec::new();
+    if procs.iter().any(|&(p, _, s)| p == root && s != 'Z') {
+        out.push(root);
+    }
+    let mut i = 0;
+    while i < out.len() {
+        let parent = out[i];
+        out.extend(
+            procs
+                .iter()
+                .filter(|&&(p, pp, s)| pp == parent && p != parent && s != 'Z')
+                .map(|&(p, _, _)| p),
+        );
+        i += 1;
+    }
+    out
+}
+
+/// Whether `pid` exists and is not a zombie.
+pub fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            s.rfind(')')
+                .and_then(|i| s[i + 1..].split_whitespace().next().map(|st| st != "Z"))
+        })
+        .unwrap_or(false)
+}
+
+/// The file name of a process's executable (`comm` when it cannot be read).
+pub fn exe_name(pid: u32) -> String {
+    std::fs::read_link(format!("/proc/{pid}/exe"))
+        .ok()
+        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .or_else(|| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .ok()
+                .map(|s| s.trim().to_owned())
+        })
+        .unwrap_or_default()
+}
+
+/// A process's memory from /proc/PID/smaps_rollup, in KiB.
+#[derive(Debug, Clone, Default)]
+pub struct Rollup {
+    pub rss: u64,
+    pub pss: u64,
+    pub pss_anon: u64,
+    pub pss_file: u64,
+    pub pss_shmem: u64,
+}
+
+impl Rollup {
+    pub fn of(pid: u32) -> Option<Self> {
+        let text = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?;
+        let field = |name: &str| {
+            text.lines()
+                .find(|l| l.starts_with(name))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse::<u64>().ok())
+        };
+        Some(Self {
+            rss: field("Rss:")?,
+            pss: field("Pss:")?,
+            pss_anon: field("Pss_Anon:").unwrap_or(0),
+            pss_file: field("Pss_File:").unwrap_or(0),
+            pss_shmem: field("Pss_Shmem:").unwrap_or(0),
+        })
+    }
+}
+
+/// PSS in KiB by mapping (the file's path, or `[heap]`, `[anon]`, ...) from /proc/PID/smaps.
+pub fn pss_by_mapping(pid: u32) -> std::collections::HashMap<String, u64> {
+    let mut out = std::collections::HashMap::new();
+    let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/smaps")) else {
+        return out;
+    };
+    let mut current = String::new();
+    for line in text.lines() {
+        let mut words = line.split_whitespace();
+        let Some(first) = words.next() else { continue };
+        if first.contains('-') && !first.ends_with(':') {
+            // "start-end perms offset dev inode [path]": the path may contain spaces.
+            let path: Vec<&str> = words.skip(4).collect();
+            current = if path.is_empty() {
+                "[anon]".into()
+            } else {
+                path.join(" ")
+            };
+        } else if first == "Pss:"
+            && let Some(kib) = words.next().and_then(|v| v.parse::<u64>().ok())
+        {
+            *out.entry(current.clone()).or_insert(0) += kib;
+        }
+    }
+    out
+}
+
+/// Whether `pid`'s environment holds `needle` (as root, any process's can be read).
+pub fn environ_contains(pid: u32, needle: &str) -> bool {
+    std::fs::read(format!("/proc/{pid}/environ"))
+        .map(|env| {
+            env.split(|&b| b == 0)
+                .any(|kv| String::from_utf8_lossy(kv).contains(needle))
+        })
+        .unwrap_or(false)
+}
+
+/// Every live process whose executable name contains `part`.
+pub fn processes_named(part: &str) -> Vec<u32> {
+    all_processes()
+        .into_iter()
+        .filter(|&(p, _, s)| s != 'Z' && exe_name(p).contains(part))
+        .map(|(p, _, _)| p)
+        .collect()
+}
+
+/// Page cache in KiB (`Cached:` of /proc/meminfo).
+pub fn page_cache_kib() -> Option<u64> {
+    std::fs::read_to_string("/proc/meminfo").ok().and_then(|s| {
+        s.lines()
+            .find(|l| l.starts_with("Cached:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+    })
+}
+
+/// `sync; echo 3 > /proc/sys/vm/drop_caches` (needs root): the page cache, dentries and
+/// inodes are dropped, so the next start reads every file from disk again.
+pub fn drop_caches() -> std::io::Result<()> {
+    // SAFETY: sync has no memory effects.
+    unsafe { libc::sync() };
+    std::fs::write("/proc/sys/vm/drop_caches", "3\n")
+}
