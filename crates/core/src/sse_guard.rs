@@ -189,3 +189,114 @@ mod tests {
         assert!(g.block.capacity() < 1024, "memory stays bounded");
     }
 }
+
+/// Property tests ("fuzzing" on stable Rust): `cargo test -p quotabell-core fuzz_` runs them
+/// briefly; `PROPTEST_CASES=100000 cargo test --release -p quotabell-core fuzz_` for longer.
+#[cfg(test)]
+pub(crate) mod fuzz {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// Bytes that look like an event stream often enough to reach every branch: field names,
+    /// every kind of line end, BOMs, NUL, invalid UTF-8, long runs, and plain noise.
+    pub(crate) fn sse_bytes() -> impl Strategy<Value = Vec<u8>> {
+        let piece = prop_oneof![
+            Just(b"id: ".to_vec()),
+            Just(b"id:".to_vec()),
+            Just(b"data: ".to_vec()),
+            Just(b"data:".to_vec()),
+            Just(b"event: ".to_vec()),
+            Just(b"retry: ".to_vec()),
+            Just(b"retry:".to_vec()),
+            Just(b": comment".to_vec()),
+            Just(b":".to_vec()),
+            Just(b"\n".to_vec()),
+            Just(b"\r".to_vec()),
+            Just(b"\r\n".to_vec()),
+            Just(b"\n\n".to_vec()),
+            Just(b"\r\n\r\n".to_vec()),
+            Just(b"\xEF\xBB\xBF".to_vec()),
+            Just(b"\0".to_vec()),
+            Just(b"\xff\xfe".to_vec()),
+            Just(b"quotabell.oversized".to_vec()),
+            Just(b"sync.reset".to_vec()),
+            "[0-9]{1,25}".prop_map(String::into_bytes),
+            (1usize..600).prop_map(|n| vec![b'x'; n]),
+            proptest::collection::vec(any::<u8>(), 0..16),
+        ];
+        proptest::collection::vec(piece, 0..64).prop_map(|p| p.concat())
+    }
+
+    /// Splits `bytes` into chunks of the given sizes (the rest as one last chunk).
+    pub(crate) fn split<'a>(bytes: &'a [u8], sizes: &[usize]) -> Vec<&'a [u8]> {
+        let mut rest = bytes;
+        let mut out = Vec::new();
+        for &n in sizes {
+            let (a, b) = rest.split_at(n.min(rest.len()));
+            out.push(a);
+            rest = b;
+        }
+        out.push(rest);
+        out
+    }
+
+    fn is_marker(block: &[u8]) -> bool {
+        let text = String::from_utf8_lossy(block);
+        let body = match text.strip_prefix("id: ") {
+            Some(rest) => rest.split_once('\n').map_or("", |(_, b)| b),
+            None => &text,
+        };
+        body.starts_with(&format!("event: {OVERSIZED}\ndata: {{\"bytes\":"))
+    }
+
+    proptest! {
+        /// Where the reads split the stream changes nothing: the same blocks and the same
+        /// `retry:` come out as when it arrives in one piece.
+        #[test]
+        fn fuzz_guard_chunk_boundaries_are_invisible(
+            bytes in sse_bytes(),
+            sizes in proptest::collection::vec(0usize..300, 0..40),
+            max in 1usize..2048,
+        ) {
+            let mut whole = SseGuard::new(max);
+            let expected = whole.push(&bytes);
+            let mut chunked = SseGuard::new(max);
+            let got: Vec<Bytes> = split(&bytes, &sizes).into_iter().flat_map(|c| chunked.push(c)).collect();
+            prop_assert_eq!(got, expected);
+            prop_assert_eq!(chunked.retry_ms, whole.retry_ms);
+        }
+
+        /// No block over the limit is passed on (only the small marker that replaces one), and
+        /// the guard never holds more than the limit plus the chunk it was handed.
+        #[test]
+        fn fuzz_guard_output_and_memory_are_bounded(
+            bytes in sse_bytes(),
+            sizes in proptest::collection::vec(0usize..300, 0..40),
+            max in 1usize..2048,
+        ) {
+            let mut g = SseGuard::new(max);
+            for chunk in split(&bytes, &sizes) {
+                let held = g.block.len();
+                let out = g.push(chunk);
+                let mut passed = 0;
+                for block in &out {
+                    if block.len() > max || is_marker(block) {
+                        prop_assert!(is_marker(block), "block over the limit: {:?}", block);
+                        prop_assert!(block.len() <= MAX_ID_LINE + 128, "marker too big: {}", block.len());
+                    } else {
+                        passed += block.len();
+                    }
+                    // Whole blocks only: each ends with the blank line.
+                    prop_assert!(block.ends_with(b"\n\n") || block.as_ref() == b"\n", "{:?}", block);
+                }
+                // (+3: the start of a BOM held back from the previous read.)
+                prop_assert!(passed <= held + chunk.len() + 3);
+                prop_assert!(g.block.len() <= max);
+                prop_assert!(g.line.len() <= MAX_ID_LINE);
+                prop_assert!(g.block.capacity() <= 2 * max + 64 || g.block.capacity() <= held + chunk.len() + 64,
+                    "capacity {} for limit {max}", g.block.capacity());
+            }
+        }
+    }
+}

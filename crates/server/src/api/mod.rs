@@ -6,6 +6,9 @@ mod builds;
 mod events;
 mod stream;
 
+#[cfg(test)]
+mod fuzz;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};

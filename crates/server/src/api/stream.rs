@@ -29,11 +29,7 @@ pub async fn open(
     AuthUser(user): AuthUser,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let requested = headers.get("last-event-id").and_then(|v| {
-        let text = String::from_utf8_lossy(v.as_bytes());
-        let text = text.trim();
-        (!text.is_empty()).then(|| super::parse_id(text).ok_or(()))
-    });
+    let requested = requested_cursor(&headers);
     let (bounds, epoch) = st
         .read(move |c| {
             Ok((
@@ -83,6 +79,16 @@ pub async fn open(
     let (name, value) = epoch_header(&epoch);
     h.insert(name, value);
     Ok(res)
+}
+
+/// The `Last-Event-ID` a client resumes after: none (absent or blank), a valid id, or
+/// `Err` for anything else (answered with a `sync.reset`, reason `invalid`).
+pub(super) fn requested_cursor(headers: &HeaderMap) -> Option<Result<u64, ()>> {
+    headers.get("last-event-id").and_then(|v| {
+        let text = String::from_utf8_lossy(v.as_bytes());
+        let text = text.trim();
+        (!text.is_empty()).then(|| super::parse_id(text).ok_or(()))
+    })
 }
 
 /// The synthetic event that replaces history a cursor cannot reach. Its id is the newest id,
