@@ -442,9 +442,16 @@ fn blank(s: &Option<String>) -> Option<&str> {
 
 fn minute_of_day(s: &str, field: &str) -> Result<u16, IpcError> {
     let bad = || IpcError::invalid(field, format!("{s:?} is not a time: use HH:MM, e.g. 22:00"));
-    let (h, m) = s.split_once(':').ok_or_else(bad)?;
-    let (h, m): (u16, u16) = (h.parse().map_err(|_| bad())?, m.parse().map_err(|_| bad())?);
-    if h > 23 || m > 59 || s.len() != 5 {
+    // Exactly `HH:MM` in ASCII digits (`parse` alone would take "+1:00" and "1:+00").
+    let b = s.as_bytes();
+    if b.len() != 5 || b[2] != b':' || ![0, 1, 3, 4].iter().all(|&i| b[i].is_ascii_digit()) {
+        return Err(bad());
+    }
+    let (h, m): (u16, u16) = (
+        s[..2].parse().map_err(|_| bad())?,
+        s[3..].parse().map_err(|_| bad())?,
+    );
+    if h > 23 || m > 59 {
         return Err(bad());
     }
     Ok(h * 60 + m)
@@ -504,5 +511,21 @@ mod tests {
             apply_form(&cur, &f).unwrap_err().field.as_deref(),
             Some("quiet_end")
         );
+    }
+
+    #[test]
+    fn quiet_hours_are_hh_mm_digits_only() {
+        // Found by fuzz_settings_form: a sign was taken and read back as another text.
+        for bad in ["+1:00", "1:+00", "+0:+0"] {
+            assert_eq!(
+                minute_of_day(bad, "quiet_start")
+                    .unwrap_err()
+                    .field
+                    .as_deref(),
+                Some("quiet_start"),
+                "{bad}"
+            );
+        }
+        assert_eq!(minute_of_day("23:59", "quiet_start").unwrap(), 23 * 60 + 59);
     }
 }
