@@ -175,13 +175,17 @@ pub fn status_error(
     url: &reqwest::Url,
     token: &Token,
 ) -> ApiError {
-    let message = body
+    let mut message = body
         .pointer("/error/message")
         .and_then(|m| m.as_str())
         .unwrap_or_else(|| status.canonical_reason().unwrap_or(""))
         // Server text ends up in logs and in the stored connection detail: a server or proxy
         // that echoes the request must not put the token there.
         .replace(token.expose(), "***");
+    if message.contains(token.expose()) {
+        // A token of asterisks ("*") is rebuilt by its own replacement.
+        message = "(the server's message repeated the token; withheld)".to_owned();
+    }
     match status.as_u16() {
         401 | 403 => ApiError::Unauthorized {
             status: status.as_u16(),
@@ -254,4 +258,32 @@ fn encode(s: &str) -> String {
             }
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_token_rebuilt_by_its_own_replacement_is_withheld() {
+        // Found by fuzz_status_error: token "*" in an echoed message became "***".
+        let server = ServerUrl::parse("http://127.0.0.1:1").unwrap();
+        let url = reqwest::Url::parse("http://127.0.0.1:1/api/v1/usage").unwrap();
+        for (token, echoed) in [("*", "*"), ("a*", "aa**")] {
+            let token = Token::new(token).unwrap();
+            let body = serde_json::json!({"error": {"message": echoed}});
+            let err = status_error(
+                StatusCode::BAD_GATEWAY,
+                &HeaderMap::new(),
+                &body,
+                &server,
+                &url,
+                &token,
+            );
+            let ApiError::Server { message, .. } = err else {
+                panic!("{err:?}")
+            };
+            assert!(!message.contains(token.expose()), "{message:?}");
+        }
+    }
 }

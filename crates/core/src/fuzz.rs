@@ -558,3 +558,78 @@ proptest! {
         }
     }
 }
+
+// ---- error bodies and the settings form ---------------------------------------------------
+
+fn token() -> impl Strategy<Value = String> {
+    prop_oneof![
+        Just("qb_0123456789abcdef".to_owned()),
+        Just("*".to_owned()),
+        Just("**".to_owned()),
+        Just("a*".to_owned()),
+        "[!-~]{1,12}",
+    ]
+}
+
+proptest! {
+    /// A server's error answer (any status, `Retry-After`, `Location`, body): no panic, a
+    /// bounded wait, and the token never in the message, whatever the body echoes of it.
+    #[test]
+    fn fuzz_status_error(
+        status in 100u16..1000,
+        retry in proptest::option::of(any::<String>()),
+        location in proptest::option::of(any::<String>()),
+        token in token(),
+        before in text(),
+        after in text(),
+        body in json(),
+    ) {
+        use crate::client::{ApiError, status_error};
+        let server = crate::server_url::ServerUrl::parse("http://127.0.0.1:1").unwrap();
+        let url = reqwest::Url::parse("http://127.0.0.1:1/api/v1/usage").unwrap();
+        let token = crate::secret::Token::new(&token).unwrap();
+        let mut headers = reqwest::header::HeaderMap::new();
+        for (name, value) in [(reqwest::header::RETRY_AFTER, retry), (reqwest::header::LOCATION, location)] {
+            if let Some(v) = value.and_then(|v| reqwest::header::HeaderValue::from_str(&v).ok()) {
+                headers.insert(name, v);
+            }
+        }
+        let echo = serde_json::json!({"error": {"message": format!("{before}{}{after}", token.expose())}});
+        for body in [&body, &echo] {
+            let status = reqwest::StatusCode::from_u16(status).unwrap();
+            match status_error(status, &headers, body, &server, &url, &token) {
+                ApiError::Server { message, .. } => prop_assert!(!message.contains(token.expose()), "{message:?}"),
+                ApiError::RateLimited { retry_after, .. } => prop_assert!(retry_after.is_none_or(|d| d <= Duration::from_secs(3600))),
+                _ => {}
+            }
+        }
+    }
+
+    /// The settings form from the window: settings or an error naming the field; accepted
+    /// quiet hours read back as the very text given.
+    #[test]
+    fn fuzz_settings_form(
+        thresholds in proptest::collection::vec(any::<u8>(), 0..6),
+        start in proptest::option::of(prop_oneof![Just("22:00".to_owned()), "[0-9+]{1,3}:[0-9+]{1,3}", any::<String>()]),
+        end in proptest::option::of(prop_oneof![Just("07:30".to_owned()), "[0-9+]{1,3}:[0-9+]{1,3}", any::<String>()]),
+    ) {
+        let form = crate::ipc::SettingsForm {
+            thresholds,
+            quiet_start: start,
+            quiet_end: end,
+            urgent_through_quiet: true,
+            notify_rejected_builds: true,
+            start_at_login: false,
+        };
+        match crate::dashboard::apply_form(&Settings::default(), &form) {
+            Ok(s) => {
+                prop_assert!(s.thresholds.iter().all(|t| (1..=100).contains(t)));
+                let back = crate::dashboard::settings_form(&s, false);
+                let given = |v: &Option<String>| v.as_deref().map(str::trim).filter(|v| !v.is_empty()).map(str::to_owned);
+                prop_assert_eq!(back.quiet_start, given(&form.quiet_start));
+                prop_assert_eq!(back.quiet_end, given(&form.quiet_end));
+            }
+            Err(e) => prop_assert!(e.field.is_some(), "{}", e.message),
+        }
+    }
+}
