@@ -76,13 +76,7 @@ impl Watch {
 
     /// Peak resident memory (VmHWM) in bytes.
     fn peak_rss(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
-        let kib: u64 = status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmHWM:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .expect("VmHWM in /proc/PID/status");
-        kib * 1024
+        peak_rss(self.child.id())
     }
 
     /// SIGTERM, as a desktop session ending would send; waits for the exit.
@@ -592,8 +586,8 @@ fn invalid_json_payload_is_recorded_and_skipped() {
 }
 
 /// A redirect of the stream to another origin: the token never goes there; the engine
-/// reports the error and keeps running.
-fn cross_origin_redirect(status_line: &str) {
+/// reports the error and keeps running. (Also run for 301 and 308 by `conformance`.)
+pub(crate) fn cross_origin_redirect(status_line: &str) {
     let desktop = Desktop::start();
     let dir = tempfile::tempdir().unwrap();
     let elsewhere = Scripted::start(vec![StreamReply::sse("retry: 100\n\n")]);

@@ -5,6 +5,7 @@ mod support;
 
 mod app_launch;
 mod companion;
+mod conformance;
 mod desktop_app;
 mod engine;
 mod faults;

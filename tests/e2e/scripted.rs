@@ -4,7 +4,9 @@
 //! user with no history (epoch `E1`, newest id `0`); `/events` honours `wait` as the real
 //! server does (it holds the request), so a long-polling client is not answered in a loop.
 //! `/api/v1/stream` answers from a script: the n-th stream request gets the n-th reply (the last
-//! one again when the script runs out), written byte for byte as given. Every request is
+//! one again when the script runs out), written byte for byte as given — at once, or in
+//! chosen pieces with a pause after each (`in_parts`, `bytes_per_write`: a line end split
+//! across reads, one byte per read). Every request is
 //! recorded with its arrival time, path and headers. One thread per connection; every answer
 //! closes its connection; everything stops on drop.
 
@@ -66,6 +68,10 @@ pub struct StreamReply {
     pub head: String,
     pub body: Vec<u8>,
     pub then: Then,
+    /// Lengths of the body's first writes (the rest is one more); each write is flushed
+    /// (TCP_NODELAY) and followed by `pause`, so the client reads them one by one.
+    pub writes: Vec<usize>,
+    pub pause: Duration,
 }
 
 impl StreamReply {
@@ -74,7 +80,31 @@ impl StreamReply {
             head: head.to_owned(),
             body: body.into(),
             then,
+            writes: Vec::new(),
+            pause: Duration::ZERO,
         }
+    }
+
+    /// The body is `parts` concatenated, each part written on its own.
+    pub fn in_parts(mut self, parts: &[&[u8]], pause: Duration) -> Self {
+        self.body = parts.concat();
+        self.writes = parts.iter().map(|p| p.len()).collect();
+        self.pause = pause;
+        self
+    }
+
+    /// The body written `n` bytes at a time.
+    pub fn bytes_per_write(mut self, n: usize, pause: Duration) -> Self {
+        assert!(n > 0);
+        self.writes = vec![n; self.body.len().div_ceil(n)];
+        self.pause = pause;
+        self
+    }
+
+    /// The connection closes after the body (instead of what the reply would do then).
+    pub fn closing(mut self) -> Self {
+        self.then = Then::Close;
+        self
     }
 
     /// A well-formed event stream (epoch `E1`, delimited by the connection's end) that sends
@@ -148,6 +178,12 @@ impl Scripted {
 
     pub fn requests(&self) -> Vec<Request> {
         self.shared.requests.lock().unwrap().clone()
+    }
+
+    /// Replaces the stream script (for replies that name this server's own URL).
+    pub fn set_script(&self, script: Vec<StreamReply>) {
+        assert!(!script.is_empty(), "a stream script needs a reply");
+        *self.shared.script.lock().unwrap() = script;
     }
 
     pub fn stream_requests(&self) -> Vec<Request> {
@@ -282,9 +318,22 @@ fn serve(mut conn: TcpStream, shared: &Shared) -> std::io::Result<()> {
 }
 
 fn stream(conn: &mut TcpStream, shared: &Shared, reply: &StreamReply) -> std::io::Result<()> {
+    conn.set_nodelay(true)?;
     conn.write_all(reply.head.as_bytes())?;
     conn.write_all(b"\r\n\r\n")?;
-    for part in reply.body.chunks(64 * 1024) {
+    conn.flush()?;
+    let mut rest = &reply.body[..];
+    for &n in &reply.writes {
+        let (part, after) = rest.split_at(n.min(rest.len()));
+        conn.write_all(part)?;
+        conn.flush()?;
+        rest = after;
+        std::thread::sleep(reply.pause);
+        if shared.stop.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+    }
+    for part in rest.chunks(64 * 1024) {
         conn.write_all(part)?;
     }
     conn.flush()?;

@@ -416,6 +416,30 @@ impl<'a> Engine<'a> {
             .collect()
     }
 
+    /// `watch`'s log (trace level) so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.data.join("watch.stderr")).unwrap_or_default()
+    }
+
+    /// The last lines of `watch`'s log above DEBUG, for failure messages.
+    pub fn log_tail(&self) -> String {
+        let log = self.log();
+        let lines: Vec<&str> = log
+            .lines()
+            .filter(|l| !l.contains("TRACE") && !l.contains("DEBUG"))
+            .collect();
+        lines[lines.len().saturating_sub(30)..].join("\n")
+    }
+
+    /// The connection state and its detail, from `status --json`.
+    pub fn connection(&self) -> (String, String) {
+        let s = self.status_json();
+        (
+            s["connection"].as_str().unwrap_or("").to_owned(),
+            s["connection_detail"].as_str().unwrap_or("").to_owned(),
+        )
+    }
+
     pub fn notifications(&self) -> Vec<Value> {
         let (ok, out, err) = self.run(&["notifications", "--json"], None);
         assert!(ok, "notifications failed: {err}");
@@ -574,6 +598,17 @@ pub fn parent_of(pid: u32) -> Option<u32> {
         return None;
     }
     f.next()?.parse().ok()
+}
+
+/// A live process's peak resident memory (VmHWM) in bytes.
+pub fn peak_rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM in /proc/PID/status");
+    kib * 1024
 }
 
 /// A process's argv, from /proc (empty if it is gone).

@@ -609,7 +609,6 @@ impl Engine {
             self.cfg.backstop,
         );
         let end = loop {
-            self.last_retry_hint = probe.retry();
             let item = tokio::select! {
                 item = events.next() => item,
                 _ = wake.changed() => break StreamEnd::Wake,
@@ -707,6 +706,8 @@ impl Engine {
                 }
             }
         };
+        // Read once the connection is over: a `retry:` just before its end counts too.
+        self.last_retry_hint = probe.retry();
         Ok(end)
     }
 

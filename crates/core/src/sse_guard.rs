@@ -10,19 +10,40 @@
 //! WHATWG rule: an unterminated event is discarded). Line ends (CR, LF, CRLF, even split across
 //! reads) are normalised to LF on the way, so the parser never has to wait for the byte after
 //! a CR to know where a line ended.
+//!
+//! The guard also applies the WHATWG rules the crate gets wrong (ARCHITECTURE.md): it strips
+//! only the stream's first BOM (the crate would strip one more at its own start), and it
+//! passes on only the lines the parser must see — `data`, `event` and `id` without NUL — in
+//! blocks that have a `data` or `id` line. Comments, `retry` (read here), unknown fields (a
+//! line after a second BOM among them) and blocks of nothing else are dropped: the crate fails
+//! the connection on a block that sets nothing before the first id.
+
+use std::borrow::Cow;
 
 use bytes::{Bytes, BytesMut};
 
 pub const OVERSIZED: &str = "quotabell.oversized";
+/// How much of a line is held to read its field name and an `id` or `retry` value.
 const MAX_ID_LINE: usize = 4096;
+const BOM: &[u8] = b"\xEF\xBB\xBF";
 
 pub struct SseGuard {
     max_block: usize,
+    /// The lines of the current block the parser needs, each ending in LF, while the block is
+    /// within the limit.
     block: BytesMut,
+    /// Bytes of the current block as received, kept or not: what the limit counts.
     block_len: usize,
+    /// Where the current line starts in `block`.
+    line_start: usize,
+    /// The first bytes of the current line.
     line: Vec<u8>,
     line_len: usize,
     prev_cr: bool,
+    /// How many bytes of a leading BOM were seen; `None` once the start of the stream is past.
+    bom: Option<usize>,
+    /// The block has a `data` or a valid `id` line: the parser dispatches or remembers it.
+    counts: bool,
     /// Id of the current block, as far as seen.
     id: Option<String>,
     /// Last `retry:` value seen, in milliseconds.
@@ -35,9 +56,12 @@ impl SseGuard {
             max_block,
             block: BytesMut::new(),
             block_len: 0,
+            line_start: 0,
             line: Vec::new(),
             line_len: 0,
             prev_cr: false,
+            bom: Some(0),
+            counts: false,
             id: None,
             retry_ms: None,
         }
@@ -46,31 +70,61 @@ impl SseGuard {
     /// Feeds bytes; returns the complete blocks they finish (possibly none).
     pub fn push(&mut self, chunk: &[u8]) -> Vec<Bytes> {
         let mut out = Vec::new();
-        for &b in chunk {
-            if b == b'\n' && self.prev_cr {
-                // The LF of a CRLF: the line already ended at the CR.
-                self.prev_cr = false;
-                continue;
+        let mut rest = chunk;
+        if let Some(seen) = self.bom {
+            // Only the stream's first BOM is stripped (even split across reads); a later one is
+            // part of a field name, so its line is ignored like any unknown field.
+            let mut n = seen;
+            let mut i = 0;
+            while n < BOM.len() && i < rest.len() && rest[i] == BOM[n] {
+                n += 1;
+                i += 1;
             }
-            self.prev_cr = b == b'\r';
-            if b == b'\r' || b == b'\n' {
-                self.keep(b'\n');
-                if self.line_len == 0 {
-                    if let Some(block) = self.end_block() {
-                        out.push(block);
-                    }
-                } else {
-                    self.end_line();
-                }
-            } else {
-                self.line_len += 1;
-                if self.line.len() < MAX_ID_LINE {
-                    self.line.push(b);
-                }
-                self.keep(b);
+            if n < BOM.len() && i == rest.len() {
+                self.bom = Some(n);
+                return out;
             }
+            self.bom = None;
+            if n < BOM.len() {
+                // Not a BOM after all: what was held is ordinary input.
+                for &b in &BOM[..n] {
+                    self.byte(b, &mut out);
+                }
+            }
+            rest = &rest[i..];
+        }
+        for &b in rest {
+            self.byte(b, &mut out);
         }
         out
+    }
+
+    fn byte(&mut self, b: u8, out: &mut Vec<Bytes>) {
+        if b == b'\n' && self.prev_cr {
+            // The LF of a CRLF: the line already ended at the CR.
+            self.prev_cr = false;
+            return;
+        }
+        self.prev_cr = b == b'\r';
+        if b == b'\r' || b == b'\n' {
+            self.keep(b'\n');
+            if self.line_len == 0 {
+                if let Some(block) = self.end_block() {
+                    out.push(block);
+                }
+            } else {
+                self.end_line();
+            }
+        } else {
+            if self.line_len == 0 {
+                self.line_start = self.block.len();
+            }
+            self.line_len += 1;
+            if self.line.len() < MAX_ID_LINE {
+                self.line.push(b);
+            }
+            self.keep(b);
+        }
     }
 
     fn keep(&mut self, b: u8) {
@@ -82,8 +136,10 @@ impl SseGuard {
         }
     }
 
+    /// Reads the line's field; keeps the line for the parser only if the parser must see it.
     fn end_line(&mut self) {
         let line = std::mem::take(&mut self.line);
+        let whole = self.line_len == line.len();
         let (field, value) = match line.iter().position(|&c| c == b':') {
             Some(i) => {
                 let v = &line[i + 1..];
@@ -91,14 +147,47 @@ impl SseGuard {
             }
             None => (&line[..], &b""[..]),
         };
-        match field {
-            b"id" if !value.contains(&0) && self.line_len == line.len() => {
-                self.id = std::str::from_utf8(value).ok().map(str::to_owned);
+        let keep = match field {
+            b"data" => {
+                self.counts = true;
+                true
             }
-            b"retry" if !value.is_empty() && value.iter().all(u8::is_ascii_digit) => {
-                self.retry_ms = std::str::from_utf8(value).ok().and_then(|v| v.parse().ok());
+            b"event" => true,
+            b"id" => {
+                // A NUL anywhere in the value makes the parser ignore the line.
+                let nul = if whole {
+                    value.contains(&0)
+                } else {
+                    self.block
+                        .get(self.line_start..)
+                        .is_none_or(|l| l.contains(&0))
+                };
+                if !nul {
+                    self.counts = true;
+                    // The marker's id (an id that is not UTF-8 is left to the parser).
+                    self.id = whole
+                        .then(|| std::str::from_utf8(value).ok().map(str::to_owned))
+                        .flatten();
+                }
+                !nul
             }
-            _ => {}
+            b"retry" => {
+                // Read here (the parser's copy would be unused); anything but ASCII digits is
+                // ignored.
+                if whole
+                    && !value.is_empty()
+                    && value.iter().all(u8::is_ascii_digit)
+                    && let Some(ms) = std::str::from_utf8(value).ok().and_then(|v| v.parse().ok())
+                {
+                    self.retry_ms = Some(ms);
+                }
+                false
+            }
+            // Comments (an empty field name) and unknown fields (a second BOM included).
+            _ => false,
+        };
+        if !keep && self.block_len <= self.max_block {
+            self.block.truncate(self.line_start);
         }
         self.line = line;
         self.line.clear();
@@ -108,8 +197,12 @@ impl SseGuard {
     fn end_block(&mut self) -> Option<Bytes> {
         let len = std::mem::take(&mut self.block_len);
         let id = self.id.take();
+        let counts = std::mem::take(&mut self.counts);
         if len > self.max_block {
             self.block.clear();
+            if !counts {
+                return None; // a huge comment or unknown field: not an event
+            }
             tracing::error!(bytes = len, id = ?id, limit = self.max_block, "event over the size limit dropped");
             let mut text = String::new();
             if let Some(id) = id {
@@ -120,7 +213,26 @@ impl SseGuard {
             ));
             return Some(Bytes::from(text));
         }
-        Some(self.block.split().freeze())
+        let block = self.block.split();
+        if !counts {
+            // Only comments, `retry`, `event` or ignored lines: the parser would dispatch and
+            // remember nothing (and eventsource-client fails on such a block before any id).
+            return None;
+        }
+        Some(block.freeze())
+    }
+}
+
+/// The stream is UTF-8 with errors replaced by U+FFFD (WHATWG); eventsource-client instead
+/// fails the connection on a bad byte, so the same event would fail every reconnect. Applied
+/// to whole blocks: a block ends at a line end, so no valid sequence is split.
+pub fn replace_invalid_utf8(block: Bytes) -> Bytes {
+    match String::from_utf8_lossy(&block) {
+        Cow::Borrowed(_) => block,
+        Cow::Owned(text) => {
+            tracing::warn!("invalid UTF-8 in the event stream replaced with U+FFFD");
+            Bytes::from(text)
+        }
     }
 }
 
@@ -149,7 +261,6 @@ mod tests {
         assert_eq!(
             out,
             [
-                "retry: 3000\n\n",
                 "id: 1\ndata: a\n\n",
                 "id: 2\ndata: b\n\n",
                 "id: 3\ndata: c\n\n"
@@ -161,6 +272,50 @@ mod tests {
         let bytes = b"id: 4\r\ndata: d\r\n\r\n";
         let parts: Vec<&[u8]> = bytes.chunks(1).collect();
         assert_eq!(feed(&mut g, &parts), ["id: 4\ndata: d\n\n"]);
+    }
+
+    #[test]
+    fn only_the_first_bom_is_stripped_even_split_across_reads() {
+        let mut g = SseGuard::new(1024);
+        let out = feed(
+            &mut g,
+            &[
+                b"\xEF\xBB",
+                b"\xBFid: 1\ndata: a\n\n\xEF\xBB\xBFid: 2\ndata: b\n\xEF\xBB\xBFdata: c\n\n",
+            ],
+        );
+        assert_eq!(out, ["id: 1\ndata: a\n\n", "data: b\n\n"]);
+        // Two BOMs at the start: the second is part of the first field name.
+        let mut g = SseGuard::new(1024);
+        let out = feed(&mut g, &[b"\xEF\xBB\xBF\xEF\xBB\xBFid: 1\ndata: a\n\n"]);
+        assert_eq!(out, ["data: a\n\n"]);
+        // Bytes that start like a BOM but are not one are ordinary input.
+        let mut g = SseGuard::new(1024);
+        let out = feed(&mut g, &[b"\xEF", b"\xBB", b"X\nid: 1\ndata: a\n\n"]);
+        assert_eq!(out, ["id: 1\ndata: a\n\n"]);
+    }
+
+    #[test]
+    fn only_lines_the_parser_needs_are_passed_on() {
+        let mut g = SseGuard::new(1024);
+        let out = feed(
+            &mut g,
+            &[
+                b": c\n\nfoo: bar\n\nretry: x\n\nretry:\n\nevent: e\n\nid: 1\0\n\n\
+               id: 2\n: c\nfoo\nretry: 1.5\nevent: e\ndata:d\nid: 3\0\n\nid: 4\n\nretry: 250\n\n",
+            ],
+        );
+        assert_eq!(out, ["id: 2\nevent: e\ndata:d\n\n", "id: 4\n\n"]);
+        assert_eq!(g.retry_ms, Some(250));
+    }
+
+    #[test]
+    fn invalid_utf8_is_replaced() {
+        let block = Bytes::from_static(b"id: 1\ndata: caf\xC3\n\n");
+        assert_eq!(
+            replace_invalid_utf8(block),
+            Bytes::from("id: 1\ndata: caf\u{FFFD}\n\n")
+        );
     }
 
     #[test]

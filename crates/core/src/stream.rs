@@ -8,7 +8,9 @@
 //! transport checks the status and the Content-Type before the crate sees a byte; the crate
 //! never holds the token (the transport adds it, only for our origin) and redirects are
 //! refused by reqwest outside the origin; a watchdog ends a connection that stays silent
-//! for 2.5 keepalive intervals; and `SseGuard` bounds the size of one event.
+//! for 2.5 keepalive intervals; and `SseGuard` bounds the size of one event, strips only the
+//! first BOM and hands the crate only lines it parses right. Invalid UTF-8 is replaced with
+//! U+FFFD here (the crate would fail the connection, and the same event every reconnect).
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -20,7 +22,7 @@ use futures_util::{Stream, StreamExt};
 use launchdarkly_sdk_transport::{ByteStream, HttpTransport, ResponseFuture, TransportError};
 
 use crate::client::{ApiClient, ApiError, status_error};
-use crate::sse_guard::{OVERSIZED, SseGuard};
+use crate::sse_guard::{OVERSIZED, SseGuard, replace_invalid_utf8};
 use crate::store::Incoming;
 
 pub const MAX_EVENT_BYTES: usize = 1024 * 1024;
@@ -210,13 +212,15 @@ impl Transport {
                     }
                     Ok(Some(Ok(chunk))) => chunk,
                 };
-                for block in guard.push(&chunk) {
-                    if tx.send(Ok(block)).await.is_err() {
-                        return; // the connection was dropped by the engine
-                    }
-                }
+                let blocks = guard.push(&chunk);
+                // Before the blocks: whoever sees an event after a `retry:` sees the hint too.
                 if let Some(ms) = guard.retry_ms.take() {
                     shared.lock().unwrap_or_else(|e| e.into_inner()).retry_ms = Some(ms);
+                }
+                for block in blocks {
+                    if tx.send(Ok(replace_invalid_utf8(block))).await.is_err() {
+                        return; // the connection was dropped by the engine
+                    }
                 }
             }
         });
