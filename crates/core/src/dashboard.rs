@@ -515,7 +515,7 @@ mod tests {
 
     #[test]
     fn quiet_hours_are_hh_mm_digits_only() {
-        // Found by fuzz_settings_form: a sign was taken and read back as another text.
+        // fuzz_settings_form's round trip: a sign was taken and read back as another text.
         for bad in ["+1:00", "1:+00", "+0:+0"] {
             assert_eq!(
                 minute_of_day(bad, "quiet_start")

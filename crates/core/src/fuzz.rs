@@ -610,8 +610,8 @@ proptest! {
     #[test]
     fn fuzz_settings_form(
         thresholds in proptest::collection::vec(any::<u8>(), 0..6),
-        start in proptest::option::of(prop_oneof![Just("22:00".to_owned()), "[0-9+]{1,3}:[0-9+]{1,3}", any::<String>()]),
-        end in proptest::option::of(prop_oneof![Just("07:30".to_owned()), "[0-9+]{1,3}:[0-9+]{1,3}", any::<String>()]),
+        start in proptest::option::of(prop_oneof![Just("22:00".to_owned()), "[0-9+]{2}:[0-9+]{2}", any::<String>()]),
+        end in proptest::option::of(prop_oneof![Just("07:30".to_owned()), "[0-9+]{2}:[0-9+]{2}", any::<String>()]),
     ) {
         let form = crate::ipc::SettingsForm {
             thresholds,
