@@ -73,7 +73,25 @@ fn gone() -> IpcError {
     IpcError::new(ErrorCode::Internal, "Quotabell's tray process is gone")
 }
 
+/// WebKitGTK settings that keep the window light: accelerated compositing brings in GL (Mesa,
+/// and with it libLLVM when there is no GPU) and its buffers — about 90 MB of the web process
+/// for a page that is text, bars and one SVG chart (BENCHMARKS.md). A user's own setting wins.
+#[cfg(target_os = "linux")]
+fn light_webkit() {
+    for var in [
+        "WEBKIT_DISABLE_COMPOSITING_MODE",
+        "WEBKIT_DISABLE_DMABUF_RENDERER",
+    ] {
+        if std::env::var_os(var).is_none() {
+            // SAFETY: called first thing in `run`, before this process starts any thread.
+            unsafe { std::env::set_var(var, "1") };
+        }
+    }
+}
+
 pub fn run(view: View) -> Result<(), Box<dyn std::error::Error>> {
+    #[cfg(target_os = "linux")]
+    light_webkit();
     let hash = serde_json::to_value(view)?
         .as_str()
         .unwrap_or("usage")
@@ -94,7 +112,7 @@ pub fn run(view: View) -> Result<(), Box<dyn std::error::Error>> {
             commands::pause,
         ])
         .setup(move |app| {
-            WebviewWindowBuilder::new(
+            let window = WebviewWindowBuilder::new(
                 app,
                 WINDOW,
                 WebviewUrl::App(format!("index.html#{hash}").into()),
@@ -103,6 +121,14 @@ pub fn run(view: View) -> Result<(), Box<dyn std::error::Error>> {
             .inner_size(980.0, 700.0)
             .min_inner_size(560.0, 420.0)
             .build()?;
+            // One page, read from memory: no page or resource caches worth their memory.
+            #[cfg(target_os = "linux")]
+            window.with_webview(|webview| {
+                use webkit2gtk::{CacheModel, WebContextExt, WebViewExt};
+                if let Some(context) = webview.inner().context() {
+                    context.set_cache_model(CacheModel::DocumentViewer);
+                }
+            })?;
             let handle = app.handle().clone();
             std::thread::Builder::new()
                 .name("relay-in".into())
