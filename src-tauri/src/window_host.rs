@@ -177,14 +177,18 @@ impl WindowHost {
             }
             Ok::<_, std::io::Error>(())
         };
-        // The window process ends the exchange by exiting (its stdout closes).
-        tokio::select! {
-            r = reader => r?,
-            r = writer => r?,
-        }
+        // The window process ends the exchange by exiting: its stdout closes, or a message
+        // written to it as it goes meets a closed pipe. Either way, reap it.
+        let ended = tokio::select! {
+            r = reader => r,
+            r = writer => r,
+        };
         let status = child.wait().await?;
         tracing::info!(%status, "window process exited");
-        Ok(())
+        match ended {
+            Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e),
+            _ => Ok(()),
+        }
     }
 
     /// The companion answers; start-at-login is the shell's (it is a platform matter).
