@@ -598,7 +598,13 @@ proptest! {
         for body in [&body, &echo] {
             let status = reqwest::StatusCode::from_u16(status).unwrap();
             match status_error(status, &headers, body, &server, &url, &token) {
-                ApiError::Server { message, .. } => prop_assert!(!message.contains(token.expose()), "{message:?}"),
+                // The token may only be in a text of ours ("too many redirects" holds an "m").
+                ApiError::Server { message, .. } => prop_assert!(
+                    !message.contains(token.expose())
+                        || message == "too many redirects"
+                        || Some(message.as_str()) == status.canonical_reason(),
+                    "{message:?}"
+                ),
                 ApiError::RateLimited { retry_after, .. } => prop_assert!(retry_after.is_none_or(|d| d <= Duration::from_secs(3600))),
                 _ => {}
             }

@@ -449,7 +449,9 @@ pub(crate) mod fuzz {
                 prop_assert!(passed <= held + chunk.len() + 3);
                 prop_assert!(g.block.len() <= max);
                 prop_assert!(g.line.len() <= MAX_ID_LINE);
-                prop_assert!(g.block.capacity() <= 2 * max + 64 || g.block.capacity() <= held + chunk.len() + 64,
+                // The allocation behind it: BytesMut's growth (doubling, reclaiming the space
+                // of blocks already handed on) keeps it within 4x the limit.
+                prop_assert!(g.block.capacity() <= 4 * (max + 1) + 8,
                     "capacity {} for limit {max}", g.block.capacity());
             }
         }
