@@ -398,23 +398,7 @@ proptest! {
 
 // ---- the store's ingest ------------------------------------------------------------------
 
-fn open_store() -> (tempfile::TempDir, Store, i64) {
-    let dir = tempfile::tempdir().unwrap();
-    let mut store = Store::open(&dir.path().join("q.db")).unwrap();
-    let acct = Account {
-        id: "1".into(),
-        email: "a@x".into(),
-        plan: Plan {
-            id: "free".into(),
-            name: "Free".into(),
-            hard_limit: true,
-        },
-    };
-    let id = store
-        .upsert_account("http://127.0.0.1:1/", "http://127.0.0.1:1", &acct, 0)
-        .unwrap();
-    (dir, store, id)
-}
+use crate::store::tests::open as open_store;
 
 fn ingest(
     store: &mut Store,

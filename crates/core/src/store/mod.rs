@@ -729,7 +729,7 @@ fn upsert_build(tx: &Transaction<'_>, account: i64, b: &Build) -> Result<()> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     fn usage(last: &str, epoch: &str) -> Usage {
@@ -742,7 +742,8 @@ mod tests {
         .unwrap()
     }
 
-    fn open() -> (tempfile::TempDir, Store, i64) {
+    /// A fresh store in a temporary directory with one account (also used by `fuzz.rs`).
+    pub(crate) fn open() -> (tempfile::TempDir, Store, i64) {
         let dir = tempfile::tempdir().unwrap();
         let mut store = Store::open(&dir.path().join("q.db")).unwrap();
         let acct = Account {
