@@ -1,29 +1,27 @@
-//! `fanout`: N SSE streams of one user; one build post; time until each stream has the
-//! `build.accepted` event.
+//! `fanout`: N SSE streams; one published event per round; time until each stream has it.
 //!
-//! The streams are plain TCP connections that speak just enough HTTP/1.1 (one GET, then a
-//! chunked or close-delimited body) and SSE (blocks split on a blank line) to notice the
-//! prelude and the events. That keeps the client cheap, so that 1,000 streams on one core
-//! measure the server more than the client. Each stream stamps the time right after the read
-//! that completed the event and sends it to the coordinator.
+//! [`measure`] does not know which server it measures: a [`Target`] says where to subscribe
+//! and how to publish. [`run`] (the `fanout` mode) measures Quotabell: the streams are N
+//! streams of one user and the event is the `build.accepted` of one build POST by that user.
+//! `fanout-vs-nchan` (vs_nchan.rs) runs the same measurement against nginx + nchan too.
+//!
+//! The streams are the cheap subscribers of sse.rs. Each stamps the time right after the read
+//! that completed the event (and the kernel's receive time of those bytes) and sends it to
+//! the coordinator here.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
-use std::os::fd::{AsRawFd, RawFd};
-use std::time::SystemTime;
+use tokio::sync::{Semaphore, mpsc};
 
-use tokio::io::{AsyncWriteExt, Interest};
-use tokio::net::TcpStream;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
-
-use crate::server::{Launcher, add_user};
+use crate::server::{Launcher, ServerChild, add_user};
+use crate::sse::{self, Msg, Subscription};
 use crate::stats::{Spread, percentile, sort};
 use crate::sys::{self, Memory};
 use crate::{BoxError, posts};
 
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(120);
+/// Opening 10,000 streams 100 at a time takes tens of seconds on this machine.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(300);
 const ROUND_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub struct Config {
@@ -33,9 +31,102 @@ pub struct Config {
     pub connect_parallel: usize,
 }
 
+/// A server under test, as the measurement sees it.
+pub struct Target {
+    /// "quotabell" or "nchan", for the log lines.
+    pub name: &'static str,
+    pub sub: Arc<Subscription>,
+    pub publish: Publish,
+    /// The process whose CPU and memory are the server's: Quotabell's server, nginx's worker.
+    pub pid: u32,
+    /// A second process of the same server (nginx's master): its CPU counts as the server's,
+    /// its memory is reported apart.
+    pub helper_pid: Option<u32>,
+}
+
+/// How a round publishes its one event.
+pub enum Publish {
+    /// Quotabell: one build POST by the subscribed user; the event is its `build.accepted`,
+    /// whose data carries the build's id.
+    Build { url: String, auth: String },
+    /// nchan: one POST to the publisher location whose body is the message, `{"id":N}`.
+    Message { url: String },
+}
+
+/// What the server answered to a publish.
+struct Published {
+    id: i64,
+    /// The subscribers the server itself counted (nchan says so in its answer).
+    subscribers: Option<usize>,
+}
+
+impl Publish {
+    async fn send(&self, client: &reqwest::Client, n: u64) -> Result<Published, String> {
+        match self {
+            Self::Build { url, auth } => {
+                let resp = client
+                    .post(url)
+                    .header(reqwest::header::AUTHORIZATION, auth)
+                    .header(reqwest::header::CONTENT_TYPE, "application/json")
+                    .body(posts::build_body("fanout-app", 0, n))
+                    .send()
+                    .await
+                    .map_err(|e| format!("POST failed: {e}"))?;
+                if resp.status() != reqwest::StatusCode::CREATED {
+                    return Err(format!("POST answered HTTP {}", resp.status()));
+                }
+                let body = resp
+                    .json::<serde_json::Value>()
+                    .await
+                    .map_err(|e| format!("POST answer: {e}"))?;
+                let id = body
+                    .get("id")
+                    .and_then(serde_json::Value::as_i64)
+                    .ok_or_else(|| format!("POST answer without an id: {body}"))?;
+                Ok(Published {
+                    id,
+                    subscribers: None,
+                })
+            }
+            Self::Message { url } => {
+                let id = i64::try_from(n).map_err(|_| "round number too large")?;
+                let resp = client
+                    .post(url)
+                    .header(reqwest::header::CONTENT_TYPE, "application/json")
+                    .body(format!(r#"{{"id":{id}}}"#))
+                    .send()
+                    .await
+                    .map_err(|e| format!("publish failed: {e}"))?;
+                // 201 when the channel has subscribers, 202 when the message was only queued.
+                let status = resp.status();
+                let text = resp.text().await.unwrap_or_default();
+                if !matches!(status.as_u16(), 201 | 202) {
+                    return Err(format!("publish answered HTTP {status}: {text}"));
+                }
+                Ok(Published {
+                    id,
+                    subscribers: nchan_subscribers(&text),
+                })
+            }
+        }
+    }
+}
+
+/// The "active subscribers: N" line of nchan's plain-text publish answer.
+fn nchan_subscribers(answer: &str) -> Option<usize> {
+    answer
+        .lines()
+        .find_map(|l| l.strip_prefix("active subscribers:"))
+        .and_then(|n| n.trim().parse().ok())
+}
+
 pub struct Round {
     pub delivered: usize,
     pub expected: usize,
+    /// Ready streams that did not have the event within the round's timeout.
+    pub missed: usize,
+    /// The subscribers the server counted when it accepted the publish, if it says.
+    pub server_subscribers: Option<usize>,
     pub p50_ms: f64,
     pub p99_ms: f64,
     pub max_ms: f64,
@@ -43,6 +134,7 @@ pub struct Round {
     pub kernel_p50_ms: f64,
     pub kernel_p99_ms: f64,
     pub kernel_max_ms: f64,
+    /// Until the publish request was answered.
     pub post_ms: f64,
     /// CPU time the server used from the post until the last delivery (plus the pause noise).
     pub server_cpu_ms: f64,
@@ -55,6 +147,9 @@ pub struct Report {
     pub mem_idle: Option<Memory>,
     pub mem_connected: Option<Memory>,
     pub mem_after: Option<Memory>,
+    /// The helper process (nginx's master) with the streams connected and after the rounds.
+    pub helper_mem_connected: Option<Memory>,
+    pub helper_mem_after: Option<Memory>,
     pub rounds: Vec<Round>,
     /// Streams that ended or failed, with a sample reason.
     pub stream_errors: usize,
@@ -66,15 +161,22 @@ pub struct Report {
     pub other_load: Option<f64>,
 }
 
+/// Per-round figures over the rounds in which at least one stream had the event.
+pub fn spread_of<'a>(
+    rounds: impl IntoIterator<Item = &'a Round>,
+    f: impl Fn(&Round) -> f64,
+) -> Option<Spread> {
+    let v: Vec<f64> = rounds
+        .into_iter()
+        .filter(|r| r.delivered > 0)
+        .map(f)
+        .collect();
+    Spread::of(&v).filter(|s| s.median.is_finite())
+}
+
 impl Report {
     fn spread(&self, f: impl Fn(&Round) -> f64) -> Option<Spread> {
-        let v: Vec<f64> = self
-            .rounds
-            .iter()
-            .filter(|r| r.delivered > 0)
-            .map(f)
-            .collect();
-        Spread::of(&v)
+        spread_of(&self.rounds, f)
     }
     pub fn p50(&self) -> Option<Spread> {
         self.spread(|r| r.p50_ms)
@@ -87,39 +189,16 @@ impl Report {
     }
     pub fn server_cpu(&self) -> Option<Spread> {
         self.spread(|r| r.server_cpu_ms)
-            .filter(|s| s.median.is_finite())
     }
     pub fn kernel_p50(&self) -> Option<Spread> {
         self.spread(|r| r.kernel_p50_ms)
-            .filter(|s| s.median.is_finite())
     }
     pub fn kernel_p99(&self) -> Option<Spread> {
         self.spread(|r| r.kernel_p99_ms)
-            .filter(|s| s.median.is_finite())
     }
     pub fn kernel_max(&self) -> Option<Spread> {
         self.spread(|r| r.kernel_max_ms)
-            .filter(|s| s.median.is_finite())
     }
-}
-
-/// What a stream task tells the coordinator; `stream` is its index.
-enum Msg {
-    Ready {
-        stream: usize,
-    },
-    Accepted {
-        stream: usize,
-        build_id: i64,
-        /// When the stream task had the event (client-observed).
-        at: Instant,
-        /// When the kernel queued the bytes on the client socket (SO_TIMESTAMPNS), if known.
-        kernel_at: Option<SystemTime>,
-    },
-    Closed {
-        stream: usize,
-        reason: String,
-    },
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -168,20 +247,60 @@ impl Streams {
     }
 }
 
+/// The `fanout` mode: Quotabell alone.
 pub async fn run(launcher: &Launcher, cfg: &Config) -> Result<Report, BoxError> {
-    let mut server = launcher.start("fanout")?;
+    let server = launcher.start("fanout")?;
+    let target = quotabell_target(launcher, &server).await?;
+    measure(&target, cfg)
+        .await
+        .map_err(|e| format!("{e}\nserver log:\n{}", server.log_tail(20)).into())
+}
+
+/// Quotabell as a fan-out target: a new `pro` user whose streams and builds are measured.
+pub async fn quotabell_target(
+    launcher: &Launcher,
+    server: &ServerChild,
+) -> Result<Target, BoxError> {
     let token = add_user(&launcher.bin, &server.db, "fanout@bench.invalid").await?;
+    let addr = server.addr;
+    Ok(Target {
+        name: "quotabell",
+        sub: Arc::new(Subscription {
+            addr,
+            request: format!(
+                "GET /api/v1/stream HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\n\
+                 Accept: text/event-stream\r\nCache-Control: no-cache\r\n\r\n"
+            ),
+            kind: "build.accepted",
+        }),
+        publish: Publish::Build {
+            url: format!("http://{addr}/api/v1/builds"),
+            auth: format!("Bearer {token}"),
+        },
+        pid: server.pid,
+        helper_pid: None,
+    })
+}
+
+/// Opens the streams, runs the rounds, and closes the streams again.
+pub async fn measure(target: &Target, cfg: &Config) -> Result<Report, BoxError> {
+    let tag = target.name;
+    let server_pids: Vec<u32> = std::iter::once(target.pid)
+        .chain(target.helper_pid)
+        .collect();
     println!(
-        "[fanout] server pid {} on http://{}; opening {} streams of one user ({} at a time)",
-        server.pid, server.addr, cfg.streams, cfg.connect_parallel
+        "[{tag}] server pid {} on {}; opening {} streams ({} at a time)",
+        target.pid, target.sub.addr, cfg.streams, cfg.connect_parallel
     );
     let mut report = Report {
         streams: cfg.streams,
         connected: 0,
         connect_secs: 0.0,
-        mem_idle: Memory::of(server.pid),
+        mem_idle: Memory::of(target.pid),
         mem_connected: None,
         mem_after: None,
+        helper_mem_connected: None,
+        helper_mem_after: None,
         rounds: Vec::new(),
         stream_errors: 0,
         missed: 0,
@@ -190,6 +309,7 @@ pub async fn run(launcher: &Launcher, cfg: &Config) -> Result<Report, BoxError> 
         error_samples: Vec::new(),
         other_load: None,
     };
+    let helper_mem = || target.helper_pid.and_then(Memory::of);
 
     let (tx, mut rx) = mpsc::unbounded_channel::<Msg>();
     let gate = Arc::new(Semaphore::new(cfg.connect_parallel.max(1)));
@@ -206,10 +326,9 @@ pub async fn run(launcher: &Launcher, cfg: &Config) -> Result<Report, BoxError> 
             .await
             .map_err(|_| "timed out opening streams")?
             .map_err(|_| "connection gate closed")?;
-        let (tx, token) = (tx.clone(), token.clone());
-        let addr = server.addr;
+        let (tx, sub) = (tx.clone(), target.sub.clone());
         streams.spawn(async move {
-            let reason = match stream(i, addr, &token, &tx, permit).await {
+            let reason = match sse::stream(i, sub, tx.clone(), permit).await {
                 Ok(()) => "stream ended".to_owned(),
                 Err(e) => e,
             };
@@ -219,7 +338,7 @@ pub async fn run(launcher: &Launcher, cfg: &Config) -> Result<Report, BoxError> 
     drop(tx);
     while state.connecting() > 0 {
         match tokio::time::timeout_at(connect_deadline.into(), rx.recv()).await {
-            Ok(Some(Msg::Accepted { .. })) => report.stray_events += 1,
+            Ok(Some(Msg::Delivered { .. })) => report.stray_events += 1,
             Ok(Some(msg)) => state.apply(&mut report, &msg),
             Ok(None) | Err(_) => break,
         }
@@ -229,27 +348,21 @@ pub async fn run(launcher: &Launcher, cfg: &Config) -> Result<Report, BoxError> 
     report.connected = ready;
     // Let the server settle (allocations of the last streams, idle timers) before measuring.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    report.mem_connected = Memory::of(server.pid);
+    report.mem_connected = Memory::of(target.pid);
+    report.helper_mem_connected = helper_mem();
     println!(
-        "[fanout] {ready}/{} streams connected in {:.2} s ({} failed); server RSS {}",
+        "[{tag}] {ready}/{} streams connected in {:.2} s ({} failed); server RSS {}",
         cfg.streams,
         report.connect_secs,
         report.stream_errors,
         mem_text(report.mem_connected)
     );
     if ready == 0 {
-        return Err(format!(
-            "no stream connected: {:?}\n{}",
-            report.error_samples,
-            server.log_tail(20)
-        )
-        .into());
+        return Err(format!("[{tag}] no stream connected: {:?}", report.error_samples).into());
     }
 
     let client = posts::client()?;
-    let url = format!("http://{}/api/v1/builds", server.addr);
-    let auth = format!("Bearer {token}");
-    let probe = sys::LoadProbe::start(server.pid);
+    let probe = sys::LoadProbe::start(&server_pids);
     for r in 0..cfg.rounds {
         if r > 0 {
             tokio::time::sleep(cfg.pause).await;
@@ -257,40 +370,23 @@ pub async fn run(launcher: &Launcher, cfg: &Config) -> Result<Report, BoxError> 
         // Anything still queued belongs to an earlier round.
         while let Ok(msg) = rx.try_recv() {
             match msg {
-                Msg::Accepted { .. } => report.stray_events += 1,
+                Msg::Delivered { .. } => report.stray_events += 1,
                 msg => state.apply(&mut report, &msg),
             }
         }
-        let cpu0 = sys::cpu_seconds(server.pid);
+        let cpu0 = sys::cpu_seconds_of(&server_pids);
         let t0_wall = SystemTime::now();
         let t0 = Instant::now();
-        let res = client
-            .post(&url)
-            .header(reqwest::header::AUTHORIZATION, &auth)
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .body(posts::build_body("fanout-app", 0, r as u64 + 1))
-            .send()
-            .await;
+        let published = target.publish.send(&client, r as u64 + 1).await;
         let post_ms = t0.elapsed().as_secs_f64() * 1e3;
-        let build_id = match res {
-            Ok(resp) if resp.status() == reqwest::StatusCode::CREATED => resp
-                .json::<serde_json::Value>()
-                .await
-                .ok()
-                .and_then(|v| v.get("id").and_then(serde_json::Value::as_i64)),
-            Ok(resp) => {
-                sample(&mut report, format!("POST answered HTTP {}", resp.status()));
-                None
-            }
+        let published = match published {
+            Ok(p) => p,
             Err(e) => {
-                sample(&mut report, format!("POST failed: {e}"));
-                None
+                sample(&mut report, e);
+                report.post_errors += 1;
+                println!("[{tag}] round {}/{}: publish failed", r + 1, cfg.rounds);
+                continue;
             }
-        };
-        let Some(build_id) = build_id else {
-            report.post_errors += 1;
-            println!("[fanout] round {}/{}: POST failed", r + 1, cfg.rounds);
-            continue;
         };
         let expected = state.ready;
         let mut lat = Vec::with_capacity(expected);
@@ -299,12 +395,12 @@ pub async fn run(launcher: &Launcher, cfg: &Config) -> Result<Report, BoxError> 
         let deadline = t0 + ROUND_TIMEOUT;
         while lat.len() < state.ready {
             match tokio::time::timeout_at(deadline.into(), rx.recv()).await {
-                Ok(Some(Msg::Accepted {
+                Ok(Some(Msg::Delivered {
                     stream,
-                    build_id: id,
+                    id,
                     at,
                     kernel_at,
-                })) if id == build_id
+                })) if id == published.id
                     && state.phase[stream] == Phase::Ready
                     && !std::mem::replace(&mut seen[stream], true) =>
                 {
@@ -313,13 +409,14 @@ pub async fn run(launcher: &Launcher, cfg: &Config) -> Result<Report, BoxError> 
                         kernel_lat.push(d.as_secs_f64() * 1e3);
                     }
                 }
-                Ok(Some(Msg::Accepted { .. })) => report.stray_events += 1,
+                Ok(Some(Msg::Delivered { .. })) => report.stray_events += 1,
                 Ok(Some(msg)) => state.apply(&mut report, &msg),
                 Ok(None) | Err(_) => break,
             }
         }
-        let cpu1 = sys::cpu_seconds(server.pid);
-        report.missed += expected.saturating_sub(lat.len());
+        let cpu1 = sys::cpu_seconds_of(&server_pids);
+        let missed = expected.saturating_sub(lat.len());
+        report.missed += missed;
         sort(&mut lat);
         sort(&mut kernel_lat);
         // Kernel figures only when every delivery has one (they are all or nothing).
@@ -333,6 +430,8 @@ pub async fn run(launcher: &Launcher, cfg: &Config) -> Result<Report, BoxError> 
         let round = Round {
             delivered: lat.len(),
             expected,
+            missed,
+            server_subscribers: published.subscribers,
             p50_ms: percentile(&lat, 50.0).unwrap_or(f64::NAN),
             p99_ms: percentile(&lat, 99.0).unwrap_or(f64::NAN),
             max_ms: lat.last().copied().unwrap_or(f64::NAN),
@@ -342,13 +441,22 @@ pub async fn run(launcher: &Launcher, cfg: &Config) -> Result<Report, BoxError> 
             post_ms,
             server_cpu_ms: cpu0.zip(cpu1).map_or(f64::NAN, |(a, b)| (b - a) * 1e3),
         };
+        let counted = round.server_subscribers.map_or(String::new(), |n| {
+            format!("; server counted {n} subscribers")
+        });
+        let missed_text = if missed > 0 {
+            format!(" — {missed} MISSED")
+        } else {
+            String::new()
+        };
         println!(
-            "[fanout] round {:>2}/{}: {}/{} streams got build {build_id}: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms \
-             (kernel arrival first {:.2} p50 {:.2} p99 {:.2} max {:.2}; POST answered in {:.2} ms; server CPU {:.0} ms)",
+            "[{tag}] round {:>2}/{}: {}/{} streams got event {}{missed_text}: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms \
+             (kernel arrival first {:.2} p50 {:.2} p99 {:.2} max {:.2}; publish answered in {:.2} ms; server CPU {:.0} ms{counted})",
             r + 1,
             cfg.rounds,
             round.delivered,
             round.expected,
+            published.id,
             round.p50_ms,
             round.p99_ms,
             round.max_ms,
@@ -360,22 +468,25 @@ pub async fn run(launcher: &Launcher, cfg: &Config) -> Result<Report, BoxError> 
             round.server_cpu_ms
         );
         report.rounds.push(round);
-        if let Some(status) = server.exited() {
+        if !sys::alive(target.pid) {
             return Err(format!(
-                "server exited during the fanout bench: {status}\n{}",
-                server.log_tail(20)
+                "[{tag}] server process {} exited during the rounds",
+                target.pid
             )
             .into());
         }
     }
     report.other_load = probe.other_cores();
-    report.mem_after = Memory::of(server.pid);
+    report.mem_after = Memory::of(target.pid);
+    report.helper_mem_after = helper_mem();
     println!(
-        "[fanout] after the rounds: server RSS {}",
+        "[{tag}] after the rounds: server RSS {}",
         mem_text(report.mem_after)
     );
     streams.abort_all();
-    drop(server);
+    // Wait until every stream task has ended, so that its socket is closed before the caller
+    // stops the server or opens the next server's streams (the file descriptors are limited).
+    while streams.join_next().await.is_some() {}
     Ok(report)
 }
 
@@ -396,321 +507,14 @@ pub fn mem_text(m: Option<Memory>) -> String {
     })
 }
 
-/// One SSE stream: GET, wait for the prelude (then release the connection permit), then
-/// report every `build.accepted` until the stream ends. Returns why it ended.
-async fn stream(
-    index: usize,
-    addr: SocketAddr,
-    token: &str,
-    tx: &mpsc::UnboundedSender<Msg>,
-    permit: OwnedSemaphorePermit,
-) -> Result<(), String> {
-    let mut permit = Some(permit);
-    let mut sock = tokio::time::timeout(Duration::from_secs(30), TcpStream::connect(addr))
-        .await
-        .map_err(|_| "connect timed out".to_owned())?
-        .map_err(|e| format!("connect: {e}"))?;
-    let _ = sock.set_nodelay(true);
-    let req = format!(
-        "GET /api/v1/stream HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\n\
-         Accept: text/event-stream\r\nCache-Control: no-cache\r\n\r\n"
-    );
-    sock.write_all(req.as_bytes())
-        .await
-        .map_err(|e| format!("send: {e}"))?;
-    let fd = sock.as_raw_fd();
-    let timestamps = enable_rx_timestamps(fd);
-    let mut parser = Parser::default();
-    let mut buf = vec![0u8; 16 * 1024];
-    let mut events = Vec::new();
-    loop {
-        let read = if permit.is_some() {
-            tokio::time::timeout(
-                Duration::from_secs(30),
-                recv(&sock, fd, &mut buf, timestamps),
-            )
-            .await
-            .map_err(|_| "no prelude within 30 s".to_owned())?
-        } else {
-            recv(&sock, fd, &mut buf, timestamps).await
-        };
-        let (n, kernel_at) = read.map_err(|e| format!("read: {e}"))?;
-        let at = Instant::now();
-        if n == 0 {
-            return Err("server closed the stream".into());
-        }
-        parser.feed(&buf[..n], &mut events)?;
-        for ev in events.drain(..) {
-            match ev {
-                Sse::Retry if permit.is_some() => {
-                    permit = None;
-                    let _ = tx.send(Msg::Ready { stream: index });
-                }
-                Sse::Retry => {}
-                Sse::Event { kind, data } if kind == "build.accepted" => {
-                    let build_id = serde_json::from_str::<serde_json::Value>(&data)
-                        .ok()
-                        .and_then(|v| v.get("id").and_then(serde_json::Value::as_i64))
-                        .ok_or_else(|| format!("build.accepted without an id: {data}"))?;
-                    let _ = tx.send(Msg::Accepted {
-                        stream: index,
-                        build_id,
-                        at,
-                        kernel_at,
-                    });
-                }
-                Sse::Event { .. } => {}
-            }
-        }
-    }
-}
-
-/// Asks the kernel to stamp received data (SO_TIMESTAMPNS); false if it refuses.
-fn enable_rx_timestamps(fd: RawFd) -> bool {
-    let on: libc::c_int = 1;
-    // SAFETY: passes a valid int option for a socket this task owns.
-    unsafe {
-        libc::setsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_TIMESTAMPNS,
-            (&on as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        ) == 0
-    }
-}
-
-/// Reads what is there, with the kernel's receive timestamp of the last segment read.
-async fn recv(
-    sock: &TcpStream,
-    fd: RawFd,
-    buf: &mut [u8],
-    timestamps: bool,
-) -> std::io::Result<(usize, Option<SystemTime>)> {
-    loop {
-        sock.readable().await?;
-        match sock.try_io(Interest::READABLE, || recvmsg(fd, buf, timestamps)) {
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
-            other => return other,
-        }
-    }
-}
-
-fn recvmsg(
-    fd: RawFd,
-    buf: &mut [u8],
-    timestamps: bool,
-) -> std::io::Result<(usize, Option<SystemTime>)> {
-    // u64s keep the control buffer aligned for cmsghdr.
-    let mut control = [0u64; 16];
-    // SAFETY: iov and control point into live buffers of the stated lengths; the cmsg walk
-    // uses the libc macros over the length the kernel filled in, and reads the timespec
-    // unaligned.
-    unsafe {
-        let mut iov = libc::iovec {
-            iov_base: buf.as_mut_ptr().cast(),
-            iov_len: buf.len(),
-        };
-        let mut msg: libc::msghdr = std::mem::zeroed();
-        msg.msg_iov = &mut iov;
-        msg.msg_iovlen = 1;
-        if timestamps {
-            msg.msg_control = control.as_mut_ptr().cast();
-            msg.msg_controllen = std::mem::size_of_val(&control) as _;
-        }
-        let n = libc::recvmsg(fd, &mut msg, 0);
-        if n < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        let mut stamp = None;
-        if timestamps {
-            let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
-            while !cmsg.is_null() {
-                if (*cmsg).cmsg_level == libc::SOL_SOCKET
-                    && (*cmsg).cmsg_type == libc::SCM_TIMESTAMPNS
-                {
-                    let ts: libc::timespec = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast());
-                    stamp = Some(
-                        SystemTime::UNIX_EPOCH + Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32),
-                    );
-                }
-                cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
-            }
-        }
-        Ok((n as usize, stamp))
-    }
-}
-
-#[derive(Debug, PartialEq)]
-enum Sse {
-    Retry,
-    Event { kind: String, data: String },
-}
-
-#[derive(Default, Debug, Clone, Copy, PartialEq)]
-enum State {
-    #[default]
-    Head,
-    ChunkSize,
-    ChunkData(usize),
-    ChunkEnd,
-    Identity,
-}
-
-/// Incremental HTTP/1.1 response + SSE parser, just enough for `/stream`.
-#[derive(Default)]
-struct Parser {
-    state: State,
-    raw: Vec<u8>,
-    body: Vec<u8>,
-}
-
-const MAX_BUFFER: usize = 1 << 20;
-
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
-}
-
-impl Parser {
-    fn feed(&mut self, data: &[u8], out: &mut Vec<Sse>) -> Result<(), String> {
-        self.raw.extend_from_slice(data);
-        loop {
-            match self.state {
-                State::Head => {
-                    let Some(end) = find(&self.raw, b"\r\n\r\n") else {
-                        break;
-                    };
-                    let head = String::from_utf8_lossy(&self.raw[..end]).to_ascii_lowercase();
-                    let status = head.lines().next().unwrap_or_default().to_owned();
-                    if status.split_whitespace().nth(1) != Some("200") {
-                        let rest = String::from_utf8_lossy(&self.raw[end + 4..]);
-                        return Err(format!("stream answered {status:?}: {rest}"));
-                    }
-                    let chunked = head.lines().any(|l| {
-                        l.split_once(':').is_some_and(|(k, v)| {
-                            k.trim() == "transfer-encoding" && v.contains("chunked")
-                        })
-                    });
-                    self.raw.drain(..end + 4);
-                    self.state = if chunked {
-                        State::ChunkSize
-                    } else {
-                        State::Identity
-                    };
-                }
-                State::ChunkSize => {
-                    let Some(end) = find(&self.raw, b"\r\n") else {
-                        break;
-                    };
-                    let line = String::from_utf8_lossy(&self.raw[..end]);
-                    let hex = line.split(';').next().unwrap_or_default().trim();
-                    let size = usize::from_str_radix(hex, 16)
-                        .map_err(|_| format!("bad chunk size line {line:?}"))?;
-                    self.raw.drain(..end + 2);
-                    if size == 0 {
-                        return Err("server ended the stream".into());
-                    }
-                    self.state = State::ChunkData(size);
-                }
-                State::ChunkData(left) => {
-                    if self.raw.is_empty() {
-                        break;
-                    }
-                    let take = left.min(self.raw.len());
-                    self.body.extend(self.raw.drain(..take));
-                    self.state = if take == left {
-                        State::ChunkEnd
-                    } else {
-                        State::ChunkData(left - take)
-                    };
-                }
-                State::ChunkEnd => {
-                    if self.raw.len() < 2 {
-                        break;
-                    }
-                    if &self.raw[..2] != b"\r\n" {
-                        return Err("chunk not followed by CRLF".into());
-                    }
-                    self.raw.drain(..2);
-                    self.state = State::ChunkSize;
-                }
-                State::Identity => {
-                    self.body.append(&mut self.raw);
-                    break;
-                }
-            }
-        }
-        if self.raw.len() > MAX_BUFFER || self.body.len() > MAX_BUFFER {
-            return Err("unparsed data piling up".into());
-        }
-        while let Some(end) = find(&self.body, b"\n\n") {
-            let block: Vec<u8> = self.body.drain(..end + 2).collect();
-            parse_block(&String::from_utf8_lossy(&block[..end]), out);
-        }
-        Ok(())
-    }
-}
-
-fn parse_block(block: &str, out: &mut Vec<Sse>) {
-    let (mut kind, mut data, mut retry) = (None, String::new(), false);
-    for line in block.lines() {
-        let (field, value) = line.split_once(':').unwrap_or((line, ""));
-        let value = value.strip_prefix(' ').unwrap_or(value);
-        match field {
-            "retry" => retry = true,
-            "event" => kind = Some(value.to_owned()),
-            "data" => {
-                if !data.is_empty() {
-                    data.push('\n');
-                }
-                data.push_str(value);
-            }
-            _ => {} // comments (keepalives), id
-        }
-    }
-    if retry {
-        out.push(Sse::Retry);
-    }
-    if let Some(kind) = kind {
-        out.push(Sse::Event { kind, data });
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn parses_chunked_sse_split_anywhere() {
-        let wire = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n\
-            d\r\nretry: 3000\n\n\r\n3\r\n:\n\n\r\n\
-            2d\r\nid: 7\nevent: build.accepted\ndata: {\"id\":42}\n\n\r\n";
-        for split in 1..wire.len() {
-            let mut p = Parser::default();
-            let mut out = Vec::new();
-            for part in wire.chunks(split) {
-                p.feed(part, &mut out).unwrap();
-            }
-            assert_eq!(
-                out,
-                [
-                    Sse::Retry,
-                    Sse::Event {
-                        kind: "build.accepted".into(),
-                        data: "{\"id\":42}".into()
-                    }
-                ],
-                "split {split}"
-            );
-        }
-    }
-
-    #[test]
-    fn rejects_error_status() {
-        let mut p = Parser::default();
-        let err = p
-            .feed(b"HTTP/1.1 401 Unauthorized\r\n\r\n{}", &mut Vec::new())
-            .unwrap_err();
-        assert!(err.contains("401"), "{err}");
+    fn reads_nchan_subscriber_count() {
+        let answer = "queued messages: 1\nlast requested: 0 sec. ago\nactive subscribers: 10000\nlast message id: 1795460990:0";
+        assert_eq!(nchan_subscribers(answer), Some(10_000));
+        assert_eq!(nchan_subscribers("{}"), None);
     }
 }

@@ -1,6 +1,7 @@
 //! `quotabell-bench`: runs the real `quotabell-server` as a child process on a throwaway
 //! database and measures build posts per second (`posts`) and the latency of one event fanned
-//! out to many SSE streams of one user (`fanout`). With the real engine (`quotabell watch`) in
+//! out to many SSE streams of one user (`fanout`), also side by side with nginx + nchan in one
+//! run (`fanout-vs-nchan`). With the real engine (`quotabell watch`) in
 //! a private desktop session it measures build → desktop notification latency
 //! (`notify-latency`), catching up on 100,000 missed events (`catchup`) and the cost of
 //! staying connected to an idle server (`idle`). With the desktop app (`quotabell-app`) in the
@@ -12,13 +13,16 @@ mod catchup;
 mod desktop;
 mod fanout;
 mod idle;
+mod nchan;
 mod notify;
 mod posts;
 mod profile;
 mod server;
+mod sse;
 mod stats;
 mod sys;
 mod tray;
+mod vs_nchan;
 mod x11;
 
 use std::path::PathBuf;
@@ -57,6 +61,8 @@ enum Mode {
     Fanout,
     /// Backend: posts, then fanout.
     All,
+    /// Backend: fanout against Quotabell and against nginx + nchan in one run, with ratios.
+    FanoutVsNchan,
     /// Engine: build POST → D-Bus `Notify` call of `quotabell watch`.
     NotifyLatency,
     /// Engine: catching up on 100,000 missed events.
@@ -79,6 +85,10 @@ impl Mode {
     }
     fn fanout(self) -> bool {
         matches!(self, Self::Fanout | Self::All)
+    }
+    /// Whether the run holds many SSE streams open (and needs the file descriptors).
+    fn streams(self) -> bool {
+        self.fanout() || self == Self::FanoutVsNchan
     }
     fn notify(self) -> bool {
         matches!(self, Self::NotifyLatency | Self::Engine)
@@ -119,13 +129,25 @@ struct Cli {
     /// The engine binary [default: quotabell next to this executable].
     #[arg(long)]
     engine_bin: Option<PathBuf>,
-    /// Rounds per benchmark [default: 5 for posts, 10 for fanout, 3 for notify-latency and
-    /// catchup, 2 for idle, 20 starts of each kind for app-start].
+    /// Rounds per benchmark [default: 5 for posts, 10 for fanout (per server and block in
+    /// fanout-vs-nchan), 3 for notify-latency and catchup, 2 for idle, 20 starts of each kind
+    /// for app-start].
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1000))]
     rounds: Option<u32>,
-    /// SSE streams of the one user in `fanout`.
-    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=20_000))]
-    streams: u32,
+    /// SSE streams of the one user in `fanout`, subscribers of each server in
+    /// `fanout-vs-nchan` [default: 1000 for fanout, 10000 for fanout-vs-nchan].
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=20_000))]
+    streams: Option<u32>,
+    /// `fanout-vs-nchan`: blocks, each running both servers one after the other (the order
+    /// alternates from block to block).
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=50))]
+    blocks: u32,
+    /// `fanout-vs-nchan`: the nginx binary (Debian package `nginx`).
+    #[arg(long, default_value = "nginx")]
+    nginx_bin: PathBuf,
+    /// `fanout-vs-nchan`: the nchan module (Debian package `libnginx-mod-nchan`).
+    #[arg(long, default_value = nchan::DEFAULT_MODULE)]
+    nchan_module: PathBuf,
     /// Concurrent keep-alive HTTP/1.1 clients in `posts` (and posting the missed builds in
     /// `catchup`).
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=4096))]
@@ -255,13 +277,18 @@ fn run(cli: Cli) -> Result<(), BoxError> {
     }
 
     println!("machine: {}", sys::machine());
-    let needed = u64::from(cli.streams) + 200;
+    let streams = cli.streams.unwrap_or(if cli.mode == Mode::FanoutVsNchan {
+        10_000
+    } else {
+        1000
+    });
+    let needed = u64::from(streams) + 200;
     match sys::raise_nofile() {
         Ok((before, after, hard)) => {
             println!(
                 "RLIMIT_NOFILE: soft {before} -> {after} (hard {hard}); the server inherits it"
             );
-            if after < needed && cli.mode.fanout() {
+            if after < needed && cli.mode.streams() {
                 println!("warning: {after} file descriptors may be too few for {needed} streams");
             }
         }
@@ -285,9 +312,22 @@ fn run(cli: Cli) -> Result<(), BoxError> {
     };
     let fanout_cfg = fanout::Config {
         rounds: rounds(10),
-        streams: cli.streams as usize,
+        streams: streams as usize,
         pause: Duration::from_millis(cli.pause_ms),
         connect_parallel: cli.connect_parallel.max(1) as usize,
+    };
+    let vs_nchan_cfg = vs_nchan::Config {
+        fanout: fanout::Config {
+            rounds: rounds(10),
+            streams: streams as usize,
+            pause: Duration::from_millis(cli.pause_ms),
+            connect_parallel: cli.connect_parallel.max(1) as usize,
+        },
+        blocks: cli.blocks as usize,
+        setup: nchan::Setup {
+            nginx: cli.nginx_bin.clone(),
+            module: cli.nchan_module.clone(),
+        },
     };
     let notify_cfg = notify::Config {
         rounds: rounds(3),
@@ -337,6 +377,9 @@ fn run(cli: Cli) -> Result<(), BoxError> {
         if cli.mode.fanout() {
             r.fanout = Some(fanout::run(&launcher, &fanout_cfg).await?);
         }
+        if cli.mode == Mode::FanoutVsNchan {
+            r.vs_nchan = Some(vs_nchan::run(&launcher, &vs_nchan_cfg).await?);
+        }
         if cli.mode.notify() {
             r.notify = Some(notify::run(&launcher, &notify_cfg).await?);
         }
@@ -367,7 +410,14 @@ fn run(cli: Cli) -> Result<(), BoxError> {
     if let Some(a) = &reports.app {
         app_summary(a);
     }
+    if let Some(v) = &reports.vs_nchan {
+        vs_nchan::print(v, &command_line());
+    }
     let errors = posts.map_or(0, posts::Report::errors)
+        + reports
+            .vs_nchan
+            .as_ref()
+            .map_or(0, vs_nchan::Report::errors)
         + fanout.map_or(0, |f| (f.stream_errors + f.missed + f.post_errors) as u64)
         + reports.notify.as_ref().map_or(0, |n| n.errors() as u64);
     if errors > 0 {
@@ -384,6 +434,24 @@ struct Reports {
     catchup: Option<catchup::Report>,
     idle: Option<idle::Report>,
     app: Option<app::Report>,
+    vs_nchan: Option<vs_nchan::Report>,
+}
+
+/// This invocation as a shell command, for the record.
+fn command_line() -> String {
+    std::env::args()
+        .map(|a| {
+            if !a.is_empty()
+                && a.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_./=:,".contains(&b))
+            {
+                a
+            } else {
+                format!("'{}'", a.replace('\'', r"'\''"))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// Decides and applies the CPU pinning; returns the launcher and the bench's CPU count.

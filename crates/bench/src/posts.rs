@@ -107,7 +107,7 @@ pub async fn run(launcher: &Launcher, cfg: &Config) -> Result<Report, BoxError> 
         report.error_samples.extend(w.1);
     }
 
-    let probe = sys::LoadProbe::start(server.pid);
+    let probe = sys::LoadProbe::start(&[server.pid]);
     for r in 0..cfg.rounds {
         // A fresh pro user per round: every round starts from the same quota state.
         let email = format!("posts-round{}@bench.invalid", r + 1);

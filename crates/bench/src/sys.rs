@@ -25,6 +25,19 @@ pub fn raise_nofile() -> std::io::Result<(u64, u64, u64)> {
     }
 }
 
+/// The soft and hard `RLIMIT_NOFILE` of this process.
+pub fn nofile_limits() -> std::io::Result<(u64, u64)> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit only writes the struct passed by pointer.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok((lim.rlim_cur, lim.rlim_max))
+}
+
 /// A CPU set as the kernel's affinity mask.
 #[derive(Clone, Copy)]
 pub struct CpuMask(libc::cpu_set_t);
@@ -206,17 +219,18 @@ pub struct LoadProbe {
     busy: Option<f64>,
     server: Option<f64>,
     own: f64,
-    pid: u32,
+    /// The server's processes (nginx has a master and a worker).
+    pids: Vec<u32>,
 }
 
 impl LoadProbe {
-    pub fn start(server_pid: u32) -> Self {
+    pub fn start(server_pids: &[u32]) -> Self {
         Self {
             start: std::time::Instant::now(),
             busy: machine_busy_seconds(),
-            server: cpu_seconds(server_pid),
+            server: cpu_seconds_of(server_pids),
             own: own_cpu_seconds(),
-            pid: server_pid,
+            pids: server_pids.to_vec(),
         }
     }
 
@@ -224,10 +238,15 @@ impl LoadProbe {
     pub fn other_cores(&self) -> Option<f64> {
         let wall = self.start.elapsed().as_secs_f64();
         let busy = machine_busy_seconds()? - self.busy?;
-        let server = cpu_seconds(self.pid)? - self.server?;
+        let server = cpu_seconds_of(&self.pids)? - self.server?;
         let own = own_cpu_seconds() - self.own;
         (wall > 0.0).then(|| ((busy - server - own) / wall).max(0.0))
     }
+}
+
+/// [`cpu_seconds`] summed over several processes; `None` if any cannot be read.
+pub fn cpu_seconds_of(pids: &[u32]) -> Option<f64> {
+    pids.iter().map(|&p| cpu_seconds(p)).sum()
 }
 
 /// Makes a child die with the bench (`PR_SET_PDEATHSIG`, SIGKILL) and, with `mask`, run on

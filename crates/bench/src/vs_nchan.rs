@@ -1,0 +1,384 @@
+//! `fanout-vs-nchan`: the fan-out measurement of fanout.rs against Quotabell and against
+//! nginx + nchan in one run, with the same client code, the same pinning and the same number
+//! of subscribers, and a table of both with the ratios.
+//!
+//! The two servers cannot hold their subscribers at the same time (10,000 each would need
+//! more file descriptors than the bench may open), so the run is made of blocks: each block
+//! starts one server, connects the subscribers, runs the rounds and stops it, then does the
+//! same with the other server. The order alternates from block to block (Q N, N Q, ...), so a
+//! drift in the machine's state during the run does not favour either server.
+
+use std::sync::Arc;
+
+use crate::fanout::{self, Publish, Target};
+use crate::nchan::{self, Setup};
+use crate::server::Launcher;
+use crate::sse::Subscription;
+use crate::stats::Spread;
+use crate::sys::{self, Memory};
+use crate::thousands;
+use crate::{BoxError, QUIET_CORES};
+
+pub struct Config {
+    pub fanout: fanout::Config,
+    pub blocks: usize,
+    pub setup: Setup,
+}
+
+pub struct Report {
+    pub quotabell: Vec<fanout::Report>,
+    pub nchan: Vec<fanout::Report>,
+    pub versions: String,
+    pub streams: usize,
+    pub rounds_per_block: usize,
+}
+
+#[derive(Clone, Copy)]
+enum Server {
+    Quotabell,
+    Nchan,
+}
+
+pub async fn run(launcher: &Launcher, cfg: &Config) -> Result<Report, BoxError> {
+    cfg.setup.check()?;
+    let versions = cfg.setup.versions();
+    println!(
+        "[vs-nchan] {versions}; {} block(s) of {} rounds per server, {} subscribers",
+        cfg.blocks, cfg.fanout.rounds, cfg.fanout.streams
+    );
+    let mut report = Report {
+        quotabell: Vec::new(),
+        nchan: Vec::new(),
+        versions,
+        streams: cfg.fanout.streams,
+        rounds_per_block: cfg.fanout.rounds,
+    };
+    for block in 0..cfg.blocks {
+        let order = if block % 2 == 0 {
+            [Server::Quotabell, Server::Nchan]
+        } else {
+            [Server::Nchan, Server::Quotabell]
+        };
+        for server in order {
+            println!("[vs-nchan] block {}/{}", block + 1, cfg.blocks);
+            match server {
+                Server::Quotabell => report.quotabell.push(quotabell(launcher, cfg).await?),
+                Server::Nchan => report.nchan.push(nchan(launcher, cfg).await?),
+            }
+        }
+    }
+    Ok(report)
+}
+
+async fn quotabell(launcher: &Launcher, cfg: &Config) -> Result<fanout::Report, BoxError> {
+    let server = launcher.start("vs-nchan")?;
+    let target = fanout::quotabell_target(launcher, &server).await?;
+    fanout::measure(&target, &cfg.fanout)
+        .await
+        .map_err(|e| format!("{e}\nquotabell-server log:\n{}", server.log_tail(20)).into())
+}
+
+async fn nchan(launcher: &Launcher, cfg: &Config) -> Result<fanout::Report, BoxError> {
+    let nginx = cfg.setup.start(launcher, cfg.fanout.streams)?;
+    let addr = nginx.addr;
+    let target = Target {
+        name: "nchan",
+        sub: Arc::new(Subscription {
+            addr,
+            // What a browser's EventSource sends; nchan answers anything else with 403 here,
+            // since the location offers no other subscriber type.
+            request: format!(
+                "GET {} HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\n\
+                 Cache-Control: no-cache\r\n\r\n",
+                nchan::SUBSCRIBE_PATH
+            ),
+            kind: "message",
+        }),
+        publish: Publish::Message {
+            url: format!("http://{addr}{}", nchan::PUBLISH_PATH),
+        },
+        pid: nginx.worker,
+        helper_pid: Some(nginx.master),
+    };
+    fanout::measure(&target, &cfg.fanout)
+        .await
+        .map_err(|e| format!("{e}\nnginx log:\n{}", nginx.log_tail(20)).into())
+}
+
+/// One server's blocks taken together.
+struct Side<'a>(&'a [fanout::Report]);
+
+impl Side<'_> {
+    fn rounds(&self, f: impl Fn(&fanout::Round) -> f64) -> Option<Spread> {
+        fanout::spread_of(self.0.iter().flat_map(|r| &r.rounds), f)
+    }
+    fn blocks(&self, f: impl Fn(&fanout::Report) -> Option<f64>) -> Option<Spread> {
+        Spread::of(&self.0.iter().filter_map(f).collect::<Vec<_>>())
+    }
+    fn rss(&self, f: impl Fn(&fanout::Report) -> Option<Memory>) -> Option<Spread> {
+        self.blocks(|r| f(r).map(|m| sys::mib(m.rss_kib)))
+    }
+    fn round_count(&self) -> usize {
+        self.0.iter().map(|r| r.rounds.len()).sum()
+    }
+    fn rounds_missing(&self) -> usize {
+        self.0
+            .iter()
+            .flat_map(|r| &r.rounds)
+            .filter(|r| r.missed > 0)
+            .count()
+    }
+    fn sum(&self, f: impl Fn(&fanout::Report) -> usize) -> usize {
+        self.0.iter().map(f).sum()
+    }
+    fn busiest_load(&self) -> Option<f64> {
+        self.0.iter().filter_map(|r| r.other_load).reduce(f64::max)
+    }
+}
+
+impl Report {
+    pub fn errors(&self) -> u64 {
+        self.quotabell
+            .iter()
+            .chain(&self.nchan)
+            .map(|f| (f.stream_errors + f.missed + f.post_errors) as u64)
+            .sum()
+    }
+}
+
+/// The comparison as a markdown table, with the verdict and the command that produced it.
+pub fn print(r: &Report, command: &str) {
+    let (q, n) = (Side(&r.quotabell), Side(&r.nchan));
+    let ms = |v: f64| format!("{v:.2} ms");
+    let mib = |v: f64| format!("{v:.1} MiB");
+    let msf: &dyn Fn(f64) -> String = &ms;
+    let mibf: &dyn Fn(f64) -> String = &mib;
+    println!("## Fan-out side by side with nginx + nchan");
+    println!();
+    println!("command: `{command}`");
+    println!("nginx: {}", r.versions);
+    println!(
+        "{} subscribers; {} block(s), each: Quotabell then nchan (or the reverse, alternating), {} rounds per server",
+        thousands(r.streams as f64),
+        r.quotabell.len().max(r.nchan.len()),
+        r.rounds_per_block
+    );
+    println!();
+    println!("| Figure | Quotabell | nginx + nchan | Quotabell / nchan |");
+    println!("| --- | ---: | ---: | ---: |");
+    let row = |figure: &str, a: Option<Spread>, b: Option<Spread>, f: &dyn Fn(f64) -> String| {
+        let cell = |s: Option<Spread>| {
+            s.map_or("n/a".into(), |s| {
+                if s.min == s.max {
+                    f(s.median)
+                } else {
+                    format!("{} ({} – {})", f(s.median), f(s.min), f(s.max))
+                }
+            })
+        };
+        println!("| {figure} | {} | {} | {} |", cell(a), cell(b), ratio(a, b));
+    };
+    let rounds_label = format!("{} + {} rounds", q.round_count(), n.round_count());
+    row(
+        &format!("delivery latency p50 (median of the rounds' p50; {rounds_label})"),
+        q.rounds(|x| x.p50_ms),
+        n.rounds(|x| x.p50_ms),
+        msf,
+    );
+    row(
+        "delivery latency p99 (median of the rounds' p99)",
+        q.rounds(|x| x.p99_ms),
+        n.rounds(|x| x.p99_ms),
+        msf,
+    );
+    row(
+        "delivery latency max (median of the rounds' max)",
+        q.rounds(|x| x.max_ms),
+        n.rounds(|x| x.max_ms),
+        msf,
+    );
+    row(
+        "kernel arrival at the client socket, p50 (diagnostic)",
+        q.rounds(|x| x.kernel_p50_ms),
+        n.rounds(|x| x.kernel_p50_ms),
+        msf,
+    );
+    row(
+        "kernel arrival at the client socket, p99 (diagnostic)",
+        q.rounds(|x| x.kernel_p99_ms),
+        n.rounds(|x| x.kernel_p99_ms),
+        msf,
+    );
+    row(
+        "publish request answered (Quotabell: build POST incl. commit)",
+        q.rounds(|x| x.post_ms),
+        n.rounds(|x| x.post_ms),
+        msf,
+    );
+    row(
+        "server CPU time per round",
+        q.rounds(|x| x.server_cpu_ms),
+        n.rounds(|x| x.server_cpu_ms),
+        &|v| format!("{v:.0} ms"),
+    );
+    row(
+        "server RSS, subscribers connected (nchan: the worker)",
+        q.rss(|x| x.mem_connected),
+        n.rss(|x| x.mem_connected),
+        mibf,
+    );
+    row(
+        "server RSS after the rounds, subscribers still connected (nchan: the worker)",
+        q.rss(|x| x.mem_after),
+        n.rss(|x| x.mem_after),
+        mibf,
+    );
+    row(
+        "server RSS idle, before the subscribers (nchan: the worker)",
+        q.rss(|x| x.mem_idle),
+        n.rss(|x| x.mem_idle),
+        mibf,
+    );
+    println!(
+        "| nginx master RSS after the rounds (not counted above) | – | {} | – |",
+        n.rss(|x| x.helper_mem_after)
+            .map_or("n/a".into(), |s| mib(s.median))
+    );
+    row(
+        "seconds to connect all subscribers",
+        q.blocks(|x| Some(x.connect_secs)),
+        n.blocks(|x| Some(x.connect_secs)),
+        &|v| format!("{v:.1} s"),
+    );
+    let count = |s: &Side| {
+        format!(
+            "{} / {}",
+            thousands(s.sum(|x| x.connected) as f64),
+            thousands(s.sum(|x| x.streams) as f64)
+        )
+    };
+    println!(
+        "| subscribers connected (all blocks) | {} | {} | – |",
+        count(&q),
+        count(&n)
+    );
+    let missed = |s: &Side| {
+        format!(
+            "{} ({} of {} rounds)",
+            s.sum(|x| x.missed),
+            s.rounds_missing(),
+            s.round_count()
+        )
+    };
+    println!(
+        "| missed deliveries (rounds with a miss) | {} | {} | – |",
+        missed(&q),
+        missed(&n)
+    );
+    let errors = |s: &Side| {
+        format!(
+            "{} / {} / {}",
+            s.sum(|x| x.stream_errors),
+            s.sum(|x| x.post_errors),
+            s.sum(|x| x.stray_events)
+        )
+    };
+    println!(
+        "| streams lost / publishes failed / stray events | {} | {} | – |",
+        errors(&q),
+        errors(&n)
+    );
+    let load = |s: &Side| {
+        s.busiest_load().map_or("n/a".into(), |o| {
+            format!(
+                "{:.0}% of a core ({})",
+                o * 100.0,
+                if o < QUIET_CORES {
+                    "quiet"
+                } else {
+                    "DISTURBED"
+                }
+            )
+        })
+    };
+    println!(
+        "| other processes' CPU during the rounds, busiest block | {} | {} | – |",
+        load(&q),
+        load(&n)
+    );
+    println!();
+    verdict(&q, &n, r.streams);
+}
+
+/// Says whether Quotabell is at or below nchan on p50, p99 and RSS, and flags a busy machine.
+/// RSS has to hold at both readings (the worker of nchan grows during the rounds, Quotabell's
+/// server hardly), so neither reading alone decides.
+fn verdict(q: &Side, n: &Side, streams: usize) {
+    let checks = [
+        ("p50", q.rounds(|x| x.p50_ms), n.rounds(|x| x.p50_ms)),
+        ("p99", q.rounds(|x| x.p99_ms), n.rounds(|x| x.p99_ms)),
+        (
+            "RSS connected",
+            q.rss(|x| x.mem_connected),
+            n.rss(|x| x.mem_connected),
+        ),
+        (
+            "RSS after the rounds",
+            q.rss(|x| x.mem_after),
+            n.rss(|x| x.mem_after),
+        ),
+    ];
+    let parts: Vec<String> = checks
+        .iter()
+        .map(|(what, a, b)| format!("{what} {}", ratio(*a, *b)))
+        .collect();
+    let met = checks
+        .iter()
+        .all(|(_, a, b)| a.zip(*b).is_some_and(|(a, b)| a.median <= b.median));
+    let incomplete = q.sum(|x| x.missed) + n.sum(|x| x.missed) > 0;
+    println!(
+        "Target (Quotabell at or below nchan on p50, p99 and RSS at {} subscribers): {} ({})",
+        thousands(streams as f64),
+        if met { "met" } else { "NOT met" },
+        parts.join(", ")
+    );
+    if incomplete {
+        println!(
+            "note: some subscribers missed an event; the latencies above are over the deliveries made"
+        );
+    }
+    let busiest = q
+        .busiest_load()
+        .into_iter()
+        .chain(n.busiest_load())
+        .reduce(f64::max);
+    if let Some(o) = busiest.filter(|o| *o >= QUIET_CORES) {
+        println!(
+            "WARNING: other processes used up to {:.0}% of a core during the rounds; the figures are disturbed, rerun on a quiet machine",
+            o * 100.0
+        );
+    }
+}
+
+/// "0.85×" from the medians.
+fn ratio(a: Option<Spread>, b: Option<Spread>) -> String {
+    match (a, b) {
+        (Some(a), Some(b)) if b.median > 0.0 && a.median.is_finite() => {
+            format!("{:.2}×", a.median / b.median)
+        }
+        _ => "n/a".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ratio_of_medians() {
+        let s = |m| Spread::of(&[m]);
+        assert_eq!(ratio(s(50.0), s(100.0)), "0.50×");
+        assert_eq!(ratio(s(1.0), s(0.0)), "n/a");
+        assert_eq!(ratio(None, s(1.0)), "n/a");
+    }
+}
