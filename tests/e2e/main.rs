@@ -11,6 +11,7 @@ mod engine;
 mod faults;
 mod proxy;
 mod scripted;
+mod soak;
 mod tray;
 mod webdriver;
 mod x11;
