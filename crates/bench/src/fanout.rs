@@ -480,8 +480,11 @@ pub async fn measure(target: &Target, cfg: &Config) -> Result<Report, BoxError> 
     report.mem_after = Memory::of(target.pid);
     report.helper_mem_after = helper_mem();
     println!(
-        "[{tag}] after the rounds: server RSS {}",
-        mem_text(report.mem_after)
+        "[{tag}] after the rounds: server RSS {}; other processes' CPU during the rounds {}",
+        mem_text(report.mem_after),
+        report
+            .other_load
+            .map_or("n/a".into(), |o| format!("{:.0}% of a core", o * 100.0))
     );
     streams.abort_all();
     // Wait until every stream task has ended, so that its socket is closed before the caller
