@@ -91,16 +91,8 @@ impl Server {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServeError> {
-        let stop = self.stop;
         let app = api::router(self.state);
-        axum::serve(self.listener, app.into_make_service())
-            .with_graceful_shutdown(async move {
-                shutdown.await;
-                tracing::info!("shutting down");
-                // Ends open streams and long polls so the graceful shutdown can finish.
-                let _ = stop.send(true);
-            })
-            .await?;
+        crate::serve::run(self.listener, app, shutdown, self.stop).await;
         // The router (and with it the last writer handle) is gone: the writer drains and stops.
         let _ = self.writer_thread.join();
         let _ = self.watcher_thread.join();

@@ -13,4 +13,6 @@ pub mod hub;
 pub mod paths;
 pub mod period;
 pub mod quota;
+mod serve;
+mod stream_conn;
 pub mod writer;

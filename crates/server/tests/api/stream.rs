@@ -302,3 +302,92 @@ async fn sigterm_ends_open_streams_and_exits_cleanly() {
         "stream ends with the server"
     );
 }
+
+/// Raw HTTP/1.1 on one connection: `request` written in pieces of `piece` bytes, then
+/// everything the server sends until it closes (or 5 s pass).
+fn raw_exchange(base: &str, request: &[u8], piece: usize, read_for: Duration) -> String {
+    use std::io::{Read, Write};
+    let addr = base.strip_prefix("http://").unwrap();
+    let mut tcp = std::net::TcpStream::connect(addr).unwrap();
+    tcp.set_nodelay(true).unwrap();
+    for part in request.chunks(piece) {
+        tcp.write_all(part).unwrap();
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    tcp.set_read_timeout(Some(read_for)).unwrap();
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match tcp.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Stream requests are served by the server's own writer (not hyper): the same answers as any
+/// other route, whatever the client does with the bytes of its request.
+#[tokio::test]
+async fn stream_requests_get_well_formed_answers() {
+    let s = Server::start_with(&["--keepalive-secs", "60"]);
+    let token = s.add_user("raw@example.test", "free");
+    let base = s.base.clone();
+    let head =
+        |extra: &str| format!("GET /api/v1/stream HTTP/1.1\r\nHost: x\r\n{extra}\r\n").into_bytes();
+    let auth = format!("Authorization: Bearer {token}\r\n");
+    let answers = tokio::task::spawn_blocking(move || {
+        (
+            // One byte per write: the sniffing waits for the whole request line.
+            raw_exchange(&base, &head(&auth), 1, Duration::from_millis(800)),
+            raw_exchange(&base, &head(""), 4096, Duration::from_secs(5)),
+            raw_exchange(
+                &base,
+                &head(&format!("X-Big: {}\r\n", "a".repeat(20_000))),
+                4096,
+                Duration::from_secs(5),
+            ),
+            raw_exchange(&base, &head("Bad header line\r\n"), 4096, Duration::from_secs(5)),
+            // Another route first on a keep-alive connection: hyper serves both requests.
+            raw_exchange(
+                &base,
+                format!(
+                    "GET /api/v1/usage HTTP/1.1\r\nHost: x\r\n{auth}\r\nGET /api/v1/stream HTTP/1.1\r\nHost: x\r\n{auth}\r\n"
+                )
+                .as_bytes(),
+                4096,
+                Duration::from_millis(800),
+            ),
+        )
+    })
+    .await
+    .unwrap();
+    let (slow, anonymous, big, bad, after_usage) = answers;
+
+    assert!(slow.starts_with("HTTP/1.1 200 OK\r\n"), "{slow}");
+    assert!(
+        slow.contains("content-type: text/event-stream\r\n"),
+        "{slow}"
+    );
+    assert!(slow.contains("transfer-encoding: chunked\r\n"), "{slow}");
+    assert!(slow.contains("\r\n\r\nd\r\nretry: 3000\n\n\r\n"), "{slow}");
+
+    assert!(
+        anonymous.starts_with("HTTP/1.1 401 Unauthorized\r\n"),
+        "{anonymous}"
+    );
+    assert!(anonymous.contains("connection: close\r\n"), "{anonymous}");
+    // The JSON error, chunked and complete.
+    assert!(anonymous.contains("\"unauthorized\""), "{anonymous}");
+    assert!(anonymous.ends_with("\r\n0\r\n\r\n"), "{anonymous}");
+
+    assert!(big.starts_with("HTTP/1.1 431 "), "{big}");
+    assert!(bad.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{bad}");
+
+    assert!(
+        after_usage.starts_with("HTTP/1.1 200 OK\r\n"),
+        "{after_usage}"
+    );
+    assert!(after_usage.contains("\"quotas\""), "{after_usage}");
+    assert!(after_usage.contains("retry: 3000"), "{after_usage}");
+}
