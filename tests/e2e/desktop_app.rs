@@ -390,16 +390,6 @@ fn desktop_app_shows_hostile_server_text_literally_in_every_view_and_notificatio
     s.delete().unwrap();
 }
 
-/// What a notification daemon displays for a body in the markup subset: entities decoded.
-fn unescape_markup(body: &str) -> String {
-    body.replace("&lt;", "<")
-        .replace("&gt;", ">")
-        .replace("&quot;", "\"")
-        .replace("&apos;", "'")
-        .replace("&#39;", "'")
-        .replace("&amp;", "&")
-}
-
 /// The app's processes below the driver: (tray process, window process if any).
 fn app_processes(h: &Harness) -> (Option<u32>, Option<u32>) {
     let mut tray = None;

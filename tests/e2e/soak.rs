@@ -31,7 +31,7 @@ use rand::Rng;
 use serde_json::Value;
 
 use crate::proxy::Proxy;
-use crate::support::{Backend, Desktop, Engine, bin, post_build, server_events};
+use crate::support::{Backend, Desktop, Engine, bin, post_build, server_events, unescape_markup};
 
 const DEFAULT_SECS: u64 = 300;
 /// The default run must inject at least this many; shorter runs proportionally fewer.
@@ -596,7 +596,10 @@ impl Ledger {
         let mut diff = want.clone();
         for (summary, body) in &seen {
             *diff
-                .entry((summary.trim().to_owned(), unescape(body).trim().to_owned()))
+                .entry((
+                    summary.trim().to_owned(),
+                    unescape_markup(body).trim().to_owned(),
+                ))
                 .or_default() -= 1;
         }
         let duplicated_notifications: i64 = diff.values().filter(|d| **d < 0).map(|d| -d).sum();
@@ -716,16 +719,6 @@ fn higher_thresholds(key: &str) -> Vec<String> {
         .filter(|h| *h > t)
         .map(|h| format!("{quota}:{h}"))
         .collect()
-}
-
-/// The daemon keeps the body as sent, in the markup the engine escaped it into.
-fn unescape(s: &str) -> String {
-    s.replace("&lt;", "<")
-        .replace("&gt;", ">")
-        .replace("&quot;", "\"")
-        .replace("&#39;", "'")
-        .replace("&apos;", "'")
-        .replace("&amp;", "&")
 }
 
 fn integrity_check(db: &Path) -> String {

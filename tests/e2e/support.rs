@@ -622,3 +622,13 @@ pub fn cmdline(pid: u32) -> Vec<String> {
         })
         .unwrap_or_default()
 }
+
+/// What a notification daemon displays for a body in the markup subset: entities decoded.
+pub fn unescape_markup(body: &str) -> String {
+    body.replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&quot;", "\"")
+        .replace("&apos;", "'")
+        .replace("&#39;", "'")
+        .replace("&amp;", "&")
+}
