@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex, Weak};
 use bytes::{Bytes, BytesMut};
 use tokio::sync::watch;
 
+use crate::direct::{self, Offer, Sink};
 use crate::events::StoredEvent;
 
 const TAIL_LEN: usize = 1024;
@@ -41,6 +42,10 @@ pub struct UserHub {
     retired: AtomicBool,
     tail: Mutex<VecDeque<Frame>>,
     newest: watch::Sender<u64>,
+    /// Streams that may park their sockets here (see `direct`), and whether the task that
+    /// writes to them runs.
+    sinks: Mutex<Sinks>,
+    fan_out_running: AtomicBool,
 }
 
 impl UserHub {
@@ -57,6 +62,14 @@ impl UserHub {
     fn retire(&self) {
         self.retired.store(true, Ordering::Release);
         self.newest.send_modify(|_| {}); // wake every waiter
+    }
+
+    /// Lets `sink` park on this hub, and starts the fan-out task if it is not running.
+    pub fn attach(self: &Arc<Self>, sink: &Arc<Sink>) {
+        lock(&self.sinks).push(sink);
+        if !self.fan_out_running.swap(true, Ordering::AcqRel) {
+            tokio::spawn(fan_out(Arc::downgrade(self), self.subscribe()));
+        }
     }
 
     pub fn subscribe(&self) -> watch::Receiver<u64> {
@@ -152,6 +165,83 @@ impl UserHub {
     }
 }
 
+/// The sinks attached to a hub. Entries of closed streams go at each commit, and on attach once
+/// the list has doubled since it was last pruned, so a user who reconnects all day without
+/// a single event does not grow it without bound (amortised O(1) per attach).
+#[derive(Default)]
+struct Sinks {
+    list: Vec<Weak<Sink>>,
+    prune_at: usize,
+}
+
+impl Sinks {
+    const MIN_PRUNE: usize = 64;
+
+    fn push(&mut self, sink: &Arc<Sink>) {
+        self.list.push(Arc::downgrade(sink));
+        if self.list.len() >= self.prune_at.max(Self::MIN_PRUNE) {
+            self.prune();
+        }
+    }
+
+    fn prune(&mut self) {
+        self.list.retain(|w| w.strong_count() > 0);
+        self.prune_at = 2 * self.list.len();
+    }
+
+    fn live(&mut self) -> Vec<Arc<Sink>> {
+        self.prune();
+        self.list.iter().filter_map(Weak::upgrade).collect()
+    }
+}
+
+/// Sinks written between two yields to the scheduler, so one commit to 10,000 streams does not
+/// hold up every other request for the whole pass.
+const SINKS_PER_SLICE: usize = 256;
+
+/// The hub's fan-out task: after each commit, writes the new batch to every parked sink whose
+/// cursor is just before it (framed once per distinct cursor, nearly always one), and wakes
+/// the parked ones it cannot serve. It ends with the hub.
+async fn fan_out(hub: Weak<UserHub>, mut newest: watch::Receiver<u64>) {
+    while newest.changed().await.is_ok() {
+        let now = *newest.borrow_and_update();
+        let sinks: Vec<Arc<Sink>> = {
+            let Some(hub) = hub.upgrade() else { return };
+            lock(&hub.sinks).live()
+        };
+        let mut framed: Option<(u64, u64, Bytes)> = None;
+        for (i, sink) in sinks.iter().enumerate() {
+            if i > 0 && i % SINKS_PER_SLICE == 0 {
+                tokio::task::yield_now().await;
+            }
+            let Some(after) = sink.parked_at() else {
+                continue;
+            };
+            if after >= now {
+                continue;
+            }
+            let Some(hub) = hub.upgrade() else { return };
+            if hub.is_retired() {
+                sink.wake();
+                continue;
+            }
+            if framed.as_ref().is_none_or(|f| f.0 != after) {
+                framed = match hub.after(after, 256) {
+                    Some(Some(c)) => Some((after, c.last_id, direct::chunk(&c.bytes))),
+                    // The tail does not reach back that far: the stream reads the database.
+                    _ => None,
+                };
+            }
+            match &framed {
+                Some((_, last, bytes)) => {
+                    let _: Offer = sink.offer(after, *last, bytes);
+                }
+                None => sink.wake(),
+            }
+        }
+    }
+}
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // A panic while holding the lock cannot leave a VecDeque or HashMap half-updated in a way
     // that matters here; keep serving rather than poisoning every later stream.
@@ -182,6 +272,8 @@ impl Hubs {
             retired: AtomicBool::new(false),
             tail: Mutex::new(VecDeque::new()),
             newest: watch::channel(newest).0,
+            sinks: Mutex::new(Sinks::default()),
+            fan_out_running: AtomicBool::new(false),
         });
         map.insert(user_id, Arc::downgrade(&hub));
         hub
@@ -247,6 +339,29 @@ mod tests {
             .collect();
         assert_eq!(ids.last(), Some(&chunk.last_id));
         ids
+    }
+
+    #[tokio::test]
+    async fn closed_streams_leave_the_sink_list_without_a_commit() {
+        let hubs = Hubs::default();
+        let hub = hubs.hub(1, 0, "e");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let tcp = Arc::new(
+            tokio::net::TcpStream::connect(listener.local_addr().unwrap())
+                .await
+                .unwrap(),
+        );
+        let live = Sink::new(tcp.clone());
+        hub.attach(&live);
+        for _ in 0..10_000 {
+            hub.attach(&Sink::new(tcp.clone())); // attached and dropped: a reconnect
+        }
+        let len = lock(&hub.sinks).list.len();
+        assert!(
+            len <= Sinks::MIN_PRUNE,
+            "{len} entries kept for 1 live stream"
+        );
+        assert_eq!(lock(&hub.sinks).live().len(), 1);
     }
 
     #[test]

@@ -7,6 +7,7 @@ pub mod app;
 pub mod auth;
 pub mod db;
 pub mod demo;
+pub mod direct;
 pub mod error;
 pub mod events;
 pub mod hub;

@@ -13,16 +13,18 @@
 
 use std::io::{self, IoSlice};
 use std::pin::pin;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use axum::Router;
 use axum::body::Body;
 use axum::http::{HeaderName, HeaderValue, Method, Request, Response, StatusCode, Version, header};
 use futures_util::StreamExt;
-use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tower::ServiceExt;
+
+use crate::direct::Sink;
 
 /// What a connection's first bytes name.
 const STREAM_REQUEST: &[u8] = b"GET /api/v1/stream";
@@ -72,23 +74,30 @@ pub async fn sniff(tcp: &TcpStream) -> Sniff {
 
 /// Serves the one stream request on `tcp` until the response ends, the peer goes away, or the
 /// server stops (the stream handler ends its body then).
-pub async fn serve(mut tcp: TcpStream, app: Router, mut stopping: watch::Receiver<bool>) {
+pub async fn serve(tcp: TcpStream, app: Router, mut stopping: watch::Receiver<bool>) {
     let _ = tcp.set_nodelay(true);
+    // Shared with the hub, which writes live events to it while the stream is idle.
+    let tcp = Arc::new(tcp);
+    let sink = Sink::new(tcp.clone());
     let head = tokio::select! {
         head = tokio::time::timeout(HEAD_TIMEOUT, read_head(&tcp)) => head,
         _ = stopping.wait_for(|s| *s) => return,
     };
     let response = match head {
-        Ok(Ok(request)) => match app.oneshot(request).await {
-            Ok(response) => response,
-            Err(never) => match never {},
-        },
+        Ok(Ok(mut request)) => {
+            // The stream handler finds the sink here and parks on it while idle.
+            request.extensions_mut().insert(sink.clone());
+            match app.oneshot(request).await {
+                Ok(response) => response,
+                Err(never) => match never {},
+            }
+        }
         Ok(Err(HeadError::Refused(status))) => plain(status),
         Ok(Err(HeadError::Gone)) | Err(_) => return,
     };
-    if write_response(&tcp, response).await.is_ok() {
+    if write_response(&tcp, &sink, response).await.is_ok() {
         // A FIN after the last byte rather than a reset, so the client reads all of it.
-        let _ = tcp.shutdown().await;
+        let _ = socket2::SockRef::from(&*tcp).shutdown(std::net::Shutdown::Write);
     }
 }
 
@@ -155,7 +164,7 @@ fn plain(status: StatusCode) -> Response<Body> {
     response
 }
 
-async fn write_response(tcp: &TcpStream, response: Response<Body>) -> io::Result<()> {
+async fn write_response(tcp: &TcpStream, sink: &Sink, response: Response<Body>) -> io::Result<()> {
     let (parts, body) = response.into_parts();
     let bodyless = parts.status == StatusCode::NO_CONTENT
         || parts.status == StatusCode::NOT_MODIFIED
@@ -196,6 +205,10 @@ async fn write_response(tcp: &TcpStream, response: Response<Body>) -> io::Result
             next = data.next() => next,
             () = &mut hangup => return Err(io::ErrorKind::ConnectionReset.into()),
         };
+        // The hub may have left part of a chunk unwritten; it goes before anything else.
+        if let Some(rest) = sink.take_leftover() {
+            write_all(tcp, &mut [IoSlice::new(&rest)]).await?;
+        }
         match next {
             Some(Ok(bytes)) if bytes.is_empty() => {}
             Some(Ok(bytes)) => {

@@ -10,13 +10,14 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
-use axum::extract::State;
+use axum::extract::{Extension, State};
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 use tokio::sync::watch;
 
 use super::{AuthUser, Shared, epoch_header};
+use crate::direct::Sink;
 use crate::error::ApiError;
 use crate::events::{self, LogBounds};
 use crate::hub::UserHub;
@@ -27,6 +28,7 @@ const PAGE: usize = 256;
 pub async fn open(
     State(st): State<Shared>,
     AuthUser(user): AuthUser,
+    sink: Option<Extension<Arc<Sink>>>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let requested = requested_cursor(&headers);
@@ -63,6 +65,8 @@ pub async fn open(
         hub,
         newest,
         shutdown: st.shutdown.clone(),
+        sink: sink.map(|Extension(s)| s),
+        attached: false,
         cursor,
         pending: Some(Bytes::from(prelude)),
         keepalive: Box::pin(tokio::time::sleep(st.stream.keepalive)),
@@ -113,6 +117,10 @@ struct StreamState {
     hub: Arc<UserHub>,
     newest: watch::Receiver<u64>,
     shutdown: watch::Receiver<bool>,
+    /// Set when the connection is served by `stream_conn`: while idle, the stream parks its
+    /// socket with the hub, which writes live batches to it directly (see `direct`).
+    sink: Option<Arc<Sink>>,
+    attached: bool,
     cursor: u64,
     pending: Option<Bytes>,
     /// One timer per stream, pushed back after every chunk: a keepalive goes out only after
@@ -175,6 +183,47 @@ async fn next_chunk(mut s: StreamState) -> Option<(Result<Bytes, Infallible>, St
                 // Last-Event-ID and loses nothing.
                 Err(_) => return None,
             }
+        }
+        if let Some(sink) = s.sink.clone() {
+            if !sink.park(s.cursor) {
+                // The hub left part of a chunk unwritten: an empty chunk lets the writer send
+                // the rest before this stream parks again.
+                return Some((Ok(Bytes::new()), s));
+            }
+            if !s.attached {
+                s.hub.attach(&sink);
+                s.attached = true;
+            }
+            // A commit announced between the check above and the parking was not offered to
+            // this sink: take the socket back and send it ourselves.
+            if s.hub.newest() > s.cursor || s.hub.is_retired() {
+                s.cursor = sink.unpark().0;
+                continue;
+            }
+            let woken = tokio::select! {
+                () = sink.woken() => true,
+                _ = s.keepalive.as_mut() => false,
+                _ = s.shutdown.changed() => {
+                    sink.unpark();
+                    return None;
+                }
+            };
+            let (cursor, written_at) = sink.unpark();
+            s.cursor = cursor;
+            if woken {
+                continue;
+            }
+            // The keepalive counts silence since the last write, the hub's included.
+            let now = tokio::time::Instant::now();
+            if let Some(due) = written_at
+                .map(|at| at + s.st.stream.keepalive)
+                .filter(|due| *due > now)
+            {
+                s.keepalive.as_mut().reset(due);
+                continue;
+            }
+            s.keepalive.as_mut().reset(now + s.st.stream.keepalive);
+            return Some((Ok(Bytes::from_static(b":\n\n")), s));
         }
         tokio::select! {
             changed = s.newest.changed() => {

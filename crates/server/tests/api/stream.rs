@@ -391,3 +391,111 @@ async fn stream_requests_get_well_formed_answers() {
     assert!(after_usage.contains("\"quotas\""), "{after_usage}");
     assert!(after_usage.contains("retry: 3000"), "{after_usage}");
 }
+
+/// A subscriber that stops reading while large events pile up: the server's direct writes to
+/// idle streams are cut short by the full socket, the stream finishes them itself, and the
+/// subscriber, reading again, gets every event once, in order, in well-formed chunks.
+#[tokio::test]
+async fn a_subscriber_that_stops_reading_gets_every_event_once_in_order() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const NOTICES: usize = 48;
+    const BODY: usize = 100_000; // a command-line argument stays under Linux's 128 KiB
+    let s = Server::start_with(&["--keepalive-secs", "60"]);
+    let token = s.add_user("slow@example.test", "free");
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut tcp = socket
+        .connect(s.base.strip_prefix("http://").unwrap().parse().unwrap())
+        .await
+        .unwrap();
+    tcp.write_all(
+        format!("GET /api/v1/stream HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\r\n")
+            .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut got = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    while !got.ends_with(b"retry: 3000\n\n\r\n") {
+        let n = tokio::time::timeout(WAIT, tcp.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(n > 0, "closed early");
+        got.extend_from_slice(&buf[..n]);
+    }
+    // Idle now: the stream is parked and the hub writes to it. Stop reading.
+    let bodies: Vec<String> = (0..NOTICES)
+        .map(|i| format!("{i:04}:{}", "x".repeat(BODY)))
+        .collect();
+    for body in &bodies {
+        cli(
+            &s.db,
+            &[
+                "notice",
+                "--user",
+                "slow@example.test",
+                "--title",
+                "t",
+                "--body",
+                body,
+            ],
+        );
+    }
+    // Read again until the last notice is in, then check the whole body.
+    let last = format!("id: {NOTICES}\n");
+    let text = loop {
+        let n = tokio::time::timeout(WAIT, tcp.read(&mut buf))
+            .await
+            .expect("events stopped coming")
+            .unwrap();
+        assert!(n > 0, "closed early");
+        got.extend_from_slice(&buf[..n]);
+        let head_end = got.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+        if let Some(body) = dechunk(&got[head_end..]) {
+            let text = String::from_utf8(body).unwrap();
+            if text.contains(&last) && text.ends_with("\n\n") {
+                break text;
+            }
+        }
+    };
+    let events: Vec<&str> = text
+        .split("\n\n")
+        .filter(|b| b.starts_with("id: "))
+        .collect();
+    let ids: Vec<usize> = events
+        .iter()
+        .map(|b| b[4..b.find('\n').unwrap()].parse().unwrap())
+        .collect();
+    assert_eq!(ids, (1..=NOTICES).collect::<Vec<_>>());
+    for (event, body) in events.iter().zip(&bodies) {
+        let data = event
+            .lines()
+            .find_map(|l| l.strip_prefix("data: "))
+            .unwrap();
+        let data: serde_json::Value = serde_json::from_str(data).unwrap();
+        assert_eq!(data["body"].as_str(), Some(body.as_str()));
+    }
+}
+
+/// The payload of a chunked body so far, `None` when it stops inside a chunk.
+fn dechunk(mut raw: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    while !raw.is_empty() {
+        let eol = raw.windows(2).position(|w| w == b"\r\n")?;
+        let size = usize::from_str_radix(std::str::from_utf8(&raw[..eol]).ok()?, 16)
+            .unwrap_or_else(|_| panic!("bad chunk size line {:?}", &raw[..eol.min(40)]));
+        let start = eol + 2;
+        if raw.len() < start + size + 2 {
+            return None;
+        }
+        assert_eq!(
+            &raw[start + size..start + size + 2],
+            b"\r\n",
+            "chunk not closed"
+        );
+        out.extend_from_slice(&raw[start..start + size]);
+        raw = &raw[start + size + 2..];
+    }
+    Some(out)
+}
