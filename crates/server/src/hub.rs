@@ -199,6 +199,9 @@ impl Sinks {
 /// hold up every other request for the whole pass.
 const SINKS_PER_SLICE: usize = 256;
 
+/// Events in one chunk the fan-out writes; a stream further behind pages by itself.
+const EVENTS_PER_CHUNK: usize = 256;
+
 /// The hub's fan-out task: after each commit, writes the new batch to every parked sink whose
 /// cursor is just before it (framed once per distinct cursor, nearly always one), and wakes
 /// the parked ones it cannot serve. It ends with the hub.
@@ -217,22 +220,32 @@ async fn fan_out(hub: Weak<UserHub>, mut newest: watch::Receiver<u64>) {
             let Some(after) = sink.parked_at() else {
                 continue;
             };
-            if after >= now {
-                continue;
-            }
             let Some(hub) = hub.upgrade() else { return };
+            // Before the cursor check: retiring announces no new id, so a caught-up stream
+            // would otherwise sleep on the old log until its keepalive.
             if hub.is_retired() {
                 sink.wake();
                 continue;
             }
+            if after >= now {
+                continue;
+            }
             if framed.as_ref().is_none_or(|f| f.0 != after) {
-                framed = match hub.after(after, 256) {
+                framed = match hub.after(after, EVENTS_PER_CHUNK) {
                     Some(Some(c)) => Some((after, c.last_id, direct::chunk(&c.bytes))),
                     // The tail does not reach back that far: the stream reads the database.
                     _ => None,
                 };
             }
             match &framed {
+                // The chunk stops short of `now` (more than one chunk's worth arrived at
+                // once, or the tail ends early): the stream reads the rest itself rather
+                // than waiting for the next commit.
+                Some((_, last, bytes)) if *last < now => {
+                    if sink.offer(after, *last, bytes) == Offer::Written {
+                        sink.wake();
+                    }
+                }
                 Some((_, last, bytes)) => {
                     let _: Offer = sink.offer(after, *last, bytes);
                 }
@@ -362,6 +375,53 @@ mod tests {
             "{len} entries kept for 1 live stream"
         );
         assert_eq!(lock(&hub.sinks).live().len(), 1);
+    }
+
+    /// A parked sink on a real loopback socket whose client end reads nothing (the chunks
+    /// here fit its buffers).
+    async fn parked_sink(hub: &Arc<UserHub>, cursor: u64) -> (Arc<Sink>, tokio::net::TcpStream) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        let sink = Sink::new(Arc::new(server));
+        assert!(sink.park(cursor));
+        hub.attach(&sink);
+        (sink, client)
+    }
+
+    const SOON: std::time::Duration = std::time::Duration::from_secs(5);
+
+    #[tokio::test]
+    async fn retiring_wakes_a_caught_up_parked_stream() {
+        let hubs = Hubs::default();
+        let hub = hubs.hub(1, 0, "e");
+        hubs.publish(1, &[ev(1)]);
+        let (sink, _client) = parked_sink(&hub, 1).await;
+        hubs.retire(1);
+        tokio::time::timeout(SOON, sink.woken())
+            .await
+            .expect("the stream is handed its socket back, to end on the old log");
+        assert_eq!(sink.parked_at(), None);
+    }
+
+    #[tokio::test]
+    async fn a_batch_larger_than_one_chunk_wakes_the_stream_for_the_rest() {
+        let hubs = Hubs::default();
+        let hub = hubs.hub(1, 0, "e");
+        let (sink, _client) = parked_sink(&hub, 0).await;
+        let batch: Vec<StoredEvent> = (1..=300).map(ev).collect();
+        hubs.publish(1, &batch);
+        tokio::time::timeout(SOON, sink.woken())
+            .await
+            .expect("the stream is woken to send what the chunk left out");
+        let (cursor, _) = sink.unpark();
+        assert_eq!(
+            cursor, EVENTS_PER_CHUNK as u64,
+            "the fan-out wrote one chunk"
+        );
+        assert_eq!(ids(&hub, 256)[0], 257, "the rest is still in the tail");
     }
 
     #[test]
