@@ -119,20 +119,56 @@ impl Desktop {
 
         let rc = me.dir.path().join("dunstrc");
         std::fs::write(&rc, dunstrc).unwrap();
-        let dunst = me
-            .command("dunst")
-            .arg("-config")
-            .arg(&rc)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("dunst");
-        me.children.push(dunst);
         // Generous: under a full parallel test run on 2 cores, daemons start slowly.
-        for name in ["org.freedesktop.secrets", "org.freedesktop.Notifications"] {
-            wait_until(name, Duration::from_secs(60), || me.has_owner(name));
-        }
+        wait_until("org.freedesktop.secrets", Duration::from_secs(60), || {
+            me.has_owner("org.freedesktop.secrets")
+        });
+        me.start_dunst(&rc);
         me
+    }
+
+    /// Starts dunst and waits until it owns org.freedesktop.Notifications. A dunst that exits
+    /// or has not taken the name within 20 s is started again, up to three times: a CI run
+    /// once saw two sessions started together whose dunst never took the name, so the daemon
+    /// is given another chance and, if it still fails, its own words end the test.
+    fn start_dunst(&mut self, rc: &Path) {
+        const NAME: &str = "org.freedesktop.Notifications";
+        let log = self.dir.path().join("dunst.log");
+        for attempt in 1..=3 {
+            let mut dunst = self
+                .command("dunst")
+                .arg("-config")
+                .arg(rc)
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(&log).unwrap())
+                .spawn()
+                .expect("dunst");
+            let start = Instant::now();
+            let mut exited = None;
+            while start.elapsed() < Duration::from_secs(20) {
+                if self.has_owner(NAME) {
+                    self.children.push(dunst);
+                    return;
+                }
+                if let Ok(Some(status)) = dunst.try_wait() {
+                    exited = Some(status);
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = dunst.kill();
+            let _ = dunst.wait();
+            eprintln!(
+                "dunst attempt {attempt}: {} after {:?}; its log: {}",
+                exited.map_or("no bus name".to_owned(), |s| format!("exited ({s})")),
+                start.elapsed(),
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+        }
+        panic!(
+            "dunst never took {NAME}; its last log: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
     }
 
     /// A command that runs inside this session (its bus, its keyring home).
