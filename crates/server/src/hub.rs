@@ -238,16 +238,13 @@ async fn fan_out(hub: Weak<UserHub>, mut newest: watch::Receiver<u64>) {
                 };
             }
             match &framed {
-                // The chunk stops short of `now` (more than one chunk's worth arrived at
-                // once, or the tail ends early): the stream reads the rest itself rather
-                // than waiting for the next commit.
-                Some((_, last, bytes)) if *last < now => {
-                    if sink.offer(after, *last, bytes) == Offer::Written {
+                Some((_, last, bytes)) => {
+                    // A chunk that stops short of `now` (more than one chunk's worth arrived
+                    // at once, or the tail ends early): the stream reads the rest itself
+                    // rather than waiting for the next commit.
+                    if sink.offer(after, *last, bytes) == Offer::Written && *last < now {
                         sink.wake();
                     }
-                }
-                Some((_, last, bytes)) => {
-                    let _: Offer = sink.offer(after, *last, bytes);
                 }
                 None => sink.wake(),
             }
