@@ -1,4 +1,4 @@
-//! SSE conformance (issue 5): a scripted raw-bytes server (`scripted.rs`) drives the real
+//! SSE conformance: a scripted raw-bytes server (`scripted.rs`) drives the real
 //! `quotabell` engine through the WHATWG event-stream rules, byte for byte and status by
 //! status. Each case checks what the engine stored (`events --json`), where it resumes (the
 //! `Last-Event-ID` of its reconnect), its connection state (`status --json`) and the headers the

@@ -1,4 +1,4 @@
-//! Faults on the wire (issue 3, items 3 and 6): a proxy that cuts and stalls connections
+//! Faults on the wire: a proxy that cuts and stalls connections
 //! between the engine and the real backend, and a scripted server for each way a stream
 //! answer can be wrong. Timings use keepalive 0.3 s (watchdog 0.75 s) and a backoff capped at
 //! 0.5 s; bounds are generous for a loaded machine but far from what a broken engine does.
@@ -170,7 +170,7 @@ fn assert_resumes_after(
 
 // ---- the proxy between the engine and the real backend ------------------------------------
 
-/// Issue 3 item 3: the stream is cut in the middle of events again and again while builds
+/// The stream is cut in the middle of events again and again while builds
 /// arrive; in the end the local log is the server's, and each threshold is notified once.
 #[test]
 fn stream_cut_mid_event_again_and_again_loses_and_repeats_nothing() {
@@ -258,7 +258,7 @@ fn stream_cut_mid_event_again_and_again_loses_and_repeats_nothing() {
     );
 }
 
-/// Issue 3 item 3: a connection that goes silent (open, but no bytes: not even keepalives) is
+/// A connection that goes silent (open, but no bytes: not even keepalives) is
 /// given up within 2.5 keepalive intervals; once the network is back, events flow again.
 #[test]
 fn stalled_stream_is_abandoned_within_the_watchdog_and_recovers() {
