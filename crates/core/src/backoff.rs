@@ -82,3 +82,7 @@ mod tests {
         assert_eq!(d, Duration::from_secs(60), "capped");
     }
 }
+
+/// Property tests ("fuzzing" on stable Rust; see `strategies.rs`).
+#[cfg(test)]
+mod props;

@@ -287,3 +287,7 @@ mod tests {
         }
     }
 }
+
+/// Property tests ("fuzzing" on stable Rust; see `strategies.rs`).
+#[cfg(test)]
+mod props;

@@ -529,3 +529,7 @@ mod tests {
         assert_eq!(minute_of_day("23:59", "quiet_start").unwrap(), 23 * 60 + 59);
     }
 }
+
+/// Property tests ("fuzzing" on stable Rust; see `strategies.rs`).
+#[cfg(test)]
+mod props;

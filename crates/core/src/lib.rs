@@ -9,8 +9,6 @@ pub mod clock;
 pub mod companion;
 pub mod dashboard;
 pub mod engine;
-#[cfg(test)]
-mod fuzz;
 pub mod ipc;
 pub mod lock;
 pub mod notifier;
@@ -22,4 +20,6 @@ pub mod server_url;
 pub mod session;
 pub mod sse_guard;
 pub mod store;
+#[cfg(test)]
+mod strategies;
 pub mod stream;

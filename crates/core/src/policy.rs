@@ -662,3 +662,7 @@ mod tests {
         assert!(d.body.ends_with("• and 8 more"), "{}", d.body);
     }
 }
+
+/// Property tests ("fuzzing" on stable Rust; see `strategies.rs`).
+#[cfg(test)]
+mod props;

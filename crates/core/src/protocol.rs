@@ -120,3 +120,7 @@ impl QuotaObservation {
         })
     }
 }
+
+/// Property tests ("fuzzing" on stable Rust; see `strategies.rs`).
+#[cfg(test)]
+mod props;

@@ -378,3 +378,7 @@ mod tests {
         drop(listener);
     }
 }
+
+/// Property tests ("fuzzing" on stable Rust; see `strategies.rs`).
+#[cfg(test)]
+mod props;

@@ -742,7 +742,7 @@ pub(crate) mod tests {
         .unwrap()
     }
 
-    /// A fresh store in a temporary directory with one account (also used by `fuzz.rs`).
+    /// A fresh store in a temporary directory with one account (also used by the property tests, `store/props.rs`).
     pub(crate) fn open() -> (tempfile::TempDir, Store, i64) {
         let dir = tempfile::tempdir().unwrap();
         let mut store = Store::open(&dir.path().join("q.db")).unwrap();
@@ -805,3 +805,7 @@ pub(crate) mod tests {
         assert_eq!(seen(&mut store, acct, &["10"]), [false]);
     }
 }
+
+/// Property tests ("fuzzing" on stable Rust; see `strategies.rs`).
+#[cfg(test)]
+mod props;
