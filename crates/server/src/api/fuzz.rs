@@ -11,9 +11,9 @@ use proptest::prelude::*;
 use serde_json::Value;
 
 use super::builds::decode_build;
-use super::stream::requested_cursor;
 use super::{MAX_BODY, Params, parse_id};
 use crate::error::ApiError;
+use crate::live::stream::requested_cursor;
 
 fn text() -> impl Strategy<Value = String> {
     prop_oneof![

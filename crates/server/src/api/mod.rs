@@ -1,10 +1,10 @@
 //! The HTTP surface of protocol v1 (docs/protocol.md): routing, authentication and the pieces
-//! every handler shares.
+//! every handler shares. The request/response handlers live here; `GET /stream` is routed here
+//! too but served by the live-delivery half (`crate::live::stream`).
 
 mod account;
 mod builds;
 mod events;
-mod stream;
 
 #[cfg(test)]
 mod fuzz;
@@ -24,7 +24,7 @@ use tokio::sync::watch;
 use crate::auth::{self, TokenCache};
 use crate::db::ReadPool;
 use crate::error::{ApiError, StoreError};
-use crate::hub::Hubs;
+use crate::live::{self, hub::Hubs};
 use crate::writer::Writer;
 
 pub const MAX_BODY: usize = 64 * 1024;
@@ -79,7 +79,7 @@ pub fn router(state: Shared) -> Router {
         .route("/usage", get(account::usage))
         .route("/builds", get(builds::list).post(builds::create))
         .route("/events", get(events::list))
-        .route("/stream", get(stream::open));
+        .route("/stream", get(live::stream::open));
     Router::new()
         .nest("/api/v1", api)
         .fallback(|| async { ApiError::not_found() })

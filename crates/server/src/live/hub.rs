@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex, Weak};
 use bytes::{Bytes, BytesMut};
 use tokio::sync::watch;
 
-use crate::direct::{self, Offer, Sink};
+use super::direct::{self, Offer, Sink};
 use crate::events::StoredEvent;
 
 const TAIL_LEN: usize = 1024;

@@ -16,11 +16,11 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 use tokio::sync::watch;
 
-use super::{AuthUser, Shared, epoch_header};
-use crate::direct::Sink;
+use super::direct::Sink;
+use super::hub::UserHub;
+use crate::api::{self, AuthUser, Shared, epoch_header};
 use crate::error::ApiError;
 use crate::events::{self, LogBounds};
-use crate::hub::UserHub;
 
 /// Events sent in one chunk at most; bounds the memory a far-behind stream holds at once.
 const PAGE: usize = 256;
@@ -87,11 +87,11 @@ pub async fn open(
 
 /// The `Last-Event-ID` a client resumes after: none (absent or blank), a valid id, or
 /// `Err` for anything else (answered with a `sync.reset`, reason `invalid`).
-pub(super) fn requested_cursor(headers: &HeaderMap) -> Option<Result<u64, ()>> {
+pub(crate) fn requested_cursor(headers: &HeaderMap) -> Option<Result<u64, ()>> {
     headers.get("last-event-id").and_then(|v| {
         let text = String::from_utf8_lossy(v.as_bytes());
         let text = text.trim();
-        (!text.is_empty()).then(|| super::parse_id(text).ok_or(()))
+        (!text.is_empty()).then(|| api::parse_id(text).ok_or(()))
     })
 }
 
