@@ -44,7 +44,7 @@ pub async fn create(
             "quota_exceeded",
             format!("{metric} quota reached ({used}/{limit}) on a plan with a hard limit"),
         )
-        .with("metric", metric)
+        .with("metric", metric.as_str())
         .with("used", used)
         .with("limit", limit)),
     }
