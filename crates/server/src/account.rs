@@ -5,7 +5,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::error::StoreError;
-use crate::events::{self, StoredEvent};
+use crate::events::{self, EventKind, StoredEvent};
 use crate::metric::{Metric, Usage};
 use crate::period;
 use crate::threshold;
@@ -202,7 +202,7 @@ pub fn set_plan(
     let mut out = vec![events::append(
         conn,
         user_id,
-        events::PLAN_CHANGED,
+        EventKind::PlanChanged,
         &json!({ "plan": acct.plan, "quotas": acct.quotas_json(), "period": acct.period_json() }),
         None,
         now,
@@ -239,7 +239,7 @@ pub fn start_period(
     events::append(
         conn,
         user_id,
-        events::QUOTA_RESET,
+        EventKind::QuotaReset,
         &json!({ "period": acct.period_json(), "quotas": acct.quotas_json() }),
         None,
         now,
@@ -272,7 +272,7 @@ pub fn notice(
     if let Some(url) = notice.url {
         data["url"] = url.into();
     }
-    events::append(conn, user_id, events::NOTICE, &data, None, now)
+    events::append(conn, user_id, EventKind::Notice, &data, None, now)
 }
 
 /// Empties the user's event log and gives it a new epoch, as a restore or a reset of the

@@ -20,4 +20,5 @@ pub mod paths;
 pub mod period;
 pub mod quota;
 pub mod threshold;
+pub mod wire;
 pub mod writer;

@@ -7,7 +7,7 @@ use serde_json::json;
 
 use crate::account;
 use crate::error::StoreError;
-use crate::events::{self, StoredEvent};
+use crate::events::{self, EventKind, StoredEvent};
 use crate::metric::{Metric, Usage};
 use crate::period;
 
@@ -80,7 +80,7 @@ pub fn record_build(
         staged.push(events::append(
             conn,
             user_id,
-            events::BUILD_REJECTED,
+            EventKind::BuildRejected,
             &json!({
                 "app": build.app, "version": build.version, "commit": build.commit,
                 "metric": metric, "used": used, "limit": limit,
@@ -127,7 +127,7 @@ pub fn record_build(
     staged.push(events::append(
         conn,
         user_id,
-        events::BUILD_ACCEPTED,
+        EventKind::BuildAccepted,
         &build_json,
         Some(build_id),
         now,
@@ -140,7 +140,7 @@ pub fn record_build(
         staged.push(events::append(
             conn,
             user_id,
-            events::QUOTA_UPDATED,
+            EventKind::QuotaUpdated,
             &acct.usage(metric).event_json(),
             Some(build_id),
             now,

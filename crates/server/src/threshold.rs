@@ -6,7 +6,7 @@
 use rusqlite::{Connection, params};
 
 use crate::error::StoreError;
-use crate::events::{self, StoredEvent};
+use crate::events::{self, EventKind, StoredEvent};
 use crate::metric::Usage;
 
 /// Percentages announced once per metric and period: 80 and 90 as warnings, 100 as exceeded.
@@ -47,9 +47,9 @@ pub fn announce(
     data["threshold_percent"] = threshold.into();
     data["hard_limit"] = hard_limit.into();
     let kind = if threshold >= 100 {
-        events::QUOTA_EXCEEDED
+        EventKind::QuotaExceeded
     } else {
-        events::QUOTA_WARNING
+        EventKind::QuotaWarning
     };
     events::append(conn, user_id, kind, &data, None, now).map(Some)
 }
@@ -62,7 +62,7 @@ mod tests {
     use crate::metric::Metric;
     use crate::{account, db};
 
-    fn kind_and_percent(ev: Option<StoredEvent>) -> Option<(String, i64)> {
+    fn kind_and_percent(ev: Option<StoredEvent>) -> Option<(EventKind, i64)> {
         ev.map(|e| {
             let data: Value = serde_json::from_str(&e.data).unwrap();
             (e.kind, data["threshold_percent"].as_i64().unwrap())
@@ -86,21 +86,21 @@ mod tests {
         assert_eq!(announce(builds(79, 100, 0)), None);
         assert_eq!(
             announce(builds(100, 100, 0)),
-            Some((events::QUOTA_EXCEEDED.to_owned(), 100))
+            Some((EventKind::QuotaExceeded, 100))
         );
         assert_eq!(announce(builds(100, 100, 0)), None);
         // A new period, and a new limit in the same period, start over.
         assert_eq!(
             announce(builds(85, 100, 10)),
-            Some((events::QUOTA_WARNING.to_owned(), 80))
+            Some((EventKind::QuotaWarning, 80))
         );
         assert_eq!(
             announce(builds(90, 100, 10)),
-            Some((events::QUOTA_WARNING.to_owned(), 90))
+            Some((EventKind::QuotaWarning, 90))
         );
         assert_eq!(
             announce(builds(90, 110, 10)),
-            Some((events::QUOTA_WARNING.to_owned(), 80))
+            Some((EventKind::QuotaWarning, 80))
         );
         // Applications are not per period: once per limit for the account's life.
         let apps = Usage {
@@ -109,10 +109,7 @@ mod tests {
             limit: 3,
             period: None,
         };
-        assert_eq!(
-            announce(apps),
-            Some((events::QUOTA_EXCEEDED.to_owned(), 100))
-        );
+        assert_eq!(announce(apps), Some((EventKind::QuotaExceeded, 100)));
         assert_eq!(announce(apps), None);
     }
 }

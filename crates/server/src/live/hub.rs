@@ -327,12 +327,13 @@ impl Hubs {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::events::EventKind;
 
     fn ev(id: u64) -> StoredEvent {
         StoredEvent {
             user_id: 1,
             id,
-            kind: "notice".into(),
+            kind: EventKind::Notice,
             data: "{}".into(),
             created_at: 0,
         }
