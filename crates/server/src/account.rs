@@ -5,8 +5,10 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::error::StoreError;
-use crate::events::{self, StoredEvent};
+use crate::events::{self, EventKind, StoredEvent};
+use crate::metric::{Metric, Usage};
 use crate::period;
+use crate::threshold;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Plan {
@@ -33,9 +35,6 @@ pub struct Account {
     pub stream_epoch: String,
 }
 
-pub const METRIC_BUILDS: &str = "builds";
-pub const METRIC_APPLICATIONS: &str = "applications";
-
 impl Account {
     /// The account as of `now`: a period that has ended reads as the next one with nothing
     /// used yet, before any build has rolled it over in the database.
@@ -48,26 +47,51 @@ impl Account {
         self
     }
 
-    pub fn quota_json(&self, metric: &str) -> Value {
-        let (used, limit) = match metric {
-            METRIC_BUILDS => (self.builds_used, self.plan.builds_per_period),
-            _ => (self.apps_used, self.plan.applications),
-        };
-        json!({ "metric": metric, "used": used, "limit": limit })
+    /// How much of `metric` the account has used, against its plan's limit.
+    pub fn usage(&self, metric: Metric) -> Usage {
+        match metric {
+            Metric::Builds => Usage {
+                metric,
+                used: self.builds_used,
+                limit: self.plan.builds_per_period,
+                period: Some((self.period_start, self.period_end)),
+            },
+            Metric::Applications => Usage {
+                metric,
+                used: self.apps_used,
+                limit: self.plan.applications,
+                period: None,
+            },
+        }
     }
 
     pub fn quotas_json(&self) -> Value {
-        json!([
-            self.quota_json(METRIC_BUILDS),
-            self.quota_json(METRIC_APPLICATIONS)
-        ])
+        Value::Array(
+            Metric::ALL
+                .into_iter()
+                .map(|m| self.usage(m).quota_json())
+                .collect(),
+        )
     }
 
     pub fn period_json(&self) -> Value {
-        json!({
-            "start": period::rfc3339(self.period_start),
-            "end": period::rfc3339(self.period_end),
-        })
+        period::json(self.period_start, self.period_end)
+    }
+
+    /// Announces the threshold of `metric` that the account's usage newly reached, if any.
+    pub fn announce_crossing(
+        &self,
+        conn: &Connection,
+        metric: Metric,
+        now: i64,
+    ) -> Result<Option<StoredEvent>, StoreError> {
+        threshold::announce(
+            conn,
+            self.id,
+            &self.usage(metric),
+            self.plan.hard_limit,
+            now,
+        )
     }
 
     pub fn account_json(&self) -> Value {
@@ -178,23 +202,14 @@ pub fn set_plan(
     let mut out = vec![events::append(
         conn,
         user_id,
-        events::PLAN_CHANGED,
+        EventKind::PlanChanged,
         &json!({ "plan": acct.plan, "quotas": acct.quotas_json(), "period": acct.period_json() }),
         None,
         now,
     )?];
-    out.extend(crate::quota::announce_crossings(
-        conn,
-        &acct,
-        METRIC_BUILDS,
-        now,
-    )?);
-    out.extend(crate::quota::announce_crossings(
-        conn,
-        &acct,
-        METRIC_APPLICATIONS,
-        now,
-    )?);
+    for metric in Metric::ALL {
+        out.extend(acct.announce_crossing(conn, metric, now)?);
+    }
     Ok(out)
 }
 
@@ -224,7 +239,7 @@ pub fn start_period(
     events::append(
         conn,
         user_id,
-        events::QUOTA_RESET,
+        EventKind::QuotaReset,
         &json!({ "period": acct.period_json(), "quotas": acct.quotas_json() }),
         None,
         now,
@@ -257,7 +272,7 @@ pub fn notice(
     if let Some(url) = notice.url {
         data["url"] = url.into();
     }
-    events::append(conn, user_id, events::NOTICE, &data, None, now)
+    events::append(conn, user_id, EventKind::Notice, &data, None, now)
 }
 
 /// Empties the user's event log and gives it a new epoch, as a restore or a reset of the

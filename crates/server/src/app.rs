@@ -15,7 +15,7 @@ use crate::auth::TokenCache;
 use crate::db;
 use crate::error::StoreError;
 use crate::events;
-use crate::hub::Hubs;
+use crate::live::hub::Hubs;
 use crate::writer::{Retention, Writer};
 
 #[derive(Debug, Clone)]
@@ -92,7 +92,7 @@ impl Server {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServeError> {
         let app = api::router(self.state);
-        crate::serve::run(self.listener, app, shutdown, self.stop).await;
+        crate::live::serve::run(self.listener, app, shutdown, self.stop).await;
         // The router (and with it the last writer handle) is gone: the writer drains and stops.
         let _ = self.writer_thread.join();
         let _ = self.watcher_thread.join();

@@ -5,16 +5,24 @@ use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::Value;
 
 use crate::error::StoreError;
+use crate::wire::wire_enum;
 
-pub const BUILD_ACCEPTED: &str = "build.accepted";
-pub const BUILD_REJECTED: &str = "build.rejected";
-pub const QUOTA_UPDATED: &str = "quota.updated";
-pub const QUOTA_WARNING: &str = "quota.warning";
-pub const QUOTA_EXCEEDED: &str = "quota.exceeded";
-pub const QUOTA_RESET: &str = "quota.reset";
-pub const PLAN_CHANGED: &str = "plan.changed";
-pub const NOTICE: &str = "notice";
-/// Synthetic: sent on the stream in place of history a cursor can no longer reach. Never stored.
+wire_enum! {
+    /// The type of a stored event, as `/events` and `/stream` name it.
+    pub enum EventKind("event type") {
+        BuildAccepted = "build.accepted",
+        BuildRejected = "build.rejected",
+        QuotaUpdated = "quota.updated",
+        QuotaWarning = "quota.warning",
+        QuotaExceeded = "quota.exceeded",
+        QuotaReset = "quota.reset",
+        PlanChanged = "plan.changed",
+        Notice = "notice",
+    }
+}
+
+/// Synthetic: sent on the stream in place of history a cursor can no longer reach. Never
+/// stored, so not an `EventKind`.
 pub const SYNC_RESET: &str = "sync.reset";
 
 /// An event as stored and as sent: `data` is compact JSON text, identical on `/stream` and `/events`.
@@ -22,7 +30,7 @@ pub const SYNC_RESET: &str = "sync.reset";
 pub struct StoredEvent {
     pub user_id: i64,
     pub id: u64,
-    pub kind: String,
+    pub kind: EventKind,
     pub data: String,
     pub created_at: i64,
 }
@@ -51,7 +59,7 @@ impl StoredEvent {
 pub fn append(
     conn: &Connection,
     user_id: i64,
-    kind: &str,
+    kind: EventKind,
     data: &Value,
     build_id: Option<i64>,
     now: i64,
@@ -69,7 +77,7 @@ pub fn append(
     Ok(StoredEvent {
         user_id,
         id: id as u64,
-        kind: kind.to_owned(),
+        kind,
         data,
         created_at: now,
     })
@@ -140,4 +148,15 @@ pub fn epoch(conn: &Connection, user_id: i64) -> Result<Option<String>, StoreErr
 /// A fresh random epoch value.
 pub fn new_epoch() -> String {
     hex::encode(rand::random::<[u8; 8]>())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::tests::check_names;
+
+    #[test]
+    fn event_types_read_back_and_unknown_ones_are_errors() {
+        check_names(&EventKind::ALL, SYNC_RESET);
+    }
 }

@@ -54,6 +54,11 @@ pub fn rfc3339(at: i64) -> String {
         .unwrap_or_default()
 }
 
+/// A period `[start, end)` as the API shows it: `{"start", "end"}` in RFC 3339.
+pub fn json(start: i64, end: i64) -> serde_json::Value {
+    serde_json::json!({ "start": rfc3339(start), "end": rfc3339(end) })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

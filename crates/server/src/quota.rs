@@ -5,13 +5,11 @@ use rusqlite::{Connection, OptionalExtension, params};
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::account::{self, Account, METRIC_APPLICATIONS, METRIC_BUILDS};
+use crate::account;
 use crate::error::StoreError;
-use crate::events::{self, StoredEvent};
+use crate::events::{self, EventKind, StoredEvent};
+use crate::metric::{Metric, Usage};
 use crate::period;
-
-/// Percentages announced once per metric and period: 80 and 90 as warnings, 100 as exceeded.
-pub const THRESHOLDS: [i64; 3] = [80, 90, 100];
 
 /// What a build plugin posts.
 #[derive(Debug, Clone, Deserialize)]
@@ -29,7 +27,7 @@ pub enum BuildOutcome {
         events: Vec<StoredEvent>,
     },
     Rejected {
-        metric: &'static str,
+        metric: Metric,
         used: i64,
         limit: i64,
         events: Vec<StoredEvent>,
@@ -68,15 +66,21 @@ pub fn record_build(
     let apps_full = !app_known && acct.apps_used >= acct.plan.applications;
 
     if acct.plan.hard_limit && (builds_full || apps_full) {
-        let (metric, used, limit) = if builds_full {
-            (METRIC_BUILDS, acct.builds_used, acct.plan.builds_per_period)
+        let full = if builds_full {
+            Metric::Builds
         } else {
-            (METRIC_APPLICATIONS, acct.apps_used, acct.plan.applications)
+            Metric::Applications
         };
+        let Usage {
+            metric,
+            used,
+            limit,
+            ..
+        } = acct.usage(full);
         staged.push(events::append(
             conn,
             user_id,
-            events::BUILD_REJECTED,
+            EventKind::BuildRejected,
             &json!({
                 "app": build.app, "version": build.version, "commit": build.commit,
                 "metric": metric, "used": used, "limit": limit,
@@ -123,29 +127,25 @@ pub fn record_build(
     staged.push(events::append(
         conn,
         user_id,
-        events::BUILD_ACCEPTED,
+        EventKind::BuildAccepted,
         &build_json,
         Some(build_id),
         now,
     )?);
-    let mut metrics = vec![METRIC_BUILDS];
+    let mut metrics = vec![Metric::Builds];
     if !app_known {
-        metrics.push(METRIC_APPLICATIONS);
+        metrics.push(Metric::Applications);
     }
     for metric in metrics {
-        let mut data = acct.quota_json(metric);
-        if metric == METRIC_BUILDS {
-            data["period"] = acct.period_json();
-        }
         staged.push(events::append(
             conn,
             user_id,
-            events::QUOTA_UPDATED,
-            &data,
+            EventKind::QuotaUpdated,
+            &acct.usage(metric).event_json(),
             Some(build_id),
             now,
         )?);
-        staged.extend(announce_crossings(conn, &acct, metric, now)?);
+        staged.extend(acct.announce_crossing(conn, metric, now)?);
     }
     Ok(BuildOutcome::Accepted {
         build: build_json,
@@ -158,54 +158,4 @@ pub fn build_json(id: i64, build: &NewBuild, overage: bool, at: i64) -> serde_js
         "id": id, "app": build.app, "version": build.version, "commit": build.commit,
         "overage": overage, "created_at": period::rfc3339(at),
     })
-}
-
-/// Announces the highest threshold of `metric` that usage has newly reached, once per period
-/// and limit (per account and limit for metrics that are not per period). Lower thresholds reached in the same step
-/// are recorded as announced too, so a jump from 70% to 100% is one event, not three.
-pub fn announce_crossings(
-    conn: &Connection,
-    acct: &Account,
-    metric: &str,
-    now: i64,
-) -> Result<Option<StoredEvent>, StoreError> {
-    let (used, limit, period_key) = match metric {
-        METRIC_BUILDS => (
-            acct.builds_used,
-            acct.plan.builds_per_period,
-            acct.period_start,
-        ),
-        _ => (acct.apps_used, acct.plan.applications, 0),
-    };
-    let mut highest = None;
-    for threshold in THRESHOLDS {
-        if used * 100 < threshold * limit {
-            break;
-        }
-        let fresh = conn
-            .prepare_cached(
-                "INSERT OR IGNORE INTO crossings (user_id, metric, period_start, quota_limit, threshold)
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
-            )?
-            .execute(params![acct.id, metric, period_key, limit, threshold])?
-            == 1;
-        if fresh {
-            highest = Some(threshold);
-        }
-    }
-    let Some(threshold) = highest else {
-        return Ok(None);
-    };
-    let mut data = acct.quota_json(metric);
-    data["threshold_percent"] = threshold.into();
-    data["hard_limit"] = acct.plan.hard_limit.into();
-    if metric == METRIC_BUILDS {
-        data["period"] = acct.period_json();
-    }
-    let kind = if threshold >= 100 {
-        events::QUOTA_EXCEEDED
-    } else {
-        events::QUOTA_WARNING
-    };
-    events::append(conn, acct.id, kind, &data, None, now).map(Some)
 }

@@ -15,7 +15,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::error::StoreError;
 use crate::events;
-use crate::hub::Hubs;
+use crate::live::hub::Hubs;
 use crate::quota::{self, BuildOutcome, NewBuild};
 
 const MAX_BATCH: usize = 512;

@@ -44,7 +44,7 @@ pub async fn create(
             "quota_exceeded",
             format!("{metric} quota reached ({used}/{limit}) on a plan with a hard limit"),
         )
-        .with("metric", metric)
+        .with("metric", metric.as_str())
         .with("used", used)
         .with("limit", limit)),
     }
@@ -179,5 +179,104 @@ mod tests {
             assert_eq!(decode_build(bad).unwrap_err().code, "malformed_json");
         }
         assert!(decode_build(br#"{"app":"x","version":"1","commit":"a"}"#).is_ok());
+    }
+}
+
+/// Property tests over the build body decoder ("fuzzing" on stable Rust; see ARCHITECTURE.md,
+/// Testing): arbitrary bytes or JSON give a valid build or a clear 400 that names its field,
+/// never a panic.
+///
+/// Short run: `cargo test -p quotabell-server fuzz_`; long run: the same with `--release` and
+/// `PROPTEST_CASES=100000`.
+#[cfg(test)]
+mod fuzz {
+    use proptest::prelude::*;
+    use serde_json::Value;
+
+    use super::decode_build;
+    use crate::api::MAX_BODY;
+    use crate::api::fuzz::check_error;
+
+    fn text() -> impl Strategy<Value = String> {
+        prop_oneof![
+            Just(String::new()),
+            Just("web".to_owned()),
+            Just("x".repeat(200)),
+            Just("é".repeat(201)),
+            Just("a\u{7f}b".to_owned()),
+            Just("a\nb".to_owned()),
+            any::<String>(),
+        ]
+    }
+
+    fn json() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            any::<f64>().prop_map(Value::from),
+            text().prop_map(Value::String),
+        ];
+        leaf.prop_recursive(3, 32, 6, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+                proptest::collection::btree_map(any::<String>(), inner, 0..6)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    /// A build body: the three fields, each present or not, with any value, maybe extra fields.
+    fn build_body() -> impl Strategy<Value = Vec<u8>> {
+        let field = prop_oneof![3 => text().prop_map(Value::String), 1 => json()];
+        (
+            proptest::option::of(field.clone()),
+            proptest::option::of(field.clone()),
+            proptest::option::of(field),
+            proptest::option::of((any::<String>(), json())),
+            prop_oneof![Just(""), Just(" "), Just(" x"), Just("}"), Just("\n")],
+        )
+            .prop_map(|(app, version, commit, extra, tail)| {
+                let mut m = serde_json::Map::new();
+                for (k, v) in [("app", app), ("version", version), ("commit", commit)] {
+                    if let Some(v) = v {
+                        m.insert(k.into(), v);
+                    }
+                }
+                if let Some((k, v)) = extra {
+                    m.insert(k, v);
+                }
+                let mut body = Value::Object(m).to_string().into_bytes();
+                body.extend_from_slice(tail.as_bytes());
+                body
+            })
+    }
+
+    fn check_build(body: &[u8]) -> Result<(), TestCaseError> {
+        match decode_build(body) {
+            Ok(b) => {
+                for v in [&b.app, &b.version, &b.commit] {
+                    let n = v.chars().count();
+                    prop_assert!((1..=200).contains(&n) && !v.chars().any(char::is_control));
+                }
+            }
+            Err(e) => check_error(e)?,
+        }
+        Ok(())
+    }
+
+    proptest! {
+        /// Arbitrary bytes as a build body (up to the body limit's order of size).
+        #[test]
+        fn fuzz_decode_build_bytes(body in proptest::collection::vec(any::<u8>(), 0..2048)) {
+            check_build(&body)?;
+        }
+
+        /// JSON build bodies with missing, mistyped, oversized and extra fields, and trailing data.
+        #[test]
+        fn fuzz_decode_build_json(body in build_body()) {
+            prop_assume!(body.len() <= MAX_BODY);
+            check_build(&body)?;
+        }
     }
 }

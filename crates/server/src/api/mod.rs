@@ -1,13 +1,10 @@
 //! The HTTP surface of protocol v1 (docs/protocol.md): routing, authentication and the pieces
-//! every handler shares.
+//! every handler shares. The request/response handlers live here; `GET /stream` is routed here
+//! too but served by the live-delivery half (`crate::live::stream`).
 
 mod account;
 mod builds;
 mod events;
-mod stream;
-
-#[cfg(test)]
-mod fuzz;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -24,7 +21,7 @@ use tokio::sync::watch;
 use crate::auth::{self, TokenCache};
 use crate::db::ReadPool;
 use crate::error::{ApiError, StoreError};
-use crate::hub::Hubs;
+use crate::live::{self, hub::Hubs};
 use crate::writer::Writer;
 
 pub const MAX_BODY: usize = 64 * 1024;
@@ -79,7 +76,7 @@ pub fn router(state: Shared) -> Router {
         .route("/usage", get(account::usage))
         .route("/builds", get(builds::list).post(builds::create))
         .route("/events", get(events::list))
-        .route("/stream", get(stream::open));
+        .route("/stream", get(live::stream::open));
     Router::new()
         .nest("/api/v1", api)
         .fallback(|| async { ApiError::not_found() })
@@ -182,4 +179,128 @@ pub fn epoch_header(epoch: &str) -> (&'static str, HeaderValue) {
         "stream-epoch",
         HeaderValue::from_str(epoch).unwrap_or(HeaderValue::from_static("unknown")),
     )
+}
+
+/// Property tests over the query decoders ("fuzzing" on stable Rust; see ARCHITECTURE.md,
+/// Testing): any query string gives a value in range or a clear 400 that names its parameter,
+/// never a panic. `check_error` is what every request decoder's error must be.
+///
+/// Short run: `cargo test -p quotabell-server fuzz_`; long run: the same with `--release` and
+/// `PROPTEST_CASES=100000`.
+#[cfg(test)]
+pub(crate) mod fuzz {
+    use axum::http::StatusCode;
+    use axum::response::IntoResponse;
+    use proptest::prelude::*;
+    use serde_json::Value;
+
+    use super::{Params, parse_id};
+    use crate::error::ApiError;
+
+    /// A decoder's error is a 400 with a known code and a message; a field error names a field.
+    pub(crate) fn check_error(e: ApiError) -> Result<(), TestCaseError> {
+        prop_assert_eq!(e.status, StatusCode::BAD_REQUEST);
+        prop_assert!(
+            matches!(
+                e.code,
+                "malformed_json" | "invalid_field" | "invalid_parameter"
+            ),
+            "{}",
+            e.code
+        );
+        prop_assert!(!e.message.is_empty());
+        if e.code != "malformed_json" {
+            prop_assert!(
+                e.extra.get("field").is_some_and(Value::is_string),
+                "{:?}",
+                e
+            );
+        }
+        let res = e.into_response();
+        prop_assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+        Ok(())
+    }
+
+    fn check_param(p: &Params, name: &'static str) -> Result<(), TestCaseError> {
+        match p.u64(name) {
+            Ok(Some(n)) => prop_assert!(n <= i64::MAX as u64),
+            Ok(None) => {}
+            Err(e) => {
+                prop_assert_eq!(e.extra.get("field").and_then(Value::as_str), Some(name));
+                check_error(e)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A query string: the parameters the API reads, with values around the edges, percent
+    /// escapes and separators, or plain noise.
+    fn query() -> impl Strategy<Value = String> {
+        let name = prop_oneof![
+            Just("after"),
+            Just("before"),
+            Just("limit"),
+            Just("wait"),
+            Just("af%74er"),
+            Just(""),
+            Just("x"),
+        ];
+        // Signs, spaces, i64::MAX and one past it, past u64, percent escapes, a non-ASCII
+        // digit; weighted so that each is as likely as either generated kind of value.
+        let edges = vec![
+            "0",
+            "1",
+            "-1",
+            "+1",
+            " 1",
+            "9223372036854775807",
+            "9223372036854775808",
+            "18446744073709551616",
+            "%31",
+            "%ff",
+            "%",
+            "١",
+        ];
+        let value = prop_oneof![
+            12 => proptest::sample::select(edges).prop_map(str::to_owned),
+            1 => "[0-9]{1,30}",
+            1 => any::<String>(),
+        ];
+        let pair = (name, prop_oneof![Just("="), Just("")], value)
+            .prop_map(|(n, eq, v)| format!("{n}{eq}{v}"));
+        prop_oneof![
+            proptest::collection::vec(pair, 0..6).prop_map(|p| p.join("&")),
+            any::<String>(),
+        ]
+    }
+
+    proptest! {
+        /// Paging parameters: a value within range or a 400 naming the parameter.
+        #[test]
+        fn fuzz_query_params(q in query(), none in any::<bool>()) {
+            let p = Params::parse((!none).then_some(q.as_str()));
+            for name in ["after", "before", "wait"] {
+                check_param(&p, name)?;
+            }
+            for (default, max) in [(100, 1000), (1000, 5000)] {
+                match p.limit(default, max) {
+                    Ok(n) => prop_assert!((1..=max).contains(&n)),
+                    Err(e) => {
+                        prop_assert_eq!(e.extra.get("field").and_then(Value::as_str), Some("limit"));
+                        check_error(e)?;
+                    }
+                }
+            }
+        }
+
+        /// A cursor is ASCII digits up to i64::MAX, and every such number reads back as itself.
+        #[test]
+        fn fuzz_parse_id(s in any::<String>(), n in any::<u64>()) {
+            if let Some(id) = parse_id(&s) {
+                prop_assert!(id <= i64::MAX as u64);
+                prop_assert!(!s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()));
+            }
+            prop_assert_eq!(parse_id(&n.to_string()), (n <= i64::MAX as u64).then_some(n));
+        }
+    }
 }

@@ -16,11 +16,11 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 use tokio::sync::watch;
 
-use super::{AuthUser, Shared, epoch_header};
-use crate::direct::Sink;
+use super::direct::Sink;
+use super::hub::UserHub;
+use crate::api::{self, AuthUser, Shared, epoch_header};
 use crate::error::ApiError;
 use crate::events::{self, LogBounds};
-use crate::hub::UserHub;
 
 /// Events sent in one chunk at most; bounds the memory a far-behind stream holds at once.
 const PAGE: usize = 256;
@@ -87,11 +87,11 @@ pub async fn open(
 
 /// The `Last-Event-ID` a client resumes after: none (absent or blank), a valid id, or
 /// `Err` for anything else (answered with a `sync.reset`, reason `invalid`).
-pub(super) fn requested_cursor(headers: &HeaderMap) -> Option<Result<u64, ()>> {
+fn requested_cursor(headers: &HeaderMap) -> Option<Result<u64, ()>> {
     headers.get("last-event-id").and_then(|v| {
         let text = String::from_utf8_lossy(v.as_bytes());
         let text = text.trim();
-        (!text.is_empty()).then(|| super::parse_id(text).ok_or(()))
+        (!text.is_empty()).then(|| api::parse_id(text).ok_or(()))
     })
 }
 
@@ -236,6 +236,40 @@ async fn next_chunk(mut s: StreamState) -> Option<(Result<Bytes, Infallible>, St
                 return Some((Ok(Bytes::from_static(b":\n\n")), s));
             }
             _ = s.shutdown.changed() => return None,
+        }
+    }
+}
+
+/// Property test over `Last-Event-ID` parsing ("fuzzing" on stable Rust; see ARCHITECTURE.md,
+/// Testing): any header value is no cursor, a valid id, or an invalid one, never a panic.
+///
+/// Short run: `cargo test -p quotabell-server fuzz_`; long run: the same with `--release` and
+/// `PROPTEST_CASES=100000`.
+#[cfg(test)]
+mod fuzz {
+    use axum::http::{HeaderMap, HeaderValue};
+    use proptest::prelude::*;
+
+    use super::requested_cursor;
+
+    proptest! {
+        /// `Last-Event-ID` as any header value the HTTP layer lets through.
+        #[test]
+        fn fuzz_last_event_id(raw in proptest::collection::vec(any::<u8>(), 0..64), digits in "[0-9 ]{0,24}") {
+            for bytes in [raw, digits.into_bytes()] {
+                let Ok(value) = HeaderValue::from_bytes(&bytes) else { continue };
+                let mut headers = HeaderMap::new();
+                headers.insert("last-event-id", value);
+                match requested_cursor(&headers) {
+                    None => prop_assert!(String::from_utf8_lossy(&bytes).trim().is_empty()),
+                    Some(Ok(id)) => {
+                        prop_assert!(id <= i64::MAX as u64);
+                        prop_assert_eq!(String::from_utf8_lossy(&bytes).trim().parse::<u64>().ok(), Some(id));
+                    }
+                    Some(Err(())) => {}
+                }
+            }
+            prop_assert!(requested_cursor(&HeaderMap::new()).is_none());
         }
     }
 }

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex, Weak};
 use bytes::{Bytes, BytesMut};
 use tokio::sync::watch;
 
-use crate::direct::{self, Offer, Sink};
+use super::direct::{self, Offer, Sink};
 use crate::events::StoredEvent;
 
 const TAIL_LEN: usize = 1024;
@@ -327,12 +327,13 @@ impl Hubs {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::events::EventKind;
 
     fn ev(id: u64) -> StoredEvent {
         StoredEvent {
             user_id: 1,
             id,
-            kind: "notice".into(),
+            kind: EventKind::Notice,
             data: "{}".into(),
             created_at: 0,
         }

@@ -24,7 +24,7 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tower::ServiceExt;
 
-use crate::direct::Sink;
+use super::direct::Sink;
 
 /// What a connection's first bytes name.
 const STREAM_REQUEST: &[u8] = b"GET /api/v1/stream";

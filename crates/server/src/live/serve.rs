@@ -18,7 +18,7 @@ use hyper_util::service::TowerToHyperService;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
-use crate::stream_conn::{self, Sniff};
+use super::stream_conn::{self, Sniff};
 
 /// Serves `app` on `listener` until `shutdown` resolves, then ends streams through `stop` and
 /// waits for every connection to close.
