@@ -2,9 +2,9 @@
 //!
 //! Why: hyper keeps an 8 KiB read buffer and an 8 KiB write buffer for every HTTP/1
 //! connection, with no setting for either, and its dispatcher tries a read on every wake-up.
-//! An event stream is one request whose connection then only carries writes, mostly idle: at
-//! 10,000 streams those buffers were 160 MiB of the server's 186 MiB, and the extra read a
-//! syscall per stream per event (BENCHMARKS.md, "Fan-out side by side with nginx + nchan").
+//! An event stream is one request whose connection then only carries writes, mostly idle: with
+//! many streams those buffers were most of the server's memory, and the extra read a syscall
+//! per stream per event (BENCHMARKS.md, "Fan-out side by side with nginx + nchan").
 //! So a stream connection gets this instead: the request head is read into a small buffer and
 //! parsed with `httparse` (hyper's own parser), the request goes through the same axum router
 //! as any other (authentication, errors, the stream handler), and the response is written
