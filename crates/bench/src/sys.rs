@@ -68,12 +68,7 @@ pub fn machine() -> String {
         .unwrap_or_else(|_| "unknown".into());
     let mem = std::fs::read_to_string("/proc/meminfo")
         .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("MemTotal:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|kb| kb.parse::<u64>().ok())
-        })
+        .and_then(|s| process::number_field(&s, "MemTotal:"))
         .map(|kb| format!(", {:.1} GiB RAM", kb as f64 / 1024.0 / 1024.0))
         .unwrap_or_default();
     format!("{online} CPUs online ({model}){mem}, Linux {kernel}")
@@ -203,13 +198,7 @@ pub fn context_switches(pid: u32) -> Option<std::collections::HashMap<u32, (u64,
         let Ok(status) = std::fs::read_to_string(task.path().join("status")) else {
             continue;
         };
-        let field = |name: &str| {
-            status
-                .lines()
-                .find(|l| l.starts_with(name))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse::<u64>().ok())
-        };
+        let field = |name: &str| process::number_field(&status, name);
         if let (Some(v), Some(n)) = (
             field("voluntary_ctxt_switches:"),
             field("nonvoluntary_ctxt_switches:"),
@@ -309,12 +298,7 @@ pub struct Rollup {
 impl Rollup {
     pub fn of(pid: u32) -> Option<Self> {
         let text = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?;
-        let field = |name: &str| {
-            text.lines()
-                .find(|l| l.starts_with(name))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse::<u64>().ok())
-        };
+        let field = |name: &str| process::number_field(&text, name);
         Some(Self {
             rss: field("Rss:")?,
             pss: field("Pss:")?,
@@ -374,12 +358,9 @@ pub fn processes_named(part: &str) -> Vec<u32> {
 
 /// Page cache in KiB (`Cached:` of /proc/meminfo).
 pub fn page_cache_kib() -> Option<u64> {
-    std::fs::read_to_string("/proc/meminfo").ok().and_then(|s| {
-        s.lines()
-            .find(|l| l.starts_with("Cached:"))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse().ok())
-    })
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| process::number_field(&s, "Cached:"))
 }
 
 /// `sync; echo 3 > /proc/sys/vm/drop_caches` (needs root): the page cache, dentries and

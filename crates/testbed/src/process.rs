@@ -177,17 +177,20 @@ pub struct Memory {
 impl Memory {
     pub fn of(pid: u32) -> Option<Self> {
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-        let field = |name: &str| {
-            status
-                .lines()
-                .find(|l| l.starts_with(name))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse::<u64>().ok())
-        };
+        let field = |name: &str| number_field(&status, name);
         Some(Self {
             rss_kib: field("VmRSS:")?,
             hwm_kib: field("VmHWM:")?,
             threads: field("Threads:").unwrap_or(0),
         })
     }
+}
+
+/// The number after `name` in a /proc file of `Name:  value [kB]` lines (status, meminfo,
+/// smaps_rollup): the first line that starts with `name`, its second word.
+pub fn number_field(text: &str, name: &str) -> Option<u64> {
+    text.lines()
+        .find(|l| l.starts_with(name))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
 }
