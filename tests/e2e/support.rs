@@ -63,10 +63,26 @@ impl Desktop {
             ..Session::default()
         };
         Self(
-            quotabell_testbed::Desktop::launch(&session).unwrap_or_else(|e| {
-                panic!("desktop session: {e} (run the tests under xvfb-run; scripts/test does)")
-            }),
+            quotabell_testbed::Desktop::launch(&session)
+                .unwrap_or_else(|e| panic!("desktop session: {e}")),
         )
+    }
+
+    /// Every notification the daemon received so far: (summary, body), oldest first.
+    pub fn notifications(&self) -> Vec<(String, String)> {
+        self.0.notifications().unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// How many notifications mention `text` in their summary or body.
+    pub fn count_mentions(&self, text: &str) -> usize {
+        self.0
+            .count_mentions(text)
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// The secret stored for a keychain key, read with libsecret's own tool.
+    pub fn secret(&self, service: &str) -> String {
+        self.0.secret(service).unwrap_or_else(|e| panic!("{e}"))
     }
 }
 

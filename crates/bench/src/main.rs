@@ -206,33 +206,67 @@ fn main() -> ExitCode {
     }
 }
 
-/// A binary given on the command line, or the workspace's own; it must exist.
-fn binary(
-    given: &Option<PathBuf>,
-    name: &str,
-    build: &str,
-    flag: &str,
-) -> Result<PathBuf, BoxError> {
-    let bin = match given {
-        Some(b) => b.clone(),
-        None => quotabell_testbed::workspace_bin(name)?,
-    };
-    if !bin.is_file() {
-        return Err(format!(
-            "{} {} not found (build it with {build}, or pass {flag})",
-            name_of(name),
-            bin.display()
-        )
-        .into());
-    }
-    Ok(bin)
+/// A binary the bench runs, and what to say when it is missing.
+struct Binary {
+    name: &'static str,
+    what: &'static str,
+    build: &'static str,
+    flag: &'static str,
 }
 
-fn name_of(bin: &str) -> &'static str {
-    match bin {
-        "quotabell-server" => "server binary",
-        "quotabell" => "engine binary",
-        _ => "app binary",
+const SERVER: Binary = Binary {
+    name: "quotabell-server",
+    what: "server binary",
+    build: "`cargo build --release -p quotabell-server`",
+    flag: "--server-bin",
+};
+const ENGINE: Binary = Binary {
+    name: "quotabell",
+    what: "engine binary",
+    build: "`cargo build --release -p quotabell-core`",
+    flag: "--engine-bin",
+};
+const APP: Binary = Binary {
+    name: "quotabell-app",
+    what: "app binary",
+    build: "`cargo build --release -p quotabell-app` or the Tauri bundler",
+    flag: "--app-bin",
+};
+
+impl Binary {
+    /// The path given on the command line, or the workspace's own; it must exist.
+    fn locate(&self, given: &Option<PathBuf>) -> Result<PathBuf, BoxError> {
+        let bin = match given {
+            Some(b) => b.clone(),
+            None => quotabell_testbed::workspace_bin(self.name)?,
+        };
+        if !bin.is_file() {
+            return Err(format!(
+                "{} {} not found (build it with {}, or pass {})",
+                self.what,
+                bin.display(),
+                self.build,
+                self.flag
+            )
+            .into());
+        }
+        Ok(bin)
+    }
+}
+
+/// The engine and app binaries of a run, found before anything starts: each is there exactly
+/// when the run's benchmarks use it, so the accessors below are only called then.
+struct Binaries {
+    engine: Option<PathBuf>,
+    app: Option<PathBuf>,
+}
+
+impl Binaries {
+    fn engine(&self) -> PathBuf {
+        self.engine.clone().unwrap_or_default()
+    }
+    fn app(&self) -> PathBuf {
+        self.app.clone().unwrap_or_default()
     }
 }
 
@@ -260,16 +294,8 @@ struct Reports {
     vs_nchan: Option<vs_nchan::Report>,
 }
 
-fn plan(cli: &Cli, launcher: &Launcher) -> Result<Plan, BoxError> {
+fn plan(cli: &Cli, bins: &Binaries, launcher: &Launcher) -> Plan {
     let c = &cli.common;
-    let engine_bin = || {
-        binary(
-            &c.engine_bin,
-            "quotabell",
-            "`cargo build --release -p quotabell-core`",
-            "--engine-bin",
-        )
-    };
     let mut p = Plan::default();
     match &cli.bench {
         Bench::Posts(a) => p.posts = Some(a.config(c)),
@@ -280,63 +306,43 @@ fn plan(cli: &Cli, launcher: &Launcher) -> Result<Plan, BoxError> {
         }
         Bench::FanoutVsNchan(a) => p.vs_nchan = Some(a.config(c)),
         Bench::NotifyLatency { notify, engine } => {
-            p.notify = Some(notify.config(c, engine, engine_bin()?, launcher))
+            p.notify = Some(notify.config(c, engine, bins.engine(), launcher))
         }
         Bench::Catchup { catchup, engine } => {
-            p.catchup = Some(catchup.config(c, engine, engine_bin()?))
+            p.catchup = Some(catchup.config(c, engine, bins.engine()))
         }
-        Bench::Idle { idle, engine } => p.idle = Some(idle.config(c, engine, engine_bin()?)),
+        Bench::Idle { idle, engine } => p.idle = Some(idle.config(c, engine, bins.engine())),
         Bench::Engine {
             notify,
             catchup,
             idle,
             engine,
         } => {
-            let bin = engine_bin()?;
-            p.notify = Some(notify.config(c, engine, bin.clone(), launcher));
-            p.catchup = Some(catchup.config(c, engine, bin.clone()));
-            p.idle = Some(idle.config(c, engine, bin));
+            p.notify = Some(notify.config(c, engine, bins.engine(), launcher));
+            p.catchup = Some(catchup.config(c, engine, bins.engine()));
+            p.idle = Some(idle.config(c, engine, bins.engine()));
         }
         Bench::AppStart(a) | Bench::AppMemory(a) | Bench::App(a) => {
-            let engine = engine_bin()?;
-            let app = binary(
-                &c.app_bin,
-                "quotabell-app",
-                "`cargo build --release -p quotabell-app` or the Tauri bundler",
-                "--app-bin",
-            )?;
             let start = matches!(cli.bench, Bench::AppStart(_) | Bench::App(_));
             let memory = matches!(cli.bench, Bench::AppMemory(_) | Bench::App(_));
-            p.app = Some(a.config(c, engine, app, start, memory));
+            p.app = Some(a.config(c, bins.engine(), bins.app(), start, memory));
         }
     }
-    Ok(p)
+    p
 }
 
 fn run(cli: Cli) -> Result<(), BoxError> {
-    let bin = binary(
-        &cli.common.server_bin,
-        "quotabell-server",
-        "`cargo build --release -p quotabell-server`",
-        "--server-bin",
-    )?;
-    if cli.bench.engine() || cli.bench.app() {
-        // Checked before anything starts, as the plan needs the launcher first.
-        binary(
-            &cli.common.engine_bin,
-            "quotabell",
-            "`cargo build --release -p quotabell-core`",
-            "--engine-bin",
-        )?;
-    }
-    if cli.bench.app() {
-        binary(
-            &cli.common.app_bin,
-            "quotabell-app",
-            "`cargo build --release -p quotabell-app` or the Tauri bundler",
-            "--app-bin",
-        )?;
-    }
+    let bin = SERVER.locate(&cli.common.server_bin)?;
+    let bins = Binaries {
+        engine: (cli.bench.engine() || cli.bench.app())
+            .then(|| ENGINE.locate(&cli.common.engine_bin))
+            .transpose()?,
+        app: cli
+            .bench
+            .app()
+            .then(|| APP.locate(&cli.common.app_bin))
+            .transpose()?,
+    };
 
     println!("machine: {}", sys::machine());
     match sys::raise_nofile() {
@@ -364,7 +370,7 @@ fn run(cli: Cli) -> Result<(), BoxError> {
         .build()?;
     println!("bench runtime: tokio, {workers} worker thread(s)");
 
-    let plan = plan(&cli, &launcher)?;
+    let plan = plan(&cli, &bins, &launcher);
     if cli.bench.engine() {
         println!(
             "engine benchmarks: the engine, D-Bus, keyring and dunst run on the bench's CPUs; dbus-monitor on all allowed CPUs"

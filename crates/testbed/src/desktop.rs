@@ -225,15 +225,17 @@ impl Desktop {
             .unwrap_or(false)
     }
 
-    /// Every notification the daemon received so far: (summary, body), oldest first.
-    pub fn notifications(&self) -> Vec<(String, String)> {
+    /// Every notification the daemon received so far: (summary, body), oldest first. An
+    /// error when `dunstctl` cannot run: an empty list would pass a test that expects none.
+    pub fn notifications(&self) -> Result<Vec<(String, String)>> {
         // Displayed ones move to the history when closed.
         let _ = self.command("dunstctl").arg("close-all").output();
-        let out = match self.command("dunstctl").arg("history").output() {
-            Ok(out) => out.stdout,
-            Err(_) => Vec::new(),
-        };
-        let v: Value = serde_json::from_slice(&out).unwrap_or(Value::Null);
+        let out = self
+            .command("dunstctl")
+            .arg("history")
+            .output()
+            .map_err(Error::io("dunstctl history"))?;
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
         let mut list: Vec<(i64, String, String)> = v["data"][0]
             .as_array()
             .map(|a| {
@@ -249,31 +251,28 @@ impl Desktop {
             })
             .unwrap_or_default();
         list.sort();
-        list.into_iter().map(|(_, s, b)| (s, b)).collect()
+        Ok(list.into_iter().map(|(_, s, b)| (s, b)).collect())
     }
 
     /// How many notifications mention `text` in their summary or body.
-    pub fn count_mentions(&self, text: &str) -> usize {
-        self.notifications()
+    pub fn count_mentions(&self, text: &str) -> Result<usize> {
+        Ok(self
+            .notifications()?
             .iter()
             .filter(|(s, b)| s.contains(text) || b.contains(text))
-            .count()
+            .count())
     }
 
     /// What the keychain holds for `service`, read with libsecret's own tool (its stdout, then
     /// its stderr).
-    pub fn secret(&self, service: &str) -> String {
-        match self
+    pub fn secret(&self, service: &str) -> Result<String> {
+        let out = self
             .command("secret-tool")
             .args(["search", "--all", "service", service])
             .output()
-        {
-            Ok(out) => {
-                String::from_utf8_lossy(&out.stdout).into_owned()
-                    + &String::from_utf8_lossy(&out.stderr)
-            }
-            Err(e) => format!("secret-tool: {e}"),
-        }
+            .map_err(Error::io("secret-tool search"))?;
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr))
     }
 }
 
