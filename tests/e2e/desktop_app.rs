@@ -13,8 +13,8 @@ use serde_json::json;
 
 use crate::support::*;
 use crate::support::{cmdline, descendants};
-use crate::tray::{IconImage, ItemRef, TrayItem, TrayWatcher, load_png_rgba};
 use crate::webdriver::{Session, TauriDriver};
+use quotabell_testbed::{IconImage, ItemRef, TrayItem, TrayWatcher, X, load_png_rgba};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -70,7 +70,7 @@ impl Harness {
     fn start() -> Self {
         let desktop = Desktop::start();
         // Before the app: appindicator registers with whoever owns the watcher name then.
-        let tray = TrayWatcher::start(&desktop.bus);
+        let tray = TrayWatcher::start(&desktop.bus).unwrap();
         let dir = tempfile::tempdir().unwrap();
         let backend = Backend::start(dir.path(), &["--keepalive-secs", "1", "--retry-ms", "100"]);
         let profile = dir.path().join("profile");
@@ -460,15 +460,15 @@ fn desktop_app_window_closes_without_leftovers_and_reopens_from_the_tray() {
     );
 
     // Close it as a window manager's close button would.
-    let x = crate::x11::X::open();
+    let x = X::open().unwrap();
     let windows: Vec<_> = x
         .windows_of(window_pid)
         .into_iter()
-        .filter(|(_, name)| name == "Quotabell")
+        .filter(|w| w.name == "Quotabell")
         .collect();
     assert!(!windows.is_empty(), "no X window titled Quotabell");
-    for (w, _) in &windows {
-        x.close(*w);
+    for w in &windows {
+        x.close(w.id);
     }
     wait_until("the window process to exit", WAIT, || !alive(window_pid));
     wait_until("WebKit's processes to exit", WAIT, || {
@@ -496,9 +496,7 @@ fn desktop_app_window_closes_without_leftovers_and_reopens_from_the_tray() {
     });
     let reopened = reopened.unwrap();
     wait_until("the reopened window on screen", WAIT, || {
-        x.windows_of(reopened)
-            .iter()
-            .any(|(_, name)| name == "Quotabell")
+        x.windows_of(reopened).iter().any(|w| w.name == "Quotabell")
     });
     wait_until("its WebKit web process", WAIT, || {
         descendants(reopened).into_iter().any(|p| {

@@ -14,4 +14,3 @@ mod scripted;
 mod soak;
 mod tray;
 mod webdriver;
-mod x11;

@@ -1,7 +1,7 @@
 //! The desktop app (`quotabell-app`) in a private desktop session (D-Bus, gnome-keyring, dunst,
 //! on the `xvfb-run` display), against the real backend with one user and a handful of builds.
 //! The bench plays the panel: it owns `org.kde.StatusNotifierWatcher` before the app starts
-//! (`tray.rs`).
+//! (the test bed's `TrayWatcher`, the same the end-to-end tests read the tray with).
 //!
 //! - `app-start`: from spawning `quotabell-app --hidden` until its tray item registers with the
 //!   watcher (appindicator's `RegisterStatusNotifierItem` call), signed in and signed out; and
@@ -24,14 +24,66 @@ use std::process::{Child, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::desktop::Desktop;
-use crate::profile::{Profile, poll};
-use crate::server::{Launcher, add_user};
+use quotabell_testbed::process;
+use quotabell_testbed::{Desktop, ItemRef, Profile, TrayWatcher, X};
+
+use crate::cache::poll;
+use crate::launcher::Launcher;
+use crate::report::{Fmt, Section, figure_row, ms, verdict_below};
 use crate::stats::Spread;
 use crate::sys::{self, GroupLoadProbe, Rollup};
-use crate::tray::{Registration, TrayWatcher};
-use crate::x11::X;
-use crate::{BoxError, posts};
+use crate::{BoxError, Common, posts};
+
+/// Desktop app targets: start to tray, and memory with the window never opened, open, closed.
+const APP_TRAY_TARGET_MS: f64 = 400.0;
+const APP_HIDDEN_PSS_TARGET_MB: f64 = 90.0;
+const APP_OPEN_PSS_TARGET_MB: f64 = 250.0;
+const APP_CLOSED_PSS_TARGET_MB: f64 = 100.0;
+
+/// The options of `app-start`, `app-memory` and `app`.
+#[derive(clap::Args, Clone)]
+#[group(id = "app-options")]
+pub struct Args {
+    /// `app-start`: signed-in starts after `sync; echo 3 > /proc/sys/vm/drop_caches` (root).
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=100))]
+    pub cold_rounds: u32,
+    /// `app-memory`: app runs, each through the three states (idle `--idle-secs` in each).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub memory_reps: u32,
+    /// `app-memory`: seconds idle in each state.
+    #[arg(long, default_value_t = 60.0, value_parser = crate::seconds_in(1.0, 3600.0, false))]
+    pub idle_secs: f64,
+    /// Skip the unmeasured warm-up starts, so the first app measured is the first GTK 3
+    /// process on the X server (it probes GLX and loads Mesa; see app.rs).
+    #[arg(long)]
+    pub no_warm_up: bool,
+}
+
+impl Args {
+    pub fn config(
+        &self,
+        common: &Common,
+        engine_bin: PathBuf,
+        app_bin: PathBuf,
+        start: bool,
+        memory: bool,
+    ) -> Config {
+        Config {
+            start_rounds: common.rounds(20),
+            cold_rounds: self.cold_rounds as usize,
+            memory_reps: self.memory_reps as usize,
+            idle_secs: self.idle_secs,
+            app_bin,
+            engine_bin,
+            start,
+            memory,
+            warm_up: !self.no_warm_up,
+        }
+    }
+}
+
+/// Picks one state's process tree out of an `app-memory` run.
+type StateOf = fn(&MemoryRep) -> &Tree;
 
 const EMAIL: &str = "app@bench.invalid";
 /// Builds posted before the app starts, so that its window shows data.
@@ -123,7 +175,7 @@ impl Tree {
         let mut procs = Vec::new();
         let mut by_map: std::collections::HashMap<String, u64> = Default::default();
         let app_exe = sys::exe_name(root);
-        for pid in sys::process_tree(root) {
+        for pid in process::process_tree(root) {
             let Some(mem) = Rollup::of(pid) else { continue };
             let exe = sys::exe_name(pid);
             let role = if pid == root {
@@ -232,6 +284,153 @@ pub struct Report {
 }
 
 impl Report {
+    /// Its lines and rows of the desktop app summary.
+    pub fn summarize(&self, out: &mut Section) {
+        let a = self;
+        let msf: &Fmt = &ms;
+        let mbf: &Fmt = &|v| format!("{v:.1} MB");
+        for s in &a.start {
+            let label = format!("app-start ({}, {} starts)", s.label, s.rounds.len());
+            out.load(&label, s.other_load);
+            let mut tray = figure_row(
+                &label,
+                "spawn `--hidden` → tray item registered",
+                s.tray(),
+                msf,
+                "< 400 ms",
+            );
+            tray[5] = verdict_below(s.tray().map(|t| t.median), APP_TRAY_TARGET_MS);
+            out.row(tray);
+            if let Some((p10, p90)) = s.tray_p10_p90() {
+                out.row([
+                    label.clone(),
+                    "spawn → tray item registered, p10 / p90".into(),
+                    format!("{} / {}", ms(p10), ms(p90)),
+                    "–".into(),
+                    "–".into(),
+                    "–".into(),
+                ]);
+            }
+            out.figure(
+                &label,
+                "spawn → tray icon settled on the engine's state (last NewIcon)",
+                s.settled(),
+                msf,
+                "–",
+            );
+            for (before, after) in &s.cache_drops {
+                out.note(format!(
+                    "{label}: page cache {:.0} MB before the drop, {:.0} MB after",
+                    mb(*before),
+                    mb(*after)
+                ));
+            }
+        }
+        if !a.memory.is_empty() {
+            let label = format!(
+                "app-memory ({} runs, {:.0} s idle per state)",
+                a.memory.len(),
+                a.idle_secs
+            );
+            let load = a
+                .memory
+                .iter()
+                .flat_map(|m| m.load.iter().flatten().copied())
+                .reduce(f64::max);
+            out.load(&format!("{label}, busiest idle period"), load);
+            let states: [(&str, StateOf, f64); 3] = [
+                (
+                    "(a) tray only, window never opened",
+                    |m| &m.hidden,
+                    APP_HIDDEN_PSS_TARGET_MB,
+                ),
+                ("(b) window open", |m| &m.open, APP_OPEN_PSS_TARGET_MB),
+                ("(c) window closed", |m| &m.closed, APP_CLOSED_PSS_TARGET_MB),
+            ];
+            for (state, tree, target) in states {
+                let pss = a.memory_spread(|m| Some(mb(tree(m).pss_kib())));
+                let mut r = figure_row(
+                    &label,
+                    &format!("{state}: PSS of all processes"),
+                    pss,
+                    mbf,
+                    &format!("< {target:.0} MB"),
+                );
+                r[5] = verdict_below(pss.map(|p| p.median), target);
+                out.row(r);
+                out.figure(
+                    &label,
+                    &format!("{state}: RSS of all processes (shared pages counted per process)"),
+                    a.memory_spread(|m| Some(mb(tree(m).rss_kib()))),
+                    mbf,
+                    "–",
+                );
+                for role in [
+                    "tray process",
+                    "window process",
+                    "WebKitWebProcess",
+                    "WebKitNetworkProcess",
+                ] {
+                    let v = a.memory_spread(|m| {
+                        let t = tree(m);
+                        t.procs
+                            .iter()
+                            .any(|p| p.role == role)
+                            .then(|| mb(t.pss_of(role)))
+                    });
+                    if v.is_some() {
+                        out.figure(&label, &format!("{state}: PSS of the {role}"), v, mbf, "–");
+                    }
+                }
+                let procs = a.memory_spread(|m| Some(tree(m).procs.len() as f64));
+                out.figure(
+                    &label,
+                    &format!("{state}: processes"),
+                    procs,
+                    &|v| format!("{v:.0}"),
+                    "–",
+                );
+            }
+            let left: usize = a.memory.iter().map(|m| m.webkit_left.len()).sum();
+            out.row([
+                label.clone(),
+                "(c) WebKit processes left after the close (all runs)".into(),
+                left.to_string(),
+                "–".into(),
+                "0".into(),
+                if left == 0 { "met" } else { "NOT met" }.into(),
+            ]);
+            out.figure(
+                &label,
+                "WM_DELETE_WINDOW → window process exited",
+                a.memory_spread(|m| m.close_ms),
+                msf,
+                "–",
+            );
+            out.figure(
+                &label,
+                "tray \"Open\" click → window process started",
+                a.memory_spread(|m| m.open_times.spawn_ms),
+                msf,
+                "–",
+            );
+            out.figure(
+                &label,
+                "tray \"Open\" click → X window mapped",
+                a.memory_spread(|m| m.open_times.mapped_ms),
+                msf,
+                "–",
+            );
+            out.figure(
+                &label,
+                "tray \"Open\" click → web view's first call at the tray process",
+                a.memory_spread(|m| m.open_times.first_call_ms),
+                msf,
+                "–",
+            );
+        }
+    }
+
     pub fn memory_spread(&self, f: impl Fn(&MemoryRep) -> Option<f64>) -> Option<Spread> {
         Spread::of(&self.memory.iter().filter_map(f).collect::<Vec<_>>())
     }
@@ -267,7 +466,6 @@ impl App {
             Some(l) => cmd.env("RUST_LOG", l),
             None => cmd.env_remove("RUST_LOG"),
         };
-        sys::die_with_parent(&mut cmd, None);
         let mut child = cmd
             .spawn()
             .map_err(|e| format!("cannot start {}: {e}", bin.display()))?;
@@ -317,9 +515,9 @@ impl App {
     }
 
     /// Quits through the tray menu as a user would; SIGTERM, then SIGKILL, if it does not.
-    async fn quit(&mut self, watcher: &TrayWatcher, item: Option<&Registration>) {
+    async fn quit(&mut self, watcher: &TrayWatcher, item: Option<&ItemRef>) {
         if let Some(item) = item
-            && watcher.click(item, QUIT).await.is_ok()
+            && watcher.try_click_menu(item, QUIT).is_ok()
         {
             let start = Instant::now();
             while start.elapsed() < Duration::from_secs(10) {
@@ -337,7 +535,7 @@ impl App {
         if self.exited() {
             return;
         }
-        sys::signal(self.pid, libc::SIGTERM);
+        process::signal(self.pid, libc::SIGTERM);
         let start = Instant::now();
         while start.elapsed() < Duration::from_secs(5) {
             if self.exited() {
@@ -390,9 +588,9 @@ async fn sleep_until(t: Instant) {
 }
 
 pub async fn run(launcher: &Launcher, cfg: &Config) -> Result<Report, BoxError> {
-    let desktop = Desktop::start("app")?;
+    let desktop = launcher.desktop("app")?;
     // Before any app: appindicator looks for the watcher when it creates its indicator.
-    let watcher = TrayWatcher::start(&desktop.bus).await?;
+    let watcher = TrayWatcher::start(&desktop.bus)?;
     let server = launcher.start("app")?;
     let base = format!("http://{}", server.addr);
     println!(
@@ -401,7 +599,7 @@ pub async fn run(launcher: &Launcher, cfg: &Config) -> Result<Report, BoxError> 
         desktop.bus,
         cfg.app_bin.display()
     );
-    let token = add_user(&launcher.bin, &server.db, EMAIL).await?;
+    let token = server.add_user(EMAIL, "pro")?;
     let client = posts::client()?;
     for n in 0..BUILDS {
         let app = if n % 3 == 0 { "web" } else { "api" };
@@ -418,10 +616,10 @@ pub async fn run(launcher: &Launcher, cfg: &Config) -> Result<Report, BoxError> 
     }
     let signed_in = Profile {
         bin: cfg.engine_bin.clone(),
-        dir: desktop.dir.join("signed-in"),
+        dir: desktop.dir.path().join("signed-in"),
     };
-    signed_in.login(&desktop, &base, &token).await?;
-    let signed_out = desktop.dir.join("signed-out");
+    signed_in.login(&desktop, &base, &token)?;
+    let signed_out = desktop.dir.path().join("signed-out");
     std::fs::create_dir_all(&signed_out)?;
     println!(
         "[app] one pro user with {BUILDS} builds; profile {} signed in with `quotabell login`",
@@ -509,7 +707,7 @@ pub async fn run(launcher: &Launcher, cfg: &Config) -> Result<Report, BoxError> 
         Ok::<_, BoxError>(())
     }
     .await;
-    watcher.stop().await;
+    drop(watcher);
     result?;
     Ok(report)
 }
@@ -525,7 +723,7 @@ async fn start_round(
     tokio::time::sleep(Duration::from_millis(500)).await;
     let t0 = Instant::now();
     let mut app = App::spawn(desktop, &cfg.app_bin, dir, &["--hidden"], None)?;
-    let reg = match poll(
+    let (reg, reg_at) = match poll(
         "the tray item to register",
         REGISTER_TIMEOUT,
         Duration::from_millis(5),
@@ -536,10 +734,10 @@ async fn start_round(
         Ok(r) => r,
         Err(e) => return Err(format!("{e}; app log:\n{}", app.log_tail(20)).into()),
     };
-    let tray_ms = ms_since(t0, reg.at);
+    let tray_ms = ms_since(t0, reg_at);
     // The icon: wait for a quiet ICON_QUIET after the last change.
     let icons = loop {
-        let icons = watcher.new_icons(&reg.sender);
+        let icons = watcher.new_icons(&reg);
         let quiet = icons
             .last()
             .is_some_and(|last| last.elapsed() >= ICON_QUIET);
@@ -548,7 +746,7 @@ async fn start_round(
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    let settled_ms = icons.last().map(|&t| ms_since(t0, t.max(reg.at)));
+    let settled_ms = icons.last().map(|&t| ms_since(t0, t.max(reg_at)));
     println!(
         "[app-start] {label}: tray registered after {tray_ms:.1} ms; icon settled after {} ({} icon change(s))",
         settled_ms.map_or("n/a".into(), |v| format!("{v:.1} ms")),
@@ -579,7 +777,7 @@ async fn memory_rep(
         &["--hidden"],
         Some(MEMORY_RUST_LOG),
     )?;
-    let reg = match poll(
+    let (reg, _) = match poll(
         "the tray item to register",
         REGISTER_TIMEOUT,
         Duration::from_millis(10),
@@ -604,7 +802,7 @@ async fn memory_rep(
 
     // (b) the window, opened from the tray menu.
     let click = Instant::now();
-    watcher.click(&reg, OPEN).await?;
+    watcher.try_click_menu(&reg, OPEN)?;
     let started = poll(
         "the window process to start",
         WINDOW_TIMEOUT,
@@ -672,12 +870,12 @@ async fn memory_rep(
         .find(|w| w.viewable && w.closable)
         .ok_or("the window process has no mapped window that takes WM_DELETE_WINDOW")?;
     let close = Instant::now();
-    x.request_close(window.id);
+    x.close(window.id);
     let gone = poll(
         "the window process to exit",
         Duration::from_secs(30),
         Duration::from_millis(5),
-        || Ok((!sys::alive(window_pid)).then(Instant::now)),
+        || Ok((!process::alive(window_pid)).then(Instant::now)),
     )
     .await;
     let close_ms = gone.as_ref().ok().map(|&t| ms_since(close, t));
@@ -688,7 +886,12 @@ async fn memory_rep(
         "WebKit's processes to exit",
         Duration::from_secs(10),
         Duration::from_millis(20),
-        || Ok(webkit_pids.iter().all(|&p| !sys::alive(p)).then_some(())),
+        || {
+            Ok(webkit_pids
+                .iter()
+                .all(|&p| !process::alive(p))
+                .then_some(()))
+        },
     )
     .await;
     // The tray process reaps it and logs how it ended.

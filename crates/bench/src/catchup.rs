@@ -18,12 +18,43 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::desktop::{self, Desktop};
-use crate::profile::{Profile, poll, server_last_event_id};
-use crate::server::{Launcher, add_user};
+use std::path::{Path, PathBuf};
+
+use quotabell_testbed::Profile;
+use quotabell_testbed::process::Memory;
+
+use crate::cache::{Cache, poll, server_last_event_id};
+use crate::launcher::{EngineArgs, Launcher};
+use crate::report::{Fmt, Section, figure_row, thousands, verdict_below};
 use crate::stats::Spread;
-use crate::sys::{self, Memory};
-use crate::{BoxError, posts};
+use crate::{BoxError, Common, posts, sys};
+
+/// The engine's target, as BENCHMARKS.md's At a glance states it.
+const CATCHUP_TARGET_SECS: f64 = 3.0;
+
+/// `catchup`'s options.
+#[derive(clap::Args, Clone)]
+#[group(id = "catchup-options")]
+pub struct Args {
+    /// Events the engine misses (the server keeps 1,000,000 per user).
+    #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..=900_000))]
+    pub events: u64,
+    /// Concurrent keep-alive HTTP/1.1 clients posting the missed builds.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pub concurrency: u32,
+}
+
+impl Args {
+    pub fn config(&self, common: &Common, engine: &EngineArgs, engine_bin: PathBuf) -> Config {
+        Config {
+            rounds: common.rounds(3),
+            events: self.events,
+            concurrency: self.concurrency as usize,
+            engine_bin,
+            keepalive_secs: engine.engine_keepalive_secs,
+        }
+    }
+}
 
 const EMAIL: &str = "catchup@bench.invalid";
 const ROUND_TIMEOUT: Duration = Duration::from_secs(120);
@@ -33,7 +64,7 @@ pub struct Config {
     pub rounds: usize,
     pub events: u64,
     pub concurrency: usize,
-    pub engine_bin: std::path::PathBuf,
+    pub engine_bin: PathBuf,
     pub keepalive_secs: f64,
 }
 
@@ -58,6 +89,69 @@ pub struct Report {
 }
 
 impl Report {
+    /// Its lines and rows of the engine summary.
+    pub fn summarize(&self, out: &mut Section) {
+        let c = self;
+        let mibf: &Fmt = &|v| format!("{v:.1} MiB");
+        let secf: &Fmt = &|v| format!("{v:.3} s");
+        let label = format!(
+            "catchup ({} missed events, {} rounds)",
+            thousands(c.missed_events as f64),
+            c.rounds.len()
+        );
+        out.note(format!(
+            "catchup: {} events missed ({} builds posted in {:.1} s); caught up in {} (median), done in {}, engine VmHWM {}",
+            c.missed_events,
+            c.builds_posted,
+            c.post_secs,
+            c.events_secs().map_or("n/a".into(), |s| secf(s.median)),
+            c.done_secs().map_or("n/a".into(), |s| secf(s.median)),
+            c.hwm_mib().map_or("n/a".into(), |s| mibf(s.median)),
+        ));
+        out.load(&label, c.other_load);
+        let mut ev = figure_row(
+            &label,
+            "engine start → cursor at the server's last event",
+            c.events_secs(),
+            secf,
+            "< 3 s",
+        );
+        ev[5] = verdict_below(c.events_secs().map(|s| s.median), CATCHUP_TARGET_SECS);
+        out.row(ev);
+        let mut done = figure_row(
+            &label,
+            "engine start → usage and builds synced, stream connected",
+            c.done_secs(),
+            secf,
+            "< 3 s",
+        );
+        done[5] = verdict_below(c.done_secs().map(|s| s.median), CATCHUP_TARGET_SECS);
+        out.row(done);
+        out.figure(&label, "engine VmHWM (peak RSS)", c.hwm_mib(), mibf, "–");
+        out.figure(&label, "engine VmRSS when done", c.rss_mib(), mibf, "–");
+        out.figure(
+            &label,
+            "engine start → first page of events stored (diagnostic)",
+            c.first_secs(),
+            secf,
+            "–",
+        );
+        out.figure(
+            &label,
+            "engine CPU time until done (diagnostic)",
+            c.cpu_secs(),
+            &|v| format!("{v:.2} s"),
+            "–",
+        );
+        out.figure(
+            &label,
+            "server CPU time meanwhile (diagnostic)",
+            c.server_cpu_secs(),
+            &|v| format!("{v:.2} s"),
+            "–",
+        );
+    }
+
     fn spread(&self, f: impl Fn(&Round) -> f64) -> Option<Spread> {
         let v: Vec<f64> = self
             .rounds
@@ -146,7 +240,7 @@ async fn post_many(
 }
 
 pub async fn run(launcher: &Launcher, cfg: &Config) -> Result<Report, BoxError> {
-    let desktop = Desktop::start("catchup")?;
+    let desktop = launcher.desktop("catchup")?;
     let server = launcher.start("catchup")?;
     let base = format!("http://{}", server.addr);
     println!(
@@ -154,19 +248,19 @@ pub async fn run(launcher: &Launcher, cfg: &Config) -> Result<Report, BoxError> 
         server.pid, desktop.bus
     );
     let client = posts::client()?;
-    let token = add_user(&launcher.bin, &server.db, EMAIL).await?;
+    let token = server.add_user(EMAIL, "pro")?;
     let keepalive = cfg.keepalive_secs.to_string();
     let watch_args = ["--keepalive-secs", keepalive.as_str()];
 
     // The profile as a user leaves it: signed in, synced once, engine stopped.
     let base_profile = Profile {
         bin: cfg.engine_bin.clone(),
-        dir: desktop.dir.join("profile-0"),
+        dir: desktop.dir.path().join("profile-0"),
     };
-    base_profile.login(&desktop, &base, &token).await?;
+    base_profile.login(&desktop, &base, &token)?;
     {
-        let mut watch = base_profile.watch(&desktop, &watch_args)?;
-        let cache = base_profile.cache()?;
+        let mut watch = base_profile.watch(&desktop, &watch_args, None)?;
+        let cache = Cache::open(&base_profile.db())?;
         let r = poll(
             "the first engine run to connect",
             ROUND_TIMEOUT,
@@ -179,7 +273,7 @@ pub async fn run(launcher: &Launcher, cfg: &Config) -> Result<Report, BoxError> 
         }
         watch.stop(Duration::from_secs(10));
     }
-    let start_cursor = base_profile.cache()?.cursor()?.unwrap_or(0);
+    let start_cursor = Cache::open(&base_profile.db())?.cursor()?.unwrap_or(0);
 
     // The events the engine misses.
     let url = format!("{base}/api/v1/builds");
@@ -220,13 +314,13 @@ pub async fn run(launcher: &Launcher, cfg: &Config) -> Result<Report, BoxError> 
     for r in 0..cfg.rounds {
         let profile = Profile {
             bin: cfg.engine_bin.clone(),
-            dir: desktop.dir.join(format!("profile-{}", r + 1)),
+            dir: desktop.dir.path().join(format!("profile-{}", r + 1)),
         };
-        desktop::copy_dir(&base_profile.dir, &profile.dir)?;
-        let cache = profile.cache()?;
+        copy_dir(&base_profile.dir, &profile.dir)?;
+        let cache = Cache::open(&profile.db())?;
         let server_cpu0 = sys::stat_cpu_seconds(server.pid);
         let t0 = Instant::now();
-        let mut watch = profile.watch(&desktop, &watch_args)?;
+        let mut watch = profile.watch(&desktop, &watch_args, None)?;
         let mut first = None;
         let events = poll(
             "the cursor to reach the server's last event",
@@ -293,4 +387,20 @@ pub async fn run(launcher: &Launcher, cfg: &Config) -> Result<Report, BoxError> 
     drop(server);
     drop(desktop);
     Ok(report)
+}
+
+/// Copies a directory tree of regular files (a stopped engine's profile).
+fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let kind = entry.file_type()?;
+        let target = to.join(entry.file_name());
+        if kind.is_dir() {
+            copy_dir(&entry.path(), &target)?;
+        } else if kind.is_file() {
+            std::fs::copy(entry.path(), target)?;
+        }
+    }
+    Ok(())
 }

@@ -14,15 +14,63 @@ use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::{Semaphore, mpsc};
 
-use crate::server::{Launcher, ServerChild, add_user};
+use quotabell_testbed::process::Memory;
+
+use crate::launcher::{Launcher, ServerChild};
+use crate::report::{Section, ms, spread_text, verdict_at_most};
 use crate::sse::{self, Msg, Subscription};
 use crate::stats::{Spread, percentile, sort};
-use crate::sys::{self, Memory};
-use crate::{BoxError, posts};
+use crate::{BoxError, Common, posts, sys};
 
 /// Opening 10,000 streams 100 at a time takes tens of seconds on this machine.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(300);
 const ROUND_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The reference the fan-out bench is judged against: nginx + nchan on the first benchmark
+/// machine, one message to 1,000 EventSource subscribers.
+const NCHAN_P50_MS: f64 = 11.0;
+const NCHAN_P99_MS: f64 = 22.0;
+const NCHAN_RSS_MIB: f64 = 24.5;
+
+/// `fanout`'s options.
+#[derive(clap::Args, Clone)]
+#[group(id = "fanout-options")]
+pub struct Args {
+    /// SSE streams of the one user.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=20_000))]
+    pub streams: u32,
+    #[command(flatten)]
+    pub pace: Pace,
+}
+
+/// How the streams are opened and the rounds spaced (`fanout` and `fanout-vs-nchan`).
+#[derive(clap::Args, Clone)]
+#[group(id = "pace-options")]
+pub struct Pace {
+    /// Pause between rounds, in milliseconds.
+    #[arg(long, default_value_t = 300)]
+    pub pause_ms: u64,
+    /// Streams being opened at once.
+    #[arg(long, default_value_t = 100)]
+    pub connect_parallel: u32,
+}
+
+impl Args {
+    pub fn config(&self, common: &Common) -> Config {
+        self.pace.config(common, self.streams)
+    }
+}
+
+impl Pace {
+    pub fn config(&self, common: &Common, streams: u32) -> Config {
+        Config {
+            rounds: common.rounds(10),
+            streams: streams as usize,
+            pause: Duration::from_millis(self.pause_ms),
+            connect_parallel: self.connect_parallel.max(1) as usize,
+        }
+    }
+}
 
 pub struct Config {
     pub rounds: usize,
@@ -189,6 +237,145 @@ pub fn spread_of<'a>(
 }
 
 impl Report {
+    /// Its lines and rows of the backend summary.
+    pub fn summarize(&self, out: &mut Section) {
+        let f = self;
+        let label = format!(
+            "fanout ({} streams of 1 user, {} rounds)",
+            f.connected,
+            f.rounds.len()
+        );
+        println!(
+            "fanout: {}/{} streams connected in {:.2} s; delivery p50 {} p99 {} max {} (medians of rounds); \
+                 kernel arrival p50 {} p99 {} max {}; server RSS connected {}; after rounds {}; stream errors {}, missed deliveries {}, failed posts {}, stray events {}",
+            f.connected,
+            f.streams,
+            f.connect_secs,
+            f.p50().map_or("n/a".into(), |s| ms(s.median)),
+            f.p99().map_or("n/a".into(), |s| ms(s.median)),
+            f.max().map_or("n/a".into(), |s| ms(s.median)),
+            f.kernel_p50().map_or("n/a".into(), |s| ms(s.median)),
+            f.kernel_p99().map_or("n/a".into(), |s| ms(s.median)),
+            f.kernel_max().map_or("n/a".into(), |s| ms(s.median)),
+            mem_text(f.mem_connected),
+            mem_text(f.mem_after),
+            f.stream_errors,
+            f.missed,
+            f.post_errors,
+            f.stray_events
+        );
+        for s in &f.error_samples {
+            println!("  error sample: {s}");
+        }
+        out.load(&label, f.other_load);
+        let (m, sp) = spread_text(f.p50(), ms);
+        let v = verdict_at_most(f.p50().map(|s| s.median), NCHAN_P50_MS);
+        out.row([
+            label.clone(),
+            "delivery latency p50".into(),
+            m,
+            sp,
+            "≤ 11 ms (nchan)".into(),
+            v,
+        ]);
+        let (m, sp) = spread_text(f.p99(), ms);
+        let v = verdict_at_most(f.p99().map(|s| s.median), NCHAN_P99_MS);
+        out.row([
+            label.clone(),
+            "delivery latency p99".into(),
+            m,
+            sp,
+            "≤ 22 ms (nchan)".into(),
+            v,
+        ]);
+        let (m, sp) = spread_text(f.max(), ms);
+        out.row([
+            label.clone(),
+            "delivery latency max".into(),
+            m,
+            sp,
+            "–".into(),
+            "–".into(),
+        ]);
+        for (what, spread) in [
+            ("p50", f.kernel_p50()),
+            ("p99", f.kernel_p99()),
+            ("max", f.kernel_max()),
+        ] {
+            let (m, sp) = spread_text(spread, ms);
+            out.row([
+                label.clone(),
+                format!("kernel arrival at the client socket, {what}"),
+                m,
+                sp,
+                "– (diagnostic)".into(),
+                "–".into(),
+            ]);
+        }
+        let (m, sp) = spread_text(f.server_cpu(), |v| format!("{v:.0} ms"));
+        out.row([
+            label.clone(),
+            "server CPU time per round (user + system)".into(),
+            m,
+            sp,
+            "– (diagnostic)".into(),
+            "–".into(),
+        ]);
+        let mib = |m: Option<Memory>, hwm: bool| {
+            m.map(|m| sys::mib(if hwm { m.hwm_kib } else { m.rss_kib }))
+        };
+        let mem_row = |what: &str, value: Option<f64>, judged: bool| {
+            [
+                label.clone(),
+                what.to_owned(),
+                value.map_or("n/a".into(), |v| format!("{v:.1} MiB")),
+                "–".into(),
+                if judged {
+                    "≤ 24.5 MiB (nchan worker)".into()
+                } else {
+                    "–".into()
+                },
+                if judged {
+                    verdict_at_most(value, NCHAN_RSS_MIB)
+                } else {
+                    "–".into()
+                },
+            ]
+        };
+        out.row(mem_row("server VmRSS, idle", mib(f.mem_idle, false), false));
+        out.row(mem_row(
+            "server VmRSS, streams connected",
+            mib(f.mem_connected, false),
+            false,
+        ));
+        out.row(mem_row(
+            "server VmRSS, after the rounds",
+            mib(f.mem_after, false),
+            true,
+        ));
+        out.row(mem_row(
+            "server VmHWM (peak), after the rounds",
+            mib(f.mem_after, true),
+            false,
+        ));
+        let errors = f.stream_errors + f.missed + f.post_errors;
+        if errors > 0 {
+            out.row([
+                "fanout".into(),
+                "errors: streams lost / deliveries missed / posts failed".into(),
+                format!("{} / {} / {}", f.stream_errors, f.missed, f.post_errors),
+                "–".into(),
+                "0".into(),
+                "–".into(),
+            ]);
+        }
+    }
+
+    /// Streams lost, deliveries missed and posts failed: left out of the figures.
+    pub fn errors(&self) -> u64 {
+        (self.stream_errors + self.missed + self.post_errors) as u64
+    }
+
     fn spread(&self, f: impl Fn(&Round) -> f64) -> Option<Spread> {
         spread_of(&self.rounds, f)
     }
@@ -264,18 +451,15 @@ impl Streams {
 /// The `fanout` mode: Quotabell alone.
 pub async fn run(launcher: &Launcher, cfg: &Config) -> Result<Report, BoxError> {
     let server = launcher.start("fanout")?;
-    let target = quotabell_target(launcher, &server).await?;
+    let target = quotabell_target(&server)?;
     measure(&target, cfg)
         .await
         .map_err(|e| format!("{e}\nserver log:\n{}", server.log_tail(20)).into())
 }
 
 /// Quotabell as a fan-out target: a new `pro` user whose streams and builds are measured.
-pub async fn quotabell_target(
-    launcher: &Launcher,
-    server: &ServerChild,
-) -> Result<Target, BoxError> {
-    let token = add_user(&launcher.bin, &server.db, "fanout@bench.invalid").await?;
+pub fn quotabell_target(server: &ServerChild) -> Result<Target, BoxError> {
+    let token = server.add_user("fanout@bench.invalid", "pro")?;
     let addr = server.addr;
     Ok(Target {
         name: "quotabell",
@@ -482,7 +666,7 @@ pub async fn measure(target: &Target, cfg: &Config) -> Result<Report, BoxError> 
             round.server_cpu_ms
         );
         report.rounds.push(round);
-        if !sys::alive(target.pid) {
+        if !quotabell_testbed::process::alive(target.pid) {
             return Err(format!(
                 "[{tag}] server process {} exited during the rounds",
                 target.pid

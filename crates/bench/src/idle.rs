@@ -9,12 +9,39 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use crate::desktop::Desktop;
-use crate::profile::{Profile, poll, server_last_event_id};
-use crate::server::{Launcher, add_user};
+use std::path::PathBuf;
+
+use quotabell_testbed::Profile;
+use quotabell_testbed::process::Memory;
+
+use crate::cache::{Cache, poll, server_last_event_id};
+use crate::launcher::{EngineArgs, Launcher};
+use crate::report::{Fmt, Section, figure_row, verdict_below};
 use crate::stats::Spread;
-use crate::sys::{self, Memory};
-use crate::{BoxError, posts};
+use crate::{BoxError, Common, posts, sys};
+
+/// The engine's target, as BENCHMARKS.md's At a glance states it.
+const IDLE_RSS_TARGET_MB: f64 = 20.0;
+
+/// `idle`'s options.
+#[derive(clap::Args, Clone)]
+#[group(id = "idle-options")]
+pub struct Args {
+    /// Length of one round, in seconds.
+    #[arg(long, default_value_t = 60.0, value_parser = crate::seconds_in(1.0, 3600.0, false))]
+    pub idle_secs: f64,
+}
+
+impl Args {
+    pub fn config(&self, common: &Common, engine: &EngineArgs, engine_bin: PathBuf) -> Config {
+        Config {
+            rounds: common.rounds(2),
+            secs: self.idle_secs,
+            engine_bin,
+            keepalive_secs: engine.engine_keepalive_secs,
+        }
+    }
+}
 
 const EMAIL: &str = "idle@bench.invalid";
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(60);
@@ -49,6 +76,43 @@ pub struct Report {
 }
 
 impl Report {
+    /// Its rows of the engine summary.
+    pub fn summarize(&self, out: &mut Section) {
+        let i = self;
+        let mibf: &Fmt = &|v| format!("{v:.1} MiB");
+        let label = format!(
+            "idle ({} × {:.0} s, server keepalive 15 s)",
+            i.rounds.len(),
+            i.rounds.first().map_or(0.0, |r| r.secs)
+        );
+        out.load(&label, i.other_load);
+        let target_mib = IDLE_RSS_TARGET_MB * 1e6 / 1024.0 / 1024.0;
+        let mut rss = figure_row(
+            &label,
+            "engine VmRSS at the end",
+            i.rss_mib(),
+            mibf,
+            "< 20 MB (19.07 MiB)",
+        );
+        rss[5] = verdict_below(i.rss_mib().map(|s| s.median), target_mib);
+        out.row(rss);
+        out.figure(&label, "engine VmHWM at the end", i.hwm_mib(), mibf, "–");
+        out.figure(
+            &label,
+            "engine wake-ups (context switches, all threads) per second",
+            i.wakeups(),
+            &|v| format!("{v:.3}/s"),
+            "–",
+        );
+        out.figure(
+            &label,
+            "engine CPU time per minute idle",
+            i.cpu_ms_per_min(),
+            &|v| format!("{v:.0} ms"),
+            "–",
+        );
+    }
+
     fn spread(&self, f: impl Fn(&Round) -> f64) -> Option<Spread> {
         let v: Vec<f64> = self
             .rounds
@@ -73,7 +137,7 @@ impl Report {
 }
 
 pub async fn run(launcher: &Launcher, cfg: &Config) -> Result<Report, BoxError> {
-    let desktop = Desktop::start("idle")?;
+    let desktop = launcher.desktop("idle")?;
     let server = launcher.start("idle")?;
     let base = format!("http://{}", server.addr);
     println!(
@@ -81,12 +145,12 @@ pub async fn run(launcher: &Launcher, cfg: &Config) -> Result<Report, BoxError> 
         server.pid, desktop.bus
     );
     let client = posts::client()?;
-    let token = add_user(&launcher.bin, &server.db, EMAIL).await?;
+    let token = server.add_user(EMAIL, "pro")?;
     let profile = Profile {
         bin: cfg.engine_bin.clone(),
-        dir: desktop.dir.join("profile"),
+        dir: desktop.dir.path().join("profile"),
     };
-    profile.login(&desktop, &base, &token).await?;
+    profile.login(&desktop, &base, &token)?;
     let keepalive = cfg.keepalive_secs.to_string();
 
     let mut report = Report {
@@ -95,8 +159,8 @@ pub async fn run(launcher: &Launcher, cfg: &Config) -> Result<Report, BoxError> 
     };
     let probe = sys::GroupLoadProbe::start();
     for r in 0..cfg.rounds {
-        let mut watch = profile.watch(&desktop, &["--keepalive-secs", &keepalive])?;
-        let cache = profile.cache()?;
+        let mut watch = profile.watch(&desktop, &["--keepalive-secs", &keepalive], None)?;
+        let cache = Cache::open(&profile.db())?;
         let last = server_last_event_id(&client, &base, &token).await?;
         let connected = poll(
             "the engine to connect",

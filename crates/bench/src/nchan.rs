@@ -12,8 +12,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use quotabell_testbed::process;
+
 use crate::BoxError;
-use crate::server::Launcher;
+use crate::launcher::Launcher;
 use crate::sys;
 
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(15);
@@ -130,14 +132,14 @@ impl Setup {
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log);
-        sys::die_with_parent(
-            &mut cmd,
+        Launcher::placement(
             launcher
                 .cpu
                 .is_none()
                 .then_some(launcher.original_mask)
                 .flatten(),
-        );
+        )
+        .apply(&mut cmd);
         let child = cmd
             .spawn()
             .map_err(|e| format!("cannot start {}: {e}", self.nginx.display()))?;
@@ -240,7 +242,7 @@ http {{
 
 /// The worker process of an nginx master.
 fn worker_of(master: u32) -> Option<u32> {
-    sys::process_tree(master)
+    process::descendants(master)
         .into_iter()
         .find(|&p| p != master && is_worker(p))
 }
@@ -276,7 +278,7 @@ impl Nginx {
 impl Drop for Nginx {
     fn drop(&mut self) {
         // SIGTERM is nginx's fast shutdown: the master stops the worker, then exits.
-        sys::signal(self.master, libc::SIGTERM);
+        process::signal(self.master, libc::SIGTERM);
         let deadline = Instant::now() + Duration::from_secs(5);
         while self.exited().is_none() && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(20));
@@ -285,8 +287,8 @@ impl Drop for Nginx {
         let _ = self.child.wait();
         // The worker is the master's child, not ours: end it only if it is still a worker (its
         // pid could have been reused once it ended).
-        if self.worker != 0 && sys::alive(self.worker) && is_worker(self.worker) {
-            sys::signal(self.worker, libc::SIGKILL);
+        if self.worker != 0 && process::alive(self.worker) && is_worker(self.worker) {
+            process::signal(self.worker, libc::SIGKILL);
         }
         let _ = std::fs::remove_dir_all(&self.dir);
     }

@@ -10,12 +10,53 @@
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crate::desktop::{Desktop, Monitor, NOTIFICATION_SHOWN, Notified};
-use crate::profile::{Profile, poll, server_last_event_id};
-use crate::server::{Launcher, add_user_on, server_cli};
+use std::path::PathBuf;
+
+use quotabell_testbed::Profile;
+use quotabell_testbed::process::{CpuMask, Memory};
+
+use crate::cache::{Cache, poll, server_last_event_id};
+use crate::launcher::{EngineArgs, Launcher, NOTIFICATION_SHOWN};
+use crate::monitor::{self, Monitor, Notified};
+use crate::report::{Fmt, Section, figure_row, ms, verdict_below};
 use crate::stats::{Spread, percentile, sort};
-use crate::sys::{self, CpuMask, Memory};
-use crate::{BoxError, posts};
+use crate::{BoxError, Common, posts, sys};
+
+/// The engine's target, as BENCHMARKS.md's At a glance states it.
+const NOTIFY_P99_TARGET_MS: f64 = 25.0;
+
+/// `notify-latency`'s options.
+#[derive(clap::Args, Clone)]
+#[group(id = "notify-latency-options")]
+pub struct Args {
+    /// Builds (each one notification) per round; at most 100, the Free plan's builds per
+    /// period.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub samples: u32,
+    /// Least pause after each notification before the next build, in ms (the bench also
+    /// waits until dunst has removed it and is idle).
+    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(0..=10_000))]
+    pub gap_ms: u64,
+}
+
+impl Args {
+    pub fn config(
+        &self,
+        common: &Common,
+        engine: &EngineArgs,
+        engine_bin: PathBuf,
+        launcher: &Launcher,
+    ) -> Config {
+        Config {
+            rounds: common.rounds(3),
+            samples: self.samples as usize,
+            gap: Duration::from_millis(self.gap_ms),
+            engine_bin,
+            keepalive_secs: engine.engine_keepalive_secs,
+            monitor_mask: launcher.original_mask,
+        }
+    }
+}
 
 const EMAIL: &str = "notify@bench.invalid";
 const NOTIFY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -30,7 +71,7 @@ pub struct Config {
     /// Least pause after each notification before the next build (the bench also waits
     /// until the notification is gone and the daemon idle).
     pub gap: Duration,
-    pub engine_bin: std::path::PathBuf,
+    pub engine_bin: PathBuf,
     pub keepalive_secs: f64,
     /// CPUs for `dbus-monitor` (the bench's original mask when it pinned itself).
     pub monitor_mask: Option<CpuMask>,
@@ -69,6 +110,99 @@ pub struct Report {
 }
 
 impl Report {
+    /// Its lines and rows of the engine summary.
+    pub fn summarize(&self, out: &mut Section) {
+        let n = self;
+        let msf: &Fmt = &ms;
+        let (count, [p50, p99, max]) = n.pooled();
+        let label = format!(
+            "notify-latency ({} rounds, {count} notifications)",
+            n.rounds.len()
+        );
+        out.note(format!(
+            "notify-latency: {count} notifications; POST→Notify over all: p50 {} p99 {} max {}; medians of rounds: p50 {} p99 {} max {}; {} error(s)",
+            ms(p50),
+            ms(p99),
+            ms(max),
+            n.p50().map_or("n/a".into(), |s| ms(s.median)),
+            n.p99().map_or("n/a".into(), |s| ms(s.median)),
+            n.max().map_or("n/a".into(), |s| ms(s.median)),
+            n.errors()
+        ));
+        for s in &n.samples_text {
+            out.note(format!("  error sample: {s}"));
+        }
+        out.load(&label, n.other_load);
+        out.figure(&label, "POST → Notify p50 (per round)", n.p50(), msf, "–");
+        let mut p99_row = figure_row(
+            &label,
+            "POST → Notify p99 (per round)",
+            n.p99(),
+            msf,
+            "< 25 ms",
+        );
+        p99_row[5] = verdict_below(n.p99().map(|s| s.median), NOTIFY_P99_TARGET_MS);
+        out.row(p99_row);
+        out.figure(&label, "POST → Notify max (per round)", n.max(), msf, "–");
+        out.row([
+            label.clone(),
+            format!("POST → Notify over all {count}: p50 / p99 / max"),
+            format!("{} / {} / {}", ms(p50), ms(p99), ms(max)),
+            "–".into(),
+            "p99 < 25 ms".into(),
+            verdict_below(Some(p99), NOTIFY_P99_TARGET_MS),
+        ]);
+        out.figure(
+            &label,
+            "POST round trip p50 (diagnostic)",
+            n.post_p50(),
+            msf,
+            "–",
+        );
+        out.figure(
+            &label,
+            "pause after each notification until the desktop is idle, p50 (diagnostic)",
+            n.settle_p50(),
+            msf,
+            "–",
+        );
+        out.figure(
+            &label,
+            "engine CPU time per notification (diagnostic)",
+            n.engine_cpu(),
+            msf,
+            "–",
+        );
+        if let Some(m) = n.mem_after {
+            out.row([
+                label.clone(),
+                "engine VmRSS / VmHWM after the rounds".into(),
+                format!(
+                    "{:.1} / {:.1} MiB",
+                    sys::mib(m.rss_kib),
+                    sys::mib(m.hwm_kib)
+                ),
+                "–".into(),
+                "–".into(),
+                "–".into(),
+            ]);
+        }
+        if n.errors() > 0 {
+            out.row([
+                label,
+                "errors: missed / unexpected notifications".into(),
+                format!(
+                    "{} / {}",
+                    n.rounds.iter().map(|r| r.missed).sum::<usize>(),
+                    n.rounds.iter().map(|r| r.unexpected).sum::<usize>()
+                ),
+                "–".into(),
+                "0".into(),
+                "–".into(),
+            ]);
+        }
+    }
+
     fn spread(&self, f: impl Fn(&Round) -> f64) -> Option<Spread> {
         let v: Vec<f64> = self
             .rounds
@@ -155,7 +289,7 @@ async fn desktop_idle(dunst: u32) {
 
 pub async fn run(launcher: &Launcher, cfg: &Config) -> Result<Report, BoxError> {
     let samples = cfg.samples.clamp(1, 100);
-    let desktop = Desktop::start("notify")?;
+    let desktop = launcher.desktop("notify")?;
     let server = launcher.start("notify")?;
     let base = format!("http://{}", server.addr);
     println!(
@@ -163,7 +297,7 @@ pub async fn run(launcher: &Launcher, cfg: &Config) -> Result<Report, BoxError> 
         server.pid, desktop.bus
     );
     let client = posts::client()?;
-    let token = add_user_on(&launcher.bin, &server.db, EMAIL, "free").await?;
+    let token = server.add_user(EMAIL, "free")?;
     let builds_url = format!("{base}/api/v1/builds");
     let auth = format!("Bearer {token}");
     let post = |n: u64| {
@@ -183,20 +317,21 @@ pub async fn run(launcher: &Launcher, cfg: &Config) -> Result<Report, BoxError> 
 
     let profile = Profile {
         bin: cfg.engine_bin.clone(),
-        dir: desktop.dir.join("profile"),
+        dir: desktop.dir.path().join("profile"),
     };
     let thresholds: Vec<String> = (1..=100).map(|p: u32| p.to_string()).collect();
-    profile
-        .run(
-            &desktop,
-            &["settings", "--thresholds", &thresholds.join(",")],
-            None,
-        )
-        .await?;
-    profile.login(&desktop, &base, &token).await?;
-    let mut monitor = desktop.monitor(cfg.monitor_mask)?;
+    let ran = profile.run(
+        &desktop,
+        &["settings", "--thresholds", &thresholds.join(",")],
+        None,
+    )?;
+    if !ran.success {
+        return Err(format!("`quotabell settings` failed: {}{}", ran.stdout, ran.stderr).into());
+    }
+    profile.login(&desktop, &base, &token)?;
+    let mut monitor = monitor::start(&desktop, Launcher::placement(cfg.monitor_mask))?;
     let keepalive = cfg.keepalive_secs.to_string();
-    let mut watch = profile.watch(&desktop, &["--keepalive-secs", &keepalive])?;
+    let mut watch = profile.watch(&desktop, &["--keepalive-secs", &keepalive], None)?;
     println!(
         "[notify] engine pid {} (watch --keepalive-secs {keepalive})",
         watch.pid
@@ -209,7 +344,7 @@ pub async fn run(launcher: &Launcher, cfg: &Config) -> Result<Report, BoxError> 
             Ok(profile
                 .db()
                 .exists()
-                .then(|| profile.cache().ok())
+                .then(|| Cache::open(&profile.db()).ok())
                 .flatten())
         },
     )
@@ -251,12 +386,7 @@ pub async fn run(launcher: &Launcher, cfg: &Config) -> Result<Report, BoxError> 
         if let Some(wait) = Duration::from_millis(1100).checked_sub(last_roll.elapsed()) {
             tokio::time::sleep(wait).await;
         }
-        server_cli(
-            &launcher.bin,
-            &server.db,
-            &["period", "roll", "--user", EMAIL],
-        )
-        .await?;
+        server.cli(&["period", "roll", "--user", EMAIL])?;
         last_roll = Instant::now();
         settle("the engine to take the new period").await?;
         let stray = drain(&mut monitor, Duration::from_millis(300)).await;
@@ -314,7 +444,7 @@ pub async fn run(launcher: &Launcher, cfg: &Config) -> Result<Report, BoxError> 
             let settle = Instant::now();
             let extra = drain(&mut monitor, cfg.gap.max(NOTIFICATION_SHOWN)).await;
             round.unexpected += extra.len();
-            desktop_idle(desktop.dunst).await;
+            desktop_idle(desktop.dunst()).await;
             round.settle_ms.push(settle.elapsed().as_secs_f64() * 1e3);
             if let Some(status) = watch.exited() {
                 return Err(format!(

@@ -4,9 +4,39 @@ use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 
-use crate::server::{Launcher, add_user};
+use crate::launcher::Launcher;
+use crate::report::{Section, ms, spread_text, thousands};
 use crate::stats::{Spread, percentile, sort};
-use crate::{BoxError, sys};
+use crate::{BoxError, Common, sys};
+
+const POSTS_TARGET: f64 = 3000.0;
+
+/// `posts`' options (also `catchup`'s `--concurrency`, which posts its missed builds).
+#[derive(clap::Args, Clone)]
+#[group(id = "posts-options")]
+pub struct Args {
+    /// Concurrent keep-alive HTTP/1.1 clients in `posts` (and posting the missed builds in
+    /// `catchup`).
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pub concurrency: u32,
+    /// Length of one `posts` round, in seconds.
+    #[arg(long, default_value_t = 5.0, value_parser = crate::seconds_in(0.0, 600.0, true))]
+    pub seconds: f64,
+    /// Unmeasured `posts` warm-up before the rounds, in seconds (0 for none).
+    #[arg(long, default_value_t = 1.0, value_parser = crate::seconds_in(0.0, 60.0, false))]
+    pub warmup_secs: f64,
+}
+
+impl Args {
+    pub fn config(&self, common: &Common) -> Config {
+        Config {
+            rounds: common.rounds(5),
+            concurrency: self.concurrency as usize,
+            seconds: self.seconds,
+            warmup_secs: self.warmup_secs,
+        }
+    }
+}
 
 pub struct Config {
     pub rounds: usize,
@@ -40,6 +70,79 @@ pub struct Report {
 }
 
 impl Report {
+    /// Its lines and rows of the backend summary.
+    pub fn summarize(&self, out: &mut Section) {
+        let p = self;
+        let label = format!(
+            "posts ({} clients, {} × {:.0} s)",
+            p.concurrency,
+            p.rounds.len(),
+            p.seconds
+        );
+        let rate = p.rate();
+        out.note(format!(
+            "posts: median {} builds/s (min {}, max {}), POST p50 {} p99 {} (medians of rounds), {} error(s)",
+            rate.map_or("n/a".into(), |s| thousands(s.median)),
+            rate.map_or("n/a".into(), |s| thousands(s.min)),
+            rate.map_or("n/a".into(), |s| thousands(s.max)),
+            p.p50().map_or("n/a".into(), |s| ms(s.median)),
+            p.p99().map_or("n/a".into(), |s| ms(s.median)),
+            p.errors()
+        ));
+        for e in &p.error_samples {
+            out.note(format!("  error sample: {e}"));
+        }
+        let (m, sp) = spread_text(rate, |v| format!("{}/s", thousands(v)));
+        let verdict = rate.map_or("n/a".into(), |s| {
+            format!(
+                "{} ({:.2}× target)",
+                if s.median >= POSTS_TARGET {
+                    "met"
+                } else {
+                    "NOT met"
+                },
+                s.median / POSTS_TARGET
+            )
+        });
+        out.row([
+            label.clone(),
+            "accepted builds per second".into(),
+            m,
+            sp,
+            "≥ 3,000/s on 2 cores".into(),
+            verdict,
+        ]);
+        out.load(&label, p.other_load);
+        let (m, sp) = spread_text(p.p50(), ms);
+        out.row([
+            label.clone(),
+            "POST latency p50".into(),
+            m,
+            sp,
+            "–".into(),
+            "–".into(),
+        ]);
+        let (m, sp) = spread_text(p.p99(), ms);
+        out.row([
+            label,
+            "POST latency p99".into(),
+            m,
+            sp,
+            "–".into(),
+            "–".into(),
+        ]);
+        if p.errors() > 0 {
+            out.row([
+                "posts".into(),
+                "errors (not counted above)".into(),
+                p.errors().to_string(),
+                "–".into(),
+                "0".into(),
+                "–".into(),
+            ]);
+        }
+    }
+
     pub fn rate(&self) -> Option<Spread> {
         Spread::of(&self.rounds.iter().map(Round::rate).collect::<Vec<_>>())
     }
@@ -98,7 +201,7 @@ pub async fn run(launcher: &Launcher, cfg: &Config) -> Result<Report, BoxError> 
     };
 
     if cfg.warmup_secs > 0.0 {
-        let token = add_user(&launcher.bin, &server.db, "posts-warmup@bench.invalid").await?;
+        let token = server.add_user("posts-warmup@bench.invalid", "pro")?;
         let w = round(&client, &url, &token, cfg.concurrency, cfg.warmup_secs).await;
         println!(
             "[posts] warm-up {:.1} s: {} accepted, {} error(s)",
@@ -111,7 +214,7 @@ pub async fn run(launcher: &Launcher, cfg: &Config) -> Result<Report, BoxError> 
     for r in 0..cfg.rounds {
         // A fresh pro user per round: every round starts from the same quota state.
         let email = format!("posts-round{}@bench.invalid", r + 1);
-        let token = add_user(&launcher.bin, &server.db, &email).await?;
+        let token = server.add_user(&email, "pro")?;
         let cpu0 = sys::cpu_seconds(server.pid);
         let (round, samples) = round(&client, &url, &token, cfg.concurrency, cfg.seconds).await;
         let cpu1 = sys::cpu_seconds(server.pid);

@@ -1,7 +1,10 @@
-//! The few OS facts and knobs the bench needs: file limits, CPU affinity, machine description,
-//! and the memory and CPU time of the server child from /proc.
+//! The OS facts the bench measures with: file limits, machine description, CPU time and
+//! memory from /proc. Starting and placing children, the process tree and resident memory are
+//! the test bed's (`quotabell_testbed::process`).
 
 use std::process::{Command, Stdio};
+
+use quotabell_testbed::process;
 
 /// Raises the soft `RLIMIT_NOFILE` to the hard limit; returns (before, after, hard).
 pub fn raise_nofile() -> std::io::Result<(u64, u64, u64)> {
@@ -38,52 +41,6 @@ pub fn nofile_limits() -> std::io::Result<(u64, u64)> {
     Ok((lim.rlim_cur, lim.rlim_max))
 }
 
-/// A CPU set as the kernel's affinity mask.
-#[derive(Clone, Copy)]
-pub struct CpuMask(libc::cpu_set_t);
-
-impl CpuMask {
-    /// The CPUs the calling thread may run on.
-    pub fn current() -> std::io::Result<Self> {
-        // SAFETY: cpu_set_t is plain data; sched_getaffinity fills it.
-        unsafe {
-            let mut set: libc::cpu_set_t = std::mem::zeroed();
-            if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(Self(set))
-        }
-    }
-
-    pub fn single(cpu: usize) -> Self {
-        // SAFETY: CPU_SET writes one bit of a zeroed plain-data set.
-        unsafe {
-            let mut set: libc::cpu_set_t = std::mem::zeroed();
-            libc::CPU_SET(cpu, &mut set);
-            Self(set)
-        }
-    }
-
-    pub fn cpus(&self) -> Vec<usize> {
-        (0..libc::CPU_SETSIZE as usize)
-            // SAFETY: reads one bit of the set, index within CPU_SETSIZE.
-            .filter(|&c| unsafe { libc::CPU_ISSET(c, &self.0) })
-            .collect()
-    }
-
-    /// Applies the mask to the calling thread; threads it starts later inherit it.
-    /// Async-signal-safe (one syscall), so usable between fork and exec.
-    pub fn apply(&self) -> std::io::Result<()> {
-        // SAFETY: passes a valid, fully initialised cpu_set_t.
-        let rc =
-            unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &self.0) };
-        if rc != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        Ok(())
-    }
-}
-
 pub fn taskset_available() -> bool {
     Command::new("taskset")
         .arg("--version")
@@ -111,41 +68,10 @@ pub fn machine() -> String {
         .unwrap_or_else(|_| "unknown".into());
     let mem = std::fs::read_to_string("/proc/meminfo")
         .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("MemTotal:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|kb| kb.parse::<u64>().ok())
-        })
+        .and_then(|s| process::number_field(&s, "MemTotal:"))
         .map(|kb| format!(", {:.1} GiB RAM", kb as f64 / 1024.0 / 1024.0))
         .unwrap_or_default();
     format!("{online} CPUs online ({model}){mem}, Linux {kernel}")
-}
-
-/// Resident memory of a process, in KiB.
-#[derive(Debug, Clone, Copy)]
-pub struct Memory {
-    pub rss_kib: u64,
-    pub hwm_kib: u64,
-    pub threads: u64,
-}
-
-impl Memory {
-    pub fn of(pid: u32) -> Option<Self> {
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-        let field = |name: &str| {
-            status
-                .lines()
-                .find(|l| l.starts_with(name))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse::<u64>().ok())
-        };
-        Some(Self {
-            rss_kib: field("VmRSS:")?,
-            hwm_kib: field("VmHWM:")?,
-            threads: field("Threads:").unwrap_or(0),
-        })
-    }
 }
 
 pub fn mib(kib: u64) -> f64 {
@@ -249,32 +175,6 @@ pub fn cpu_seconds_of(pids: &[u32]) -> Option<f64> {
     pids.iter().map(|&p| cpu_seconds(p)).sum()
 }
 
-/// Makes a child die with the bench (`PR_SET_PDEATHSIG`, SIGKILL) and, with `mask`, run on
-/// those CPUs instead of the bench's own.
-pub fn die_with_parent(cmd: &mut Command, mask: Option<CpuMask>) {
-    use std::os::unix::process::CommandExt;
-    // SAFETY: the closure runs between fork and exec and makes only async-signal-safe
-    // syscalls (prctl, sched_setaffinity); it allocates nothing.
-    unsafe {
-        cmd.pre_exec(move || {
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-            if let Some(mask) = &mask {
-                mask.apply()?;
-            }
-            Ok(())
-        });
-    }
-}
-
-/// Sends `sig` to `pid`.
-pub fn signal(pid: u32, sig: i32) {
-    // SAFETY: kill has no memory effects; the pid is a child this bench started and has not
-    // reaped yet, so it cannot name another process.
-    unsafe {
-        libc::kill(pid as libc::pid_t, sig);
-    }
-}
-
 /// The name (`comm`) of thread `tid` of `pid`.
 pub fn thread_name(pid: u32, tid: u32) -> Option<String> {
     std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/comm"))
@@ -298,13 +198,7 @@ pub fn context_switches(pid: u32) -> Option<std::collections::HashMap<u32, (u64,
         let Ok(status) = std::fs::read_to_string(task.path().join("status")) else {
             continue;
         };
-        let field = |name: &str| {
-            status
-                .lines()
-                .find(|l| l.starts_with(name))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse::<u64>().ok())
-        };
+        let field = |name: &str| process::number_field(&status, name);
         if let (Some(v), Some(n)) = (
             field("voluntary_ctxt_switches:"),
             field("nonvoluntary_ctxt_switches:"),
@@ -378,56 +272,6 @@ impl GroupLoadProbe {
     }
 }
 
-/// `(pid, ppid, state)` of every process, from /proc/*/stat.
-fn all_processes() -> Vec<(u32, u32, char)> {
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    dir.filter_map(|e| {
-        let e = e.ok()?;
-        let pid: u32 = e.file_name().to_str()?.parse().ok()?;
-        let stat = std::fs::read_to_string(e.path().join("stat")).ok()?;
-        let rest = &stat[stat.rfind(')')? + 1..];
-        let mut f = rest.split_whitespace();
-        let state = f.next()?.chars().next()?;
-        let ppid = f.next()?.parse().ok()?;
-        Some((pid, ppid, state))
-    })
-    .collect()
-}
-
-/// `root` and every live (not zombie) process below it, parents before children.
-pub fn process_tree(root: u32) -> Vec<u32> {
-    let procs = all_processes();
-    let mut out = Vec::new();
-    if procs.iter().any(|&(p, _, s)| p == root && s != 'Z') {
-        out.push(root);
-    }
-    let mut i = 0;
-    while i < out.len() {
-        let parent = out[i];
-        out.extend(
-            procs
-                .iter()
-                .filter(|&&(p, pp, s)| pp == parent && p != parent && s != 'Z')
-                .map(|&(p, _, _)| p),
-        );
-        i += 1;
-    }
-    out
-}
-
-/// Whether `pid` exists and is not a zombie.
-pub fn alive(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| {
-            s.rfind(')')
-                .and_then(|i| s[i + 1..].split_whitespace().next().map(|st| st != "Z"))
-        })
-        .unwrap_or(false)
-}
-
 /// The file name of a process's executable (`comm` when it cannot be read).
 pub fn exe_name(pid: u32) -> String {
     std::fs::read_link(format!("/proc/{pid}/exe"))
@@ -454,12 +298,7 @@ pub struct Rollup {
 impl Rollup {
     pub fn of(pid: u32) -> Option<Self> {
         let text = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?;
-        let field = |name: &str| {
-            text.lines()
-                .find(|l| l.starts_with(name))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse::<u64>().ok())
-        };
+        let field = |name: &str| process::number_field(&text, name);
         Some(Self {
             rss: field("Rss:")?,
             pss: field("Pss:")?,
@@ -509,21 +348,19 @@ pub fn environ_contains(pid: u32, needle: &str) -> bool {
 
 /// Every live process whose executable name contains `part`.
 pub fn processes_named(part: &str) -> Vec<u32> {
-    all_processes()
-        .into_iter()
-        .filter(|&(p, _, s)| s != 'Z' && exe_name(p).contains(part))
-        .map(|(p, _, _)| p)
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&p| process::alive(p) && exe_name(p).contains(part))
         .collect()
 }
 
 /// Page cache in KiB (`Cached:` of /proc/meminfo).
 pub fn page_cache_kib() -> Option<u64> {
-    std::fs::read_to_string("/proc/meminfo").ok().and_then(|s| {
-        s.lines()
-            .find(|l| l.starts_with("Cached:"))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse().ok())
-    })
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| process::number_field(&s, "Cached:"))
 }
 
 /// `sync; echo 3 > /proc/sys/vm/drop_caches` (needs root): the page cache, dentries and

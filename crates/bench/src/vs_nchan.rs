@@ -10,14 +10,58 @@
 
 use std::sync::Arc;
 
+use std::path::PathBuf;
+
+use quotabell_testbed::process::Memory;
+
 use crate::fanout::{self, Publish, Target};
+use crate::launcher::Launcher;
 use crate::nchan::{self, Setup};
-use crate::server::Launcher;
+use crate::report::{Column, QUIET_CORES, Section, thousands};
 use crate::sse::Subscription;
 use crate::stats::Spread;
-use crate::sys::{self, Memory};
-use crate::thousands;
-use crate::{BoxError, QUIET_CORES};
+use crate::{BoxError, Common, sys};
+
+/// `fanout-vs-nchan`'s options.
+#[derive(clap::Args, Clone)]
+#[group(id = "fanout-vs-nchan-options")]
+pub struct Args {
+    /// Subscribers of each server.
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..=20_000))]
+    pub streams: u32,
+    #[command(flatten)]
+    pub pace: fanout::Pace,
+    /// Blocks, each running both servers one after the other (the order alternates from
+    /// block to block).
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=50))]
+    pub blocks: u32,
+    /// The nginx binary (Debian package `nginx`).
+    #[arg(long, default_value = "nginx")]
+    pub nginx_bin: PathBuf,
+    /// The nchan module (Debian package `libnginx-mod-nchan`).
+    #[arg(long, default_value = nchan::DEFAULT_MODULE)]
+    pub nchan_module: PathBuf,
+}
+
+impl Args {
+    pub fn config(&self, common: &Common) -> Config {
+        Config {
+            fanout: self.pace.config(common, self.streams),
+            blocks: self.blocks as usize,
+            setup: Setup {
+                nginx: self.nginx_bin.clone(),
+                module: self.nchan_module.clone(),
+            },
+        }
+    }
+}
+
+const COLUMNS: &[Column] = &[
+    Column::left("Figure"),
+    Column::right("Quotabell"),
+    Column::right("nginx + nchan"),
+    Column::right("Quotabell / nchan"),
+];
 
 pub struct Config {
     pub fanout: fanout::Config,
@@ -72,7 +116,7 @@ pub async fn run(launcher: &Launcher, cfg: &Config) -> Result<Report, BoxError> 
 
 async fn quotabell(launcher: &Launcher, cfg: &Config) -> Result<fanout::Report, BoxError> {
     let server = launcher.start("vs-nchan")?;
-    let target = fanout::quotabell_target(launcher, &server).await?;
+    let target = fanout::quotabell_target(&server)?;
     fanout::measure(&target, &cfg.fanout)
         .await
         .map_err(|e| format!("{e}\nquotabell-server log:\n{}", server.log_tail(20)).into())
@@ -146,168 +190,189 @@ impl Report {
     }
 }
 
-/// The comparison as a markdown table, with the verdict and the command that produced it.
-pub fn print(r: &Report, command: &str) {
-    let (q, n) = (Side(&r.quotabell), Side(&r.nchan));
-    let ms = |v: f64| format!("{v:.2} ms");
-    let mib = |v: f64| format!("{v:.1} MiB");
-    let msf: &dyn Fn(f64) -> String = &ms;
-    let mibf: &dyn Fn(f64) -> String = &mib;
-    println!("## Fan-out side by side with nginx + nchan");
-    println!();
-    println!("command: `{command}`");
-    println!("nginx: {}", r.versions);
-    println!(
+impl Report {
+    /// The comparison as a markdown table, with the verdict and the command that produced it.
+    pub fn section(&self, command: &str) -> Section {
+        let r = self;
+        let mut out = Section::new("Fan-out side by side with nginx + nchan", COLUMNS);
+        let (q, n) = (Side(&r.quotabell), Side(&r.nchan));
+        let ms = |v: f64| format!("{v:.2} ms");
+        let mib = |v: f64| format!("{v:.1} MiB");
+        let msf: &dyn Fn(f64) -> String = &ms;
+        let mibf: &dyn Fn(f64) -> String = &mib;
+        out.note("");
+        out.note(format!("command: `{command}`"));
+        out.note(format!("nginx: {}", r.versions));
+        out.note(format!(
         "{} subscribers; {} block(s), each: Quotabell then nchan (or the reverse, alternating), {} rounds per server",
         thousands(r.streams as f64),
         r.quotabell.len().max(r.nchan.len()),
         r.rounds_per_block
-    );
-    println!();
-    println!("| Figure | Quotabell | nginx + nchan | Quotabell / nchan |");
-    println!("| --- | ---: | ---: | ---: |");
-    let row = |figure: &str, a: Option<Spread>, b: Option<Spread>, f: &dyn Fn(f64) -> String| {
-        let cell = |s: Option<Spread>| {
-            s.map_or("n/a".into(), |s| {
-                if s.min == s.max {
-                    f(s.median)
-                } else {
-                    format!("{} ({} – {})", f(s.median), f(s.min), f(s.max))
-                }
+    ));
+        let row = |out: &mut Section,
+                   figure: &str,
+                   a: Option<Spread>,
+                   b: Option<Spread>,
+                   f: &dyn Fn(f64) -> String| {
+            let cell = |s: Option<Spread>| {
+                s.map_or("n/a".into(), |s| {
+                    if s.min == s.max {
+                        f(s.median)
+                    } else {
+                        format!("{} ({} – {})", f(s.median), f(s.min), f(s.max))
+                    }
+                })
+            };
+            out.row([figure.to_owned(), cell(a), cell(b), ratio(a, b)]);
+        };
+        let rounds_label = format!("{} + {} rounds", q.round_count(), n.round_count());
+        row(
+            &mut out,
+            &format!("client-observed latency p50 (median of the rounds' p50; {rounds_label})"),
+            q.rounds(|x| x.p50_ms),
+            n.rounds(|x| x.p50_ms),
+            msf,
+        );
+        row(
+            &mut out,
+            "client-observed latency p99 (median of the rounds' p99)",
+            q.rounds(|x| x.p99_ms),
+            n.rounds(|x| x.p99_ms),
+            msf,
+        );
+        row(
+            &mut out,
+            "client-observed latency max (median of the rounds' max)",
+            q.rounds(|x| x.max_ms),
+            n.rounds(|x| x.max_ms),
+            msf,
+        );
+        row(
+            &mut out,
+            "latency at the subscriber's socket (kernel arrival), p50",
+            q.rounds(|x| x.kernel_p50_ms),
+            n.rounds(|x| x.kernel_p50_ms),
+            msf,
+        );
+        row(
+            &mut out,
+            "latency at the subscriber's socket (kernel arrival), p99",
+            q.rounds(|x| x.kernel_p99_ms),
+            n.rounds(|x| x.kernel_p99_ms),
+            msf,
+        );
+        row(
+            &mut out,
+            "publish request answered (Quotabell: build POST incl. commit)",
+            q.rounds(|x| x.post_ms),
+            n.rounds(|x| x.post_ms),
+            msf,
+        );
+        row(
+            &mut out,
+            "server CPU time per round",
+            q.rounds(|x| x.server_cpu_ms),
+            n.rounds(|x| x.server_cpu_ms),
+            &|v| format!("{v:.0} ms"),
+        );
+        row(
+            &mut out,
+            "server RSS, subscribers connected (nchan: the worker)",
+            q.rss(|x| x.mem_connected),
+            n.rss(|x| x.mem_connected),
+            mibf,
+        );
+        row(
+            &mut out,
+            "server RSS after the rounds, subscribers still connected (nchan: the worker)",
+            q.rss(|x| x.mem_after),
+            n.rss(|x| x.mem_after),
+            mibf,
+        );
+        row(
+            &mut out,
+            "server RSS idle, before the subscribers (nchan: the worker)",
+            q.rss(|x| x.mem_idle),
+            n.rss(|x| x.mem_idle),
+            mibf,
+        );
+        out.row([
+            "nginx master RSS after the rounds (not counted above)".into(),
+            "–".into(),
+            n.rss(|x| x.helper_mem_after)
+                .map_or("n/a".into(), |s| mib(s.median)),
+            "–".into(),
+        ]);
+        row(
+            &mut out,
+            "seconds to connect all subscribers",
+            q.blocks(|x| Some(x.connect_secs)),
+            n.blocks(|x| Some(x.connect_secs)),
+            &|v| format!("{v:.1} s"),
+        );
+        let count = |s: &Side| {
+            format!(
+                "{} / {}",
+                thousands(s.sum(|x| x.connected) as f64),
+                thousands(s.sum(|x| x.streams) as f64)
+            )
+        };
+        out.row([
+            "subscribers connected (all blocks)".into(),
+            count(&q),
+            count(&n),
+            "–".into(),
+        ]);
+        let missed = |s: &Side| {
+            format!(
+                "{} ({} of {} rounds)",
+                s.sum(|x| x.missed),
+                s.rounds_missing(),
+                s.round_count()
+            )
+        };
+        out.row([
+            "missed deliveries (rounds with a miss)".into(),
+            missed(&q),
+            missed(&n),
+            "–".into(),
+        ]);
+        let errors = |s: &Side| {
+            format!(
+                "{} / {} / {}",
+                s.sum(|x| x.stream_errors),
+                s.sum(|x| x.post_errors),
+                s.sum(|x| x.stray_events)
+            )
+        };
+        out.row([
+            "streams lost / publishes failed / stray events".into(),
+            errors(&q),
+            errors(&n),
+            "–".into(),
+        ]);
+        let load = |s: &Side| {
+            s.busiest_load().map_or("n/a".into(), |o| {
+                format!(
+                    "{:.0}% of a core ({})",
+                    o * 100.0,
+                    if o < QUIET_CORES {
+                        "quiet"
+                    } else {
+                        "DISTURBED"
+                    }
+                )
             })
         };
-        println!("| {figure} | {} | {} | {} |", cell(a), cell(b), ratio(a, b));
-    };
-    let rounds_label = format!("{} + {} rounds", q.round_count(), n.round_count());
-    row(
-        &format!("client-observed latency p50 (median of the rounds' p50; {rounds_label})"),
-        q.rounds(|x| x.p50_ms),
-        n.rounds(|x| x.p50_ms),
-        msf,
-    );
-    row(
-        "client-observed latency p99 (median of the rounds' p99)",
-        q.rounds(|x| x.p99_ms),
-        n.rounds(|x| x.p99_ms),
-        msf,
-    );
-    row(
-        "client-observed latency max (median of the rounds' max)",
-        q.rounds(|x| x.max_ms),
-        n.rounds(|x| x.max_ms),
-        msf,
-    );
-    row(
-        "latency at the subscriber's socket (kernel arrival), p50",
-        q.rounds(|x| x.kernel_p50_ms),
-        n.rounds(|x| x.kernel_p50_ms),
-        msf,
-    );
-    row(
-        "latency at the subscriber's socket (kernel arrival), p99",
-        q.rounds(|x| x.kernel_p99_ms),
-        n.rounds(|x| x.kernel_p99_ms),
-        msf,
-    );
-    row(
-        "publish request answered (Quotabell: build POST incl. commit)",
-        q.rounds(|x| x.post_ms),
-        n.rounds(|x| x.post_ms),
-        msf,
-    );
-    row(
-        "server CPU time per round",
-        q.rounds(|x| x.server_cpu_ms),
-        n.rounds(|x| x.server_cpu_ms),
-        &|v| format!("{v:.0} ms"),
-    );
-    row(
-        "server RSS, subscribers connected (nchan: the worker)",
-        q.rss(|x| x.mem_connected),
-        n.rss(|x| x.mem_connected),
-        mibf,
-    );
-    row(
-        "server RSS after the rounds, subscribers still connected (nchan: the worker)",
-        q.rss(|x| x.mem_after),
-        n.rss(|x| x.mem_after),
-        mibf,
-    );
-    row(
-        "server RSS idle, before the subscribers (nchan: the worker)",
-        q.rss(|x| x.mem_idle),
-        n.rss(|x| x.mem_idle),
-        mibf,
-    );
-    println!(
-        "| nginx master RSS after the rounds (not counted above) | – | {} | – |",
-        n.rss(|x| x.helper_mem_after)
-            .map_or("n/a".into(), |s| mib(s.median))
-    );
-    row(
-        "seconds to connect all subscribers",
-        q.blocks(|x| Some(x.connect_secs)),
-        n.blocks(|x| Some(x.connect_secs)),
-        &|v| format!("{v:.1} s"),
-    );
-    let count = |s: &Side| {
-        format!(
-            "{} / {}",
-            thousands(s.sum(|x| x.connected) as f64),
-            thousands(s.sum(|x| x.streams) as f64)
-        )
-    };
-    println!(
-        "| subscribers connected (all blocks) | {} | {} | – |",
-        count(&q),
-        count(&n)
-    );
-    let missed = |s: &Side| {
-        format!(
-            "{} ({} of {} rounds)",
-            s.sum(|x| x.missed),
-            s.rounds_missing(),
-            s.round_count()
-        )
-    };
-    println!(
-        "| missed deliveries (rounds with a miss) | {} | {} | – |",
-        missed(&q),
-        missed(&n)
-    );
-    let errors = |s: &Side| {
-        format!(
-            "{} / {} / {}",
-            s.sum(|x| x.stream_errors),
-            s.sum(|x| x.post_errors),
-            s.sum(|x| x.stray_events)
-        )
-    };
-    println!(
-        "| streams lost / publishes failed / stray events | {} | {} | – |",
-        errors(&q),
-        errors(&n)
-    );
-    let load = |s: &Side| {
-        s.busiest_load().map_or("n/a".into(), |o| {
-            format!(
-                "{:.0}% of a core ({})",
-                o * 100.0,
-                if o < QUIET_CORES {
-                    "quiet"
-                } else {
-                    "DISTURBED"
-                }
-            )
-        })
-    };
-    println!(
-        "| other processes' CPU during the rounds, busiest block | {} | {} | – |",
-        load(&q),
-        load(&n)
-    );
-    println!();
-    verdict(&q, &n, r.streams);
+        out.row([
+            "other processes' CPU during the rounds, busiest block".into(),
+            load(&q),
+            load(&n),
+            "–".into(),
+        ]);
+        verdict(&mut out, &q, &n, r.streams);
+        out
+    }
 }
 
 /// Says whether Quotabell is at or below nchan on p50, p99 and RSS, and flags a busy machine.
@@ -319,7 +384,7 @@ pub fn print(r: &Report, command: &str) {
 /// that is when the server's write was delivered. They agree while the one-core client keeps
 /// up; when a server delivers faster than the client can read 10,000 sockets, the
 /// client-observed figure measures the client's own queue, and the bench says so.
-fn verdict(q: &Side, n: &Side, streams: usize) {
+fn verdict(out: &mut Section, q: &Side, n: &Side, streams: usize) {
     let rss = [
         (
             "RSS connected",
@@ -351,33 +416,33 @@ fn verdict(q: &Side, n: &Side, streams: usize) {
             parts.join(", ")
         )
     };
-    println!(
+    out.after(format!(
         "Target (Quotabell at or below nchan on p50, p99 and RSS at {} subscribers):",
         thousands(streams as f64)
-    );
-    println!(
+    ));
+    out.after(format!(
         "- client-observed latency: {}",
         judged(|x| x.p50_ms, |x| x.p99_ms)
-    );
-    println!(
+    ));
+    out.after(format!(
         "- latency at the subscriber's socket (kernel arrival): {}",
         judged(|x| x.kernel_p50_ms, |x| x.kernel_p99_ms)
-    );
+    ));
     for (name, side) in [("Quotabell", q), ("nchan", n)] {
         let lag = side.rounds(|x| x.p99_ms - x.kernel_p99_ms);
         let at_socket = side.rounds(|x| x.kernel_p99_ms);
         if let Some((lag, at)) = lag.zip(at_socket)
             && lag.median > 0.1 * at.median
         {
-            println!(
+            out.after(format!(
                 "note: with {name} the client read its sockets {:.2} ms (p99, median of the rounds) after the kernel had the bytes: the one-core client did not keep up, so its client-observed figures include the client's own queue",
                 lag.median
-            );
+            ));
         }
     }
     if q.sum(|x| x.missed) + n.sum(|x| x.missed) > 0 {
-        println!(
-            "note: some subscribers missed an event; the latencies above are over the deliveries made"
+        out.after(
+            "note: some subscribers missed an event; the latencies above are over the deliveries made",
         );
     }
     let busiest = q
@@ -386,10 +451,10 @@ fn verdict(q: &Side, n: &Side, streams: usize) {
         .chain(n.busiest_load())
         .reduce(f64::max);
     if let Some(o) = busiest.filter(|o| *o >= QUIET_CORES) {
-        println!(
+        out.after(format!(
             "WARNING: other processes (or the hypervisor: steal time counts) used up to {:.0}% of a core during the rounds; the figures are disturbed, rerun on a quiet machine",
             o * 100.0
-        );
+        ));
     }
 }
 
