@@ -161,8 +161,9 @@ impl Engine {
     pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) -> Result<Exit, EngineError> {
         let mut wake =
             spawn_wake_watch(self.clock.clone(), self.cfg.wake_check, self.cfg.wake_jump);
-        // Notifications decided before a crash but not shown yet.
-        let leftover = self.store.pending_notifications(self.account.id)?;
+        // Notifications decided before a crash but not shown yet, failed ones, and those whose
+        // call the crash interrupted (counted as possible repeats by the store).
+        let leftover = self.store.notifications_to_resume(self.account.id)?;
         self.show(leftover).await?;
         loop {
             if *shutdown.borrow() {
@@ -383,9 +384,13 @@ impl Engine {
         self.show(pending).await
     }
 
-    /// Shows notifications one by one and records the outcome of each.
+    /// Shows notifications one by one and records the outcome of each. Each call is recorded
+    /// as in flight (committed) before it is made: a kill during the call leaves the row
+    /// `sending`, and the next start shows it again as a counted possible repeat rather than
+    /// losing it (ARCHITECTURE.md, "Decided once, ever").
     async fn show(&mut self, rows: Vec<NotificationRow>) -> Result<(), EngineError> {
         for row in rows {
+            self.store.mark_sending(row.id)?;
             let notifier = self.notifier.clone();
             let shown = {
                 let row = row.clone();
@@ -396,10 +401,10 @@ impl Engine {
             match shown {
                 Err(_) => {
                     tracing::error!(key = %row.dedupe_key, "the notification server did not answer");
-                    self.store.set_notification_state(
+                    // The call may still get through: a retry at the next start may repeat it.
+                    self.store.mark_outcome_unknown(
                         row.id,
-                        "failed",
-                        Some("the notification server did not answer in time"),
+                        "the notification server did not answer in time",
                     )?;
                 }
                 Ok(Ok(Ok(()))) => {
@@ -413,11 +418,9 @@ impl Engine {
                 }
                 Ok(Err(e)) => {
                     tracing::error!(error = %e, "notifier task failed");
-                    self.store.set_notification_state(
-                        row.id,
-                        "failed",
-                        Some("notifier crashed"),
-                    )?;
+                    // Where the task died is unknown: before or after the daemon had the call.
+                    self.store
+                        .mark_outcome_unknown(row.id, "notifier crashed")?;
                 }
             }
         }
@@ -1002,6 +1005,84 @@ mod tests {
             .notifications(engine.account.id, None, 10)
             .unwrap();
         assert_eq!(rows[0].state, "failed");
+        assert_eq!(
+            rows[0].repeats_possible, 1,
+            "the hung call may still get through"
+        );
+    }
+
+    /// Reads, during each call, the row's state as another process would see it.
+    struct Witness(std::path::PathBuf, Mutex<Vec<String>>);
+
+    impl Notifier for Witness {
+        fn show(&self, n: &NotificationRow) -> Result<(), NotifyError> {
+            let store = Store::open(&self.0).unwrap();
+            let state: String = store
+                .conn()
+                .query_row(
+                    "SELECT state FROM notifications WHERE id = ?1",
+                    [n.id],
+                    |r| r.get(0),
+                )
+                .unwrap();
+            self.1.lock().unwrap().push(state);
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_call_is_recorded_in_flight_before_it_is_made() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut engine, _) = engine(&dir, "http://127.0.0.1:1", EngineConfig::default());
+        let witness = Arc::new(Witness(dir.path().join("q.db"), Mutex::default()));
+        engine.notifier = witness.clone();
+        let notice = ev(
+            "6",
+            kind::NOTICE,
+            serde_json::json!({"title": "t", "body": "b", "severity": "info"}),
+        );
+        engine
+            .ingest("e1", &[notice], Source::Stream)
+            .await
+            .unwrap();
+        assert_eq!(*witness.1.lock().unwrap(), ["sending"]);
+    }
+
+    /// What the daemon holds and what the store says of a row: for a kill during the call.
+    #[tokio::test]
+    async fn a_call_in_flight_at_a_crash_is_shown_again_as_a_counted_possible_repeat() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut engine, shown) = engine(&dir, "http://127.0.0.1:1", EngineConfig::default());
+        let notice = ev(
+            "6",
+            kind::NOTICE,
+            serde_json::json!({"title": "t", "body": "b", "severity": "info"}),
+        );
+        engine
+            .ingest("e1", &[notice], Source::Stream)
+            .await
+            .unwrap();
+        let account = engine.account.id;
+        let row = &engine.store.notifications(account, None, 10).unwrap()[0];
+        assert_eq!((row.state.as_str(), row.repeats_possible), ("shown", 0));
+        // The process died after recording the call and before recording its outcome.
+        engine.store.mark_sending(row.id).unwrap();
+        let resumed = engine.store.notifications_to_resume(account).unwrap();
+        assert_eq!(resumed.len(), 1, "an alert in flight is not lost");
+        engine.show(resumed).await.unwrap();
+        let row = &engine.store.notifications(account, None, 10).unwrap()[0];
+        assert_eq!((row.state.as_str(), row.repeats_possible), ("shown", 1));
+        assert_eq!(shown.0.lock().unwrap().len(), 2);
+        // Nothing left to resume: the count stays.
+        assert!(
+            engine
+                .store
+                .notifications_to_resume(account)
+                .unwrap()
+                .is_empty()
+        );
+        let row = &engine.store.notifications(account, None, 10).unwrap()[0];
+        assert_eq!(row.repeats_possible, 1);
     }
 
     #[tokio::test]

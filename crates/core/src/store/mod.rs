@@ -111,7 +111,10 @@ pub type Decide<'a> = dyn FnMut(&Observed<'_>, &mut dyn FnMut(&str) -> bool) -> 
 pub type DecideUsage<'a> = dyn FnMut(&Usage, &mut dyn FnMut(&str) -> bool) -> Vec<Decision> + 'a;
 
 fn migrations() -> Migrations<'static> {
-    Migrations::new(vec![M::up(include_str!("001_init.sql"))])
+    Migrations::new(vec![
+        M::up(include_str!("001_init.sql")),
+        M::up(include_str!("002_notification_in_flight.sql")),
+    ])
 }
 
 impl Store {
@@ -475,17 +478,41 @@ impl Store {
         Ok(())
     }
 
-    /// Notifications decided but not yet shown (the process stopped in between).
-    /// Also those whose showing failed (no notification daemon then): an alert is retried at
-    /// the next start rather than lost.
-    pub fn pending_notifications(&self, account: i64) -> Result<Vec<NotificationRow>> {
-        let mut rows = queries::notifications(&self.conn, account, Some("pending"), 1000)?;
-        rows.extend(queries::notifications(
-            &self.conn,
-            account,
-            Some("failed"),
-            1000,
-        )?);
+    /// Records that a call to show `id` is about to be made, committed before the call: a row
+    /// found `sending` at start-up may have reached the daemon already.
+    pub fn mark_sending(&self, id: i64) -> Result<()> {
+        self.set_notification_state(id, "sending", None)
+    }
+
+    /// Records a call whose outcome is unknown (it timed out or its task died) as failed, to
+    /// be retried at the next start, and as a possible repeat: the call may have got through.
+    pub fn mark_outcome_unknown(&self, id: i64, reason: &str) -> Result<()> {
+        self.conn.execute(
+            "UPDATE notifications SET state = 'failed', reason = ?2,
+                 repeats_possible = repeats_possible + 1
+             WHERE id = ?1",
+            params![id, reason],
+        )?;
+        Ok(())
+    }
+
+    /// Notifications to show at start-up: decided but not shown yet (the process stopped in
+    /// between), those whose showing failed (no notification daemon then: an alert is retried
+    /// rather than lost), and those whose call was in flight when the process died. The last
+    /// may have reached the daemon: each is counted as a possible repeat, in the same
+    /// transaction that hands it back, before it is shown again.
+    pub fn notifications_to_resume(&mut self, account: i64) -> Result<Vec<NotificationRow>> {
+        let tx = self.conn.transaction()?;
+        tx.execute(
+            "UPDATE notifications SET repeats_possible = repeats_possible + 1
+             WHERE account_id = ?1 AND state = 'sending'",
+            [account],
+        )?;
+        let mut rows = Vec::new();
+        for state in ["pending", "failed", "sending"] {
+            rows.extend(queries::notifications(&tx, account, Some(state), 1000)?);
+        }
+        tx.commit()?;
         rows.sort_by_key(|r| r.id);
         Ok(rows)
     }
@@ -594,6 +621,7 @@ fn record_decisions(
                 state: "pending".into(),
                 reason: None,
                 created_at: now,
+                repeats_possible: 0,
             });
         }
     }

@@ -54,6 +54,9 @@ pub struct NotificationRow {
     pub state: String,
     pub reason: Option<String>,
     pub created_at: i64,
+    /// Calls to show it whose outcome is unknown (the engine died during one, or one timed
+    /// out): the daemon may hold up to this many copies beyond one.
+    pub repeats_possible: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -63,7 +66,8 @@ pub struct GapRow {
     pub detail: Option<String>,
 }
 
-/// Maps a row of `SELECT id, dedupe_key, kind, title, body, urgent, state, reason, created_at`.
+/// Maps a row of `SELECT id, dedupe_key, kind, title, body, urgent, state, reason, created_at,
+/// repeats_possible`.
 fn notification_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<NotificationRow> {
     Ok(NotificationRow {
         id: r.get(0)?,
@@ -75,6 +79,7 @@ fn notification_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<NotificationRow> 
         state: r.get(6)?,
         reason: r.get(7)?,
         created_at: r.get(8)?,
+        repeats_possible: r.get(9)?,
     })
 }
 
@@ -85,7 +90,8 @@ pub(super) fn notifications(
     limit: usize,
 ) -> Result<Vec<NotificationRow>> {
     let mut stmt = conn.prepare_cached(
-        "SELECT id, dedupe_key, kind, title, body, urgent, state, reason, created_at FROM notifications
+        "SELECT id, dedupe_key, kind, title, body, urgent, state, reason, created_at, repeats_possible
+         FROM notifications
          WHERE account_id = ?1 AND (?2 IS NULL OR state = ?2) ORDER BY id LIMIT ?3",
     )?;
     let rows = stmt.query_map(params![account, state, limit as i64], notification_row)?;
@@ -228,7 +234,8 @@ impl Store {
             |r| r.get(0),
         )?;
         let mut stmt = self.conn.prepare_cached(
-            "SELECT id, dedupe_key, kind, title, body, urgent, state, reason, created_at FROM notifications
+            "SELECT id, dedupe_key, kind, title, body, urgent, state, reason, created_at, repeats_possible
+         FROM notifications
              WHERE account_id = ?1 ORDER BY id DESC LIMIT ?2 OFFSET ?3",
         )?;
         let rows = stmt.query_map(
