@@ -20,6 +20,7 @@ use tokio::sync::watch;
 use crate::backoff::{Backoff, HEALTHY_AFTER};
 use crate::client::{ApiClient, ApiError};
 use crate::clock::Clock;
+use crate::ipc::{Connection, NotificationState};
 use crate::notifier::Notifier;
 use crate::policy::{self, Context, Settings};
 use crate::protocol::{Plan, Usage, kind};
@@ -80,21 +81,11 @@ pub enum Exit {
     SignedOut,
 }
 
-/// Connection states as stored for `status` and the tray.
-pub mod conn {
-    pub const CONNECTING: &str = "connecting";
-    pub const CONNECTED: &str = "connected";
-    pub const POLLING: &str = "polling";
-    pub const OFFLINE: &str = "offline";
-    pub const SIGNED_OUT: &str = "signed_out";
-    pub const STOPPED: &str = "stream_stopped";
-}
-
 /// Something the UI may want to redraw for. The engine never waits for listeners.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Update {
     Synced,
-    Connection(String),
+    Connection(Connection),
     Notified(String),
 }
 
@@ -174,7 +165,7 @@ impl Engine {
                 Err(EngineError::Api(e)) if e.is_auth() => return self.signed_out(&e),
                 Err(EngineError::Api(e)) => {
                     tracing::warn!(error = %e, "catch-up failed; offline");
-                    self.set_connection(conn::OFFLINE, Some(&e.to_string()))?;
+                    self.set_connection(Connection::Offline, Some(&e.to_string()))?;
                     Some(self.delay_for_api(&e, None))
                 }
                 Err(e) => return Err(e),
@@ -221,20 +212,20 @@ impl Engine {
     }
 
     fn stop(&self, exit: Exit) -> Result<Exit, EngineError> {
-        self.set_connection(conn::OFFLINE, Some("engine stopped"))?;
+        self.set_connection(Connection::Offline, Some("engine stopped"))?;
         Ok(exit)
     }
 
     fn signed_out(&self, e: &ApiError) -> Result<Exit, EngineError> {
         tracing::warn!(error = %e, "the server rejected the token: signed out");
-        self.set_connection(conn::SIGNED_OUT, Some(&e.to_string()))?;
+        self.set_connection(Connection::SignedOut, Some(&e.to_string()))?;
         Ok(Exit::SignedOut)
     }
 
-    fn set_connection(&self, state: &str, detail: Option<&str>) -> Result<(), StoreError> {
+    fn set_connection(&self, state: Connection, detail: Option<&str>) -> Result<(), StoreError> {
         self.store
             .set_connection(self.account.id, state, detail, self.clock.now_unix())?;
-        let _ = self.updates.send(Update::Connection(state.to_owned()));
+        let _ = self.updates.send(Update::Connection(state));
         Ok(())
     }
 
@@ -273,7 +264,7 @@ impl Engine {
                     self.cfg.backstop
                 );
                 self.streaming_disabled = true;
-                self.set_connection(conn::STOPPED, Some(&error.to_string()))?;
+                self.set_connection(Connection::StreamStopped, Some(&error.to_string()))?;
                 return Ok(None);
             }
             StreamError::Api(ApiError::RateLimited {
@@ -297,7 +288,7 @@ impl Engine {
                 self.stream_failures = 0;
             }
         }
-        self.set_connection(conn::CONNECTING, Some(&error.to_string()))?;
+        self.set_connection(Connection::Connecting, Some(&error.to_string()))?;
         Ok(None)
     }
 
@@ -408,13 +399,17 @@ impl Engine {
                     )?;
                 }
                 Ok(Ok(Ok(()))) => {
-                    self.store.set_notification_state(row.id, "shown", None)?;
+                    self.store
+                        .set_notification_state(row.id, NotificationState::Shown, None)?;
                     let _ = self.updates.send(Update::Notified(row.title.clone()));
                 }
                 Ok(Ok(Err(e))) => {
                     tracing::error!(error = %e, key = %row.dedupe_key, "notification failed");
-                    self.store
-                        .set_notification_state(row.id, "failed", Some(&e.to_string()))?;
+                    self.store.set_notification_state(
+                        row.id,
+                        NotificationState::Failed,
+                        Some(&e.to_string()),
+                    )?;
                 }
                 Ok(Err(e)) => {
                     tracing::error!(error = %e, "notifier task failed");
@@ -595,7 +590,7 @@ impl Engine {
         let Some(epoch) = state.epoch.clone() else {
             return Ok(StreamEnd::Resync);
         };
-        self.set_connection(conn::CONNECTING, None)?;
+        self.set_connection(Connection::Connecting, None)?;
         let started = self.clock.instant();
         let (mut events, probe) =
             match stream::connect(&self.api, state.cursor.as_deref(), self.cfg.stream) {
@@ -649,7 +644,7 @@ impl Engine {
                     }
                     // Not yet a sign of health: a buffering proxy answers 200 and then sends
                     // nothing. The failure count restarts when an event arrives.
-                    self.set_connection(conn::CONNECTED, None)?;
+                    self.set_connection(Connection::Connected, None)?;
                 }
                 Some(Ok(StreamItem::Reset { data, .. })) => {
                     break self
@@ -724,7 +719,7 @@ impl Engine {
             Some(e) => format!("the stream keeps failing ({e}); long-polling /events"),
             None => "the stream keeps failing; long-polling /events".to_owned(),
         };
-        self.set_connection(conn::POLLING, Some(&detail))?;
+        self.set_connection(Connection::Polling, Some(&detail))?;
         while self
             .fallback_until
             .is_some_and(|t| t > self.clock.instant())
@@ -1004,7 +999,7 @@ mod tests {
             .store
             .notifications(engine.account.id, None, 10)
             .unwrap();
-        assert_eq!(rows[0].state, "failed");
+        assert_eq!(rows[0].state, NotificationState::Failed);
         assert_eq!(
             rows[0].repeats_possible, 1,
             "the hung call may still get through"
@@ -1064,14 +1059,20 @@ mod tests {
             .unwrap();
         let account = engine.account.id;
         let row = &engine.store.notifications(account, None, 10).unwrap()[0];
-        assert_eq!((row.state.as_str(), row.repeats_possible), ("shown", 0));
+        assert_eq!(
+            (row.state, row.repeats_possible),
+            (NotificationState::Shown, 0)
+        );
         // The process died after recording the call and before recording its outcome.
         engine.store.mark_sending(row.id).unwrap();
         let resumed = engine.store.notifications_to_resume(account).unwrap();
         assert_eq!(resumed.len(), 1, "an alert in flight is not lost");
         engine.show(resumed).await.unwrap();
         let row = &engine.store.notifications(account, None, 10).unwrap()[0];
-        assert_eq!((row.state.as_str(), row.repeats_possible), ("shown", 1));
+        assert_eq!(
+            (row.state, row.repeats_possible),
+            (NotificationState::Shown, 1)
+        );
         assert_eq!(shown.0.lock().unwrap().len(), 2);
         // Nothing left to resume: the count stays.
         assert!(
@@ -1166,7 +1167,7 @@ mod tests {
         assert_eq!(engine.run(stopped).await.unwrap(), Exit::SignedOut);
         assert_eq!(
             store.sync_state(account).unwrap().connection,
-            conn::SIGNED_OUT
+            Connection::SignedOut
         );
     }
 

@@ -18,7 +18,8 @@ use launchdarkly_sdk_transport::{ByteStream, HttpTransport, ResponseFuture, Tran
 use proptest::prelude::*;
 use serde_json::Value;
 
-use crate::policy::{self, Context, Held, Observed, Settings, State};
+use crate::ipc::NotificationState;
+use crate::policy::{self, Context, Held, Observed, Settings};
 use crate::protocol::{
     Account, Build, BuildsPage, EventsPage, Plan, QuotaObservation, Usage, WireEvent, kind,
 };
@@ -329,7 +330,7 @@ fn check_decisions(
     prop_assert!(
         decisions
             .iter()
-            .filter(|d| d.state != State::Suppressed)
+            .filter(|d| d.state != NotificationState::Suppressed)
             .count()
             <= 1
     );

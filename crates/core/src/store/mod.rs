@@ -6,6 +6,7 @@
 //! cursor with no event stored twice and no notification decided twice.
 
 mod queries;
+mod states;
 
 pub use queries::{BuildFilter, BuildRow, EventRow, NotificationRow, UsageSample};
 
@@ -16,6 +17,7 @@ use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use rusqlite_migration::{M, Migrations};
 use serde_json::Value;
 
+use crate::ipc::{BuildStatus, Connection as ConnectionState, NotificationState};
 use crate::policy::{self, Decision, Observed, Settings};
 use crate::protocol::{Account, Build, Plan, QuotaObservation, Usage, kind};
 
@@ -65,7 +67,7 @@ pub struct SyncState {
     pub usage: Option<Usage>,
     pub builds_cursor: i64,
     pub last_synced_at: Option<i64>,
-    pub connection: String,
+    pub connection: ConnectionState,
     pub connection_since: Option<i64>,
     pub connection_detail: Option<String>,
 }
@@ -246,7 +248,7 @@ impl Store {
     pub fn set_connection(
         &self,
         account: i64,
-        state: &str,
+        state: ConnectionState,
         detail: Option<&str>,
         now: i64,
     ) -> Result<()> {
@@ -283,8 +285,8 @@ impl Store {
             params![account, now, reason, detail],
         )?;
         tx.execute(
-            "DELETE FROM builds WHERE account_id = ?1 AND status <> 'rejected'",
-            [account],
+            "DELETE FROM builds WHERE account_id = ?1 AND status <> ?2",
+            params![account, BuildStatus::Rejected],
         )?;
         tx.execute(
             "UPDATE sync_state SET cursor = ?2, epoch = ?3, builds_cursor = 0, history_until = NULL
@@ -470,7 +472,12 @@ impl Store {
 
     // ---- notifications --------------------------------------------------------------------
 
-    pub fn set_notification_state(&self, id: i64, state: &str, reason: Option<&str>) -> Result<()> {
+    pub fn set_notification_state(
+        &self,
+        id: i64,
+        state: NotificationState,
+        reason: Option<&str>,
+    ) -> Result<()> {
         self.conn.execute(
             "UPDATE notifications SET state = ?2, reason = coalesce(?3, reason) WHERE id = ?1",
             params![id, state, reason],
@@ -481,17 +488,17 @@ impl Store {
     /// Records that a call to show `id` is about to be made, committed before the call: a row
     /// found `sending` at start-up may have reached the daemon already.
     pub fn mark_sending(&self, id: i64) -> Result<()> {
-        self.set_notification_state(id, "sending", None)
+        self.set_notification_state(id, NotificationState::Sending, None)
     }
 
     /// Records a call whose outcome is unknown (it timed out or its task died) as failed, to
     /// be retried at the next start, and as a possible repeat: the call may have got through.
     pub fn mark_outcome_unknown(&self, id: i64, reason: &str) -> Result<()> {
         self.conn.execute(
-            "UPDATE notifications SET state = 'failed', reason = ?2,
+            "UPDATE notifications SET state = ?3, reason = ?2,
                  repeats_possible = repeats_possible + 1
              WHERE id = ?1",
-            params![id, reason],
+            params![id, reason, NotificationState::Failed],
         )?;
         Ok(())
     }
@@ -505,11 +512,12 @@ impl Store {
         let tx = self.conn.transaction()?;
         tx.execute(
             "UPDATE notifications SET repeats_possible = repeats_possible + 1
-             WHERE account_id = ?1 AND state = 'sending'",
-            [account],
+             WHERE account_id = ?1 AND state = ?2",
+            params![account, NotificationState::Sending],
         )?;
         let mut rows = Vec::new();
-        for state in ["pending", "failed", "sending"] {
+        use NotificationState::{Failed, Pending, Sending};
+        for state in [Pending, Failed, Sending] {
             rows.extend(queries::notifications(&tx, account, Some(state), 1000)?);
         }
         tx.commit()?;
@@ -527,7 +535,7 @@ impl Store {
     ) -> Result<Option<NotificationRow>> {
         let usage = self.sync_state(account)?.usage;
         let tx = self.conn.transaction()?;
-        let held = queries::notifications(&tx, account, Some("held"), 10_000)?;
+        let held = queries::notifications(&tx, account, Some(NotificationState::Held), 10_000)?;
         let Some(first) = held.first() else {
             return Ok(None);
         };
@@ -545,8 +553,12 @@ impl Store {
             &first.dedupe_key,
         );
         tx.execute(
-            "UPDATE notifications SET state = 'digested' WHERE account_id = ?1 AND state = 'held'",
-            [account],
+            "UPDATE notifications SET state = ?2 WHERE account_id = ?1 AND state = ?3",
+            params![
+                account,
+                NotificationState::Digested,
+                NotificationState::Held
+            ],
         )?;
         let rows = record_decisions(&tx, account, &[decision], now)?;
         tx.commit()?;
@@ -609,8 +621,8 @@ fn record_decisions(
                 "INSERT OR IGNORE INTO notifications (account_id, dedupe_key, kind, title, body, urgent, state, reason, created_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
             )?
-            .execute(params![account, d.dedupe_key, d.kind, d.title, d.body, d.urgent, d.state.as_str(), d.reason, now])?;
-        if inserted == 1 && d.state == policy::State::Pending {
+            .execute(params![account, d.dedupe_key, d.kind, d.title, d.body, d.urgent, d.state, d.reason, now])?;
+        if inserted == 1 && d.state == NotificationState::Pending {
             pending.push(NotificationRow {
                 id: tx.last_insert_rowid(),
                 dedupe_key: d.dedupe_key.clone(),
@@ -618,7 +630,7 @@ fn record_decisions(
                 title: d.title.clone(),
                 body: d.body.clone(),
                 urgent: d.urgent,
-                state: "pending".into(),
+                state: NotificationState::Pending,
                 reason: None,
                 created_at: now,
                 repeats_possible: 0,
@@ -654,9 +666,9 @@ fn project(
             );
             tx.prepare_cached(
                 "INSERT OR IGNORE INTO builds (account_id, key, build_id, app, version, commit_sha, status, reason, created_at)
-                 VALUES (?1, ?2, NULL, ?3, ?4, ?5, 'rejected', ?6, ?7)",
+                 VALUES (?1, ?2, NULL, ?3, ?4, ?5, ?8, ?6, ?7)",
             )?
-            .execute(params![account, format!("r:{epoch}:{id}"), text("app"), text("version"), text("commit"), reason, text("created_at")])?;
+            .execute(params![account, format!("r:{epoch}:{id}"), text("app"), text("version"), text("commit"), reason, text("created_at"), BuildStatus::Rejected])?;
         }
         kind::QUOTA_RESET | kind::PLAN_CHANGED => fold_usage(tx, account, |u| {
             if let Some(quotas) = data
@@ -750,7 +762,11 @@ fn upsert_build(tx: &Transaction<'_>, account: i64, b: &Build) -> Result<()> {
         b.app,
         b.version,
         b.commit,
-        if b.overage { "overage" } else { "accepted" },
+        if b.overage {
+            BuildStatus::Overage
+        } else {
+            BuildStatus::Accepted
+        },
         b.created_at
     ])?;
     Ok(())

@@ -5,6 +5,7 @@ use rusqlite::{Connection, params};
 use serde::Serialize;
 
 use super::{Result, Store};
+use crate::ipc::{BuildStatus, NotificationState};
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct BuildRow {
@@ -13,7 +14,7 @@ pub struct BuildRow {
     pub app: String,
     pub version: String,
     pub commit: String,
-    pub status: String,
+    pub status: BuildStatus,
     pub reason: Option<String>,
     pub created_at: String,
 }
@@ -51,7 +52,7 @@ pub struct NotificationRow {
     pub title: String,
     pub body: String,
     pub urgent: bool,
-    pub state: String,
+    pub state: NotificationState,
     pub reason: Option<String>,
     pub created_at: i64,
     /// Calls to show it whose outcome is unknown (the engine died during one, or one timed
@@ -86,7 +87,7 @@ fn notification_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<NotificationRow> 
 pub(super) fn notifications(
     conn: &Connection,
     account: i64,
-    state: Option<&str>,
+    state: Option<NotificationState>,
     limit: usize,
 ) -> Result<Vec<NotificationRow>> {
     let mut stmt = conn.prepare_cached(
@@ -162,7 +163,7 @@ impl Store {
     pub fn notifications(
         &self,
         account: i64,
-        state: Option<&str>,
+        state: Option<NotificationState>,
         limit: usize,
     ) -> Result<Vec<NotificationRow>> {
         notifications(&self.conn, account, state, limit)
