@@ -14,6 +14,7 @@ mod fuzz;
 pub mod ipc;
 pub mod lock;
 pub mod notifier;
+mod page;
 pub mod paths;
 pub mod policy;
 pub mod protocol;

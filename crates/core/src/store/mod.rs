@@ -19,7 +19,7 @@ use serde_json::Value;
 
 use crate::ipc::{BuildStatus, Connection as ConnectionState, NotificationState};
 use crate::policy::{self, Decision, Observed, Settings};
-use crate::protocol::{Account, Build, Plan, QuotaObservation, Usage, kind};
+use crate::protocol::{Account, Build, Plan, QuotaObservation, Usage, WireEvent, kind};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -78,6 +78,18 @@ pub struct Incoming {
     pub id: String,
     pub kind: String,
     pub data: String,
+}
+
+/// The one conversion from the wire: `/events` pages and the first event of a first sync.
+/// (The stream's parser hands over its events already in this form.)
+impl From<WireEvent> for Incoming {
+    fn from(e: WireEvent) -> Self {
+        Self {
+            id: e.id,
+            kind: e.kind,
+            data: e.data.to_string(),
+        }
+    }
 }
 
 /// Where an event came from.
