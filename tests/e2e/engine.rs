@@ -119,20 +119,35 @@ fn engine_killed_9_at_random_points_loses_and_repeats_nothing() {
         desktop.count_mentions(BUILDS_100) >= 1
     });
     std::thread::sleep(Duration::from_secs(2));
-    assert_eq!(
-        desktop.count_mentions(BUILDS_80),
-        1,
-        "{:#?}",
-        desktop.notifications()
-    );
-    assert_eq!(
-        desktop.count_mentions(BUILDS_100),
-        1,
-        "{:#?}",
-        desktop.notifications()
-    );
+    shown_once_or_as_a_counted_repeat(&desktop, &engine, BUILDS_80);
+    shown_once_or_as_a_counted_repeat(&desktop, &engine, BUILDS_100);
     let (ok, out, _) = engine.run(&["status", "--json"], None);
     assert!(ok && out.contains("\"used\":100"), "{out}");
+}
+
+/// The daemon shows `text` once, plus at most the repeats the engine counted: a kill that lands
+/// while a notification call is in flight leaves the row `sending`, and the next start shows
+/// it again (an alert is never lost) and counts it in `repeats_possible`. Without such a count
+/// any second copy is a failure.
+fn shown_once_or_as_a_counted_repeat(desktop: &Desktop, engine: &Engine<'_>, text: &str) {
+    let at_daemon = desktop.count_mentions(text);
+    let rows = engine.notifications();
+    let mentions = |n: &serde_json::Value| {
+        [&n["title"], &n["body"]]
+            .iter()
+            .any(|f| f.as_str().is_some_and(|t| t.contains(text)))
+    };
+    let allowed: u64 = rows
+        .iter()
+        .filter(|n| mentions(n))
+        .map(|n| n["repeats_possible"].as_u64().expect("repeats_possible"))
+        .sum();
+    println!("{text}: {at_daemon} at the daemon, {allowed} possible repeats counted");
+    assert!(
+        at_daemon >= 1 && at_daemon as u64 <= 1 + allowed,
+        "{text}: {at_daemon} at the daemon, {allowed} possible repeats counted\ndaemon: {:#?}\nrows: {rows:#?}",
+        desktop.notifications()
+    );
 }
 
 #[test]

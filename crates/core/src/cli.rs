@@ -208,7 +208,7 @@ fn dispatch(cmd: Command, paths: &Paths) -> Result<ExitCode, BoxError> {
                         id,
                         b.app,
                         b.version,
-                        b.status,
+                        b.status.as_str(),
                         b.reason.unwrap_or_default()
                     )?;
                 }
@@ -248,7 +248,7 @@ fn dispatch(cmd: Command, paths: &Paths) -> Result<ExitCode, BoxError> {
                         out,
                         "{}  {:<10} {}{}",
                         fmt_time(n.created_at),
-                        n.state,
+                        n.state.as_str(),
                         n.title,
                         n.reason.map(|r| format!(" ({r})")).unwrap_or_default()
                     )?;
@@ -364,9 +364,9 @@ fn status(paths: &Paths, json: bool, clock: &dyn Clock) -> Result<ExitCode, BoxE
     let now = clock.now_unix();
     // An engine killed with -9 could not record that it stopped.
     if crate::lock::holder_running(&paths.lock()) == Some(false)
-        && state.connection != crate::engine::conn::SIGNED_OUT
+        && state.connection != crate::ipc::Connection::SignedOut
     {
-        state.connection = crate::engine::conn::OFFLINE.into();
+        state.connection = crate::ipc::Connection::Offline;
         state.connection_detail = Some("no engine is running".into());
     }
     if json {
@@ -408,7 +408,7 @@ fn status(paths: &Paths, json: bool, clock: &dyn Clock) -> Result<ExitCode, BoxE
         .unwrap_or_default();
     println!(
         "connection: {}{since}{}",
-        state.connection,
+        state.connection.as_str(),
         state
             .connection_detail
             .map(|d| format!(" ({d})"))
@@ -420,7 +420,7 @@ fn status(paths: &Paths, json: bool, clock: &dyn Clock) -> Result<ExitCode, BoxE
     }
     if let Some(t) = state
         .last_synced_at
-        .filter(|_| state.connection != crate::engine::conn::CONNECTED)
+        .filter(|_| state.connection != crate::ipc::Connection::Connected)
     {
         println!("offline — showing cached data from {}", fmt_time(t));
     }

@@ -3,9 +3,9 @@
 
 use crate::clock::Clock;
 use crate::ipc::{
-    AccountInfo, BillingPeriod, BuildEntry, BuildPage, BuildQuery, BuildStatus, Connection,
-    IpcError, Level, Meter, NotificationEntry, NotificationPage, NotificationState, PageQuery,
-    PauseChoice, SettingsForm, Snapshot, TrayModel, TrayState, UsagePoint, UsageSeries,
+    AccountInfo, BillingPeriod, BuildEntry, BuildPage, BuildQuery, Connection, IpcError, Level,
+    Meter, NotificationEntry, NotificationPage, PageQuery, PauseChoice, SettingsForm, Snapshot,
+    TrayModel, TrayState, UsagePoint, UsageSeries,
 };
 use crate::policy::Settings;
 use crate::store::{AccountRow, BuildFilter, Store, StoreError};
@@ -33,7 +33,7 @@ pub fn snapshot(store: &Store, at: &Moment<'_>) -> Result<Snapshot, StoreError> 
         return Ok(signed_out(paused_until, at));
     };
     let state = store.sync_state(account.id)?;
-    let mut connection = Connection::from_stored(&state.connection);
+    let mut connection = state.connection;
     let mut detail = state.connection_detail.clone();
     if !at.engine_running && connection != Connection::SignedOut {
         connection = Connection::Offline;
@@ -320,11 +320,7 @@ pub fn builds(store: &Store, account: i64, q: &BuildQuery) -> Result<BuildPage, 
         rows: rows
             .into_iter()
             .map(|b| BuildEntry {
-                status: match b.status.as_str() {
-                    "overage" => BuildStatus::Overage,
-                    "rejected" => BuildStatus::Rejected,
-                    _ => BuildStatus::Accepted,
-                },
+                status: b.status,
                 key: b.key,
                 build_id: b.build_id,
                 app: b.app,
@@ -364,7 +360,7 @@ pub fn notifications(
                 title: n.title,
                 body: n.body,
                 urgent: n.urgent,
-                state: NotificationState::from_stored(&n.state),
+                state: n.state,
                 reason: n.reason,
             })
             .collect(),

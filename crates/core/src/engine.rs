@@ -20,9 +20,11 @@ use tokio::sync::watch;
 use crate::backoff::{Backoff, HEALTHY_AFTER};
 use crate::client::{ApiClient, ApiError};
 use crate::clock::Clock;
+use crate::ipc::{Connection, NotificationState};
 use crate::notifier::Notifier;
+use crate::page::{Applied, Gap, Page};
 use crate::policy::{self, Context, Settings};
-use crate::protocol::{Plan, Usage, kind};
+use crate::protocol::{EventsPage, Plan, Usage, kind};
 use crate::store::{AccountRow, Incoming, NotificationRow, Source, Store, StoreError};
 use crate::stream::{self, StreamError, StreamItem, StreamSettings};
 
@@ -80,21 +82,11 @@ pub enum Exit {
     SignedOut,
 }
 
-/// Connection states as stored for `status` and the tray.
-pub mod conn {
-    pub const CONNECTING: &str = "connecting";
-    pub const CONNECTED: &str = "connected";
-    pub const POLLING: &str = "polling";
-    pub const OFFLINE: &str = "offline";
-    pub const SIGNED_OUT: &str = "signed_out";
-    pub const STOPPED: &str = "stream_stopped";
-}
-
 /// Something the UI may want to redraw for. The engine never waits for listeners.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Update {
     Synced,
-    Connection(String),
+    Connection(Connection),
     Notified(String),
 }
 
@@ -161,8 +153,9 @@ impl Engine {
     pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) -> Result<Exit, EngineError> {
         let mut wake =
             spawn_wake_watch(self.clock.clone(), self.cfg.wake_check, self.cfg.wake_jump);
-        // Notifications decided before a crash but not shown yet.
-        let leftover = self.store.pending_notifications(self.account.id)?;
+        // Notifications decided before a crash but not shown yet, failed ones, and those whose
+        // call the crash interrupted (counted as possible repeats by the store).
+        let leftover = self.store.notifications_to_resume(self.account.id)?;
         self.show(leftover).await?;
         loop {
             if *shutdown.borrow() {
@@ -173,7 +166,7 @@ impl Engine {
                 Err(EngineError::Api(e)) if e.is_auth() => return self.signed_out(&e),
                 Err(EngineError::Api(e)) => {
                     tracing::warn!(error = %e, "catch-up failed; offline");
-                    self.set_connection(conn::OFFLINE, Some(&e.to_string()))?;
+                    self.set_connection(Connection::Offline, Some(&e.to_string()))?;
                     Some(self.delay_for_api(&e, None))
                 }
                 Err(e) => return Err(e),
@@ -220,20 +213,20 @@ impl Engine {
     }
 
     fn stop(&self, exit: Exit) -> Result<Exit, EngineError> {
-        self.set_connection(conn::OFFLINE, Some("engine stopped"))?;
+        self.set_connection(Connection::Offline, Some("engine stopped"))?;
         Ok(exit)
     }
 
     fn signed_out(&self, e: &ApiError) -> Result<Exit, EngineError> {
         tracing::warn!(error = %e, "the server rejected the token: signed out");
-        self.set_connection(conn::SIGNED_OUT, Some(&e.to_string()))?;
+        self.set_connection(Connection::SignedOut, Some(&e.to_string()))?;
         Ok(Exit::SignedOut)
     }
 
-    fn set_connection(&self, state: &str, detail: Option<&str>) -> Result<(), StoreError> {
+    fn set_connection(&self, state: Connection, detail: Option<&str>) -> Result<(), StoreError> {
         self.store
             .set_connection(self.account.id, state, detail, self.clock.now_unix())?;
-        let _ = self.updates.send(Update::Connection(state.to_owned()));
+        let _ = self.updates.send(Update::Connection(state));
         Ok(())
     }
 
@@ -272,7 +265,7 @@ impl Engine {
                     self.cfg.backstop
                 );
                 self.streaming_disabled = true;
-                self.set_connection(conn::STOPPED, Some(&error.to_string()))?;
+                self.set_connection(Connection::StreamStopped, Some(&error.to_string()))?;
                 return Ok(None);
             }
             StreamError::Api(ApiError::RateLimited {
@@ -296,7 +289,7 @@ impl Engine {
                 self.stream_failures = 0;
             }
         }
-        self.set_connection(conn::CONNECTING, Some(&error.to_string()))?;
+        self.set_connection(Connection::Connecting, Some(&error.to_string()))?;
         Ok(None)
     }
 
@@ -383,9 +376,13 @@ impl Engine {
         self.show(pending).await
     }
 
-    /// Shows notifications one by one and records the outcome of each.
+    /// Shows notifications one by one and records the outcome of each. Each call is recorded
+    /// as in flight (committed) before it is made: a kill during the call leaves the row
+    /// `sending`, and the next start shows it again as a counted possible repeat rather than
+    /// losing it (ARCHITECTURE.md, "Decided once, ever").
     async fn show(&mut self, rows: Vec<NotificationRow>) -> Result<(), EngineError> {
         for row in rows {
+            self.store.mark_sending(row.id)?;
             let notifier = self.notifier.clone();
             let shown = {
                 let row = row.clone();
@@ -396,28 +393,30 @@ impl Engine {
             match shown {
                 Err(_) => {
                     tracing::error!(key = %row.dedupe_key, "the notification server did not answer");
-                    self.store.set_notification_state(
+                    // The call may still get through: a retry at the next start may repeat it.
+                    self.store.mark_outcome_unknown(
                         row.id,
-                        "failed",
-                        Some("the notification server did not answer in time"),
+                        "the notification server did not answer in time",
                     )?;
                 }
                 Ok(Ok(Ok(()))) => {
-                    self.store.set_notification_state(row.id, "shown", None)?;
+                    self.store
+                        .set_notification_state(row.id, NotificationState::Shown, None)?;
                     let _ = self.updates.send(Update::Notified(row.title.clone()));
                 }
                 Ok(Ok(Err(e))) => {
                     tracing::error!(error = %e, key = %row.dedupe_key, "notification failed");
-                    self.store
-                        .set_notification_state(row.id, "failed", Some(&e.to_string()))?;
+                    self.store.set_notification_state(
+                        row.id,
+                        NotificationState::Failed,
+                        Some(&e.to_string()),
+                    )?;
                 }
                 Ok(Err(e)) => {
                     tracing::error!(error = %e, "notifier task failed");
-                    self.store.set_notification_state(
-                        row.id,
-                        "failed",
-                        Some("notifier crashed"),
-                    )?;
+                    // Where the task died is unknown: before or after the daemon had the call.
+                    self.store
+                        .mark_outcome_unknown(row.id, "notifier crashed")?;
                 }
             }
         }
@@ -439,24 +438,15 @@ impl Engine {
                 None => self.store.start_cursor(account, &usage)?,
                 // The sign-in recorded where history ends (`mark_sign_in`).
                 Some(oldest) => {
-                    let oldest = Incoming {
-                        id: oldest.id,
-                        kind: oldest.kind,
-                        data: oldest.data.to_string(),
-                    };
-                    self.ingest(&first.stream_epoch, &[oldest], Source::CatchUp)
+                    self.ingest(&first.stream_epoch, &[oldest.into()], Source::CatchUp)
                         .await?;
                 }
             }
             state = self.store.sync_state(account)?;
         }
-        let mut prefetched: Option<
-            tokio::task::JoinHandle<Result<crate::protocol::EventsPage, ApiError>>,
-        > = None;
+        let mut prefetched: Option<tokio::task::JoinHandle<Result<EventsPage, ApiError>>> = None;
         match (state.cursor.clone(), state.epoch.clone()) {
             (Some(mut cursor), Some(epoch)) => loop {
-                // The next page is asked for while this one is stored: the server's time and
-                // ours overlap instead of adding up.
                 let fetched = match prefetched.take() {
                     Some(next) => next.await.unwrap_or_else(|e| {
                         Err(ApiError::Transport(format!("page fetch failed: {e}")))
@@ -467,39 +457,32 @@ impl Engine {
                             .await
                     }
                 };
-                let page = match fetched {
-                    Ok(p) => p,
-                    Err(ApiError::HistoryExpired { reason }) => {
-                        self.resync(&format!("history_expired ({reason})")).await?;
-                        break;
+                let mut more = false;
+                if let Ok(page) = &fetched {
+                    if let Some(last) = page.events.last() {
+                        cursor = last.id.clone();
                     }
-                    Err(e) => return Err(e.into()),
-                };
-                if page.stream_epoch != epoch {
-                    self.resync("stream epoch changed").await?;
-                    break;
+                    more = page.has_more && !page.events.is_empty();
+                    // The next page is asked for while this one is stored: the server's time
+                    // and ours overlap instead of adding up. Not past a gap: the resync starts
+                    // from elsewhere.
+                    if more && page.stream_epoch == epoch {
+                        let (api, after, n) =
+                            (self.api.clone(), cursor.clone(), self.cfg.events_page);
+                        prefetched = Some(tokio::spawn(async move {
+                            api.events_after(Some(&after), n, None).await
+                        }));
+                        tokio::task::yield_now().await; // let the request go out before we block
+                    }
                 }
-                let events: Vec<Incoming> = page
-                    .events
-                    .into_iter()
-                    .map(|e| Incoming {
-                        id: e.id,
-                        kind: e.kind,
-                        data: e.data.to_string(),
-                    })
-                    .collect();
-                if let Some(last) = events.last() {
-                    cursor = last.id.clone();
+                match self
+                    .apply(Page::fetched(fetched)?, &epoch, Source::CatchUp)
+                    .await?
+                {
+                    Applied::Stored { builds } => builds_seen += builds,
+                    Applied::Gap => break,
                 }
-                if page.has_more && !events.is_empty() {
-                    let (api, after, n) = (self.api.clone(), cursor.clone(), self.cfg.events_page);
-                    prefetched = Some(tokio::spawn(async move {
-                        api.events_after(Some(&after), n, None).await
-                    }));
-                    tokio::task::yield_now().await; // let the request go out before we block
-                }
-                builds_seen += self.ingest(&epoch, &events, Source::CatchUp).await?;
-                if !page.has_more || events.is_empty() {
+                if !more {
                     break;
                 }
             },
@@ -519,6 +502,29 @@ impl Engine {
         Ok(())
     }
 
+    /// The one step every page of events goes through — catch-up and backstop pages, long-poll
+    /// answers, stream bursts: a page of the stored cursor's epoch is stored (`ingest`); a
+    /// page of another epoch, or the server's word that history is gone, resyncs from
+    /// `/usage`. An error reading `/usage` is returned as an API error: each caller ends its
+    /// own way of fetching as it does for a failed fetch.
+    async fn apply(
+        &mut self,
+        page: Page,
+        epoch: &str,
+        source: Source,
+    ) -> Result<Applied, EngineError> {
+        let gap = match page {
+            Page::Events { epoch: theirs, .. } if theirs != epoch => Gap::EpochChanged,
+            Page::Events { events, .. } => {
+                let builds = self.ingest(epoch, &events, source).await?;
+                return Ok(Applied::Stored { builds });
+            }
+            Page::Gone(gap) => gap,
+        };
+        self.resync(&gap.to_string()).await?;
+        Ok(Applied::Gap)
+    }
+
     async fn resync(&mut self, reason: &str) -> Result<(), EngineError> {
         tracing::warn!(
             reason,
@@ -535,23 +541,6 @@ impl Engine {
         Ok(())
     }
 
-    /// Resyncs for the stream. If `/usage` cannot be read now, the connection ends as a failed
-    /// one (backoff, then catch-up meets the gap again) instead of the engine.
-    async fn resync_stream(
-        &mut self,
-        reason: &str,
-        lived: Duration,
-    ) -> Result<StreamEnd, EngineError> {
-        match self.resync(reason).await {
-            Ok(()) => Ok(StreamEnd::Resync),
-            Err(EngineError::Api(e)) => Ok(StreamEnd::Failed {
-                error: StreamError::Api(e),
-                lived,
-            }),
-            Err(e) => Err(e),
-        }
-    }
-
     /// A long poll that failed: signed out on 401/403, otherwise back to the main loop after
     /// a delay (network errors, 5xx and timeouts must not end the engine).
     fn poll_failed(&mut self, e: ApiError) -> Result<Option<Exit>, EngineError> {
@@ -561,14 +550,6 @@ impl Engine {
         tracing::warn!(error = %e, "long poll failed");
         self.forced_delay = Some(self.delay_for_api(&e, None));
         Ok(None)
-    }
-
-    async fn resync_poll(&mut self, reason: &str) -> Result<Option<Exit>, EngineError> {
-        match self.resync(reason).await {
-            Ok(()) => Ok(None),
-            Err(EngineError::Api(e)) => self.poll_failed(e),
-            Err(e) => Err(e),
-        }
     }
 
     async fn sync_builds(&mut self) -> Result<(), EngineError> {
@@ -592,7 +573,7 @@ impl Engine {
         let Some(epoch) = state.epoch.clone() else {
             return Ok(StreamEnd::Resync);
         };
-        self.set_connection(conn::CONNECTING, None)?;
+        self.set_connection(Connection::Connecting, None)?;
         let started = self.clock.instant();
         let (mut events, probe) =
             match stream::connect(&self.api, state.cursor.as_deref(), self.cfg.stream) {
@@ -608,29 +589,36 @@ impl Engine {
             tokio::time::Instant::now() + self.cfg.backstop,
             self.cfg.backstop,
         );
+        // An item read past the end of a burst, handled before reading on.
+        let mut held_over = None;
         let end = loop {
-            let item = tokio::select! {
-                item = events.next() => item,
-                _ = wake.changed() => break StreamEnd::Wake,
-                _ = stopped(shutdown) => break StreamEnd::Shutdown,
-                _ = backstop.tick() => {
-                    // A full catch-up (events after the cursor, usage, builds) even while the
-                    // stream looks healthy; events it fetches first are skipped when the stream
-                    // delivers them too, and the cursor never moves back.
-                    match self.catch_up().await {
-                        Ok(()) => {}
-                        // A token revoked while the stream stays open: signed out all the same.
-                        Err(EngineError::Api(e)) if e.is_auth() => {
-                            let lived = self.clock.instant().saturating_duration_since(started);
-                            break StreamEnd::Failed { error: StreamError::Api(e), lived };
+            let item = match held_over.take() {
+                Some(item) => item,
+                None => tokio::select! {
+                    item = events.next() => item,
+                    _ = wake.changed() => break StreamEnd::Wake,
+                    _ = stopped(shutdown) => break StreamEnd::Shutdown,
+                    _ = backstop.tick() => {
+                        // A full catch-up (events after the cursor, usage, builds) even while
+                        // the stream looks healthy; events it fetches first are skipped when
+                        // the stream delivers them too, and the cursor never moves back.
+                        match self.catch_up().await {
+                            Ok(()) => {}
+                            // A token revoked while the stream stays open: signed out all the
+                            // same.
+                            Err(EngineError::Api(e)) if e.is_auth() => {
+                                let lived =
+                                    self.clock.instant().saturating_duration_since(started);
+                                break StreamEnd::Failed { error: StreamError::Api(e), lived };
+                            }
+                            Err(e) => tracing::warn!(error = %e, "backstop refresh failed"),
                         }
-                        Err(e) => tracing::warn!(error = %e, "backstop refresh failed"),
+                        continue;
                     }
-                    continue;
-                }
+                },
             };
             let lived = self.clock.instant().saturating_duration_since(started);
-            match item {
+            let page = match item {
                 None => {
                     break StreamEnd::Failed {
                         error: StreamError::Ended,
@@ -642,68 +630,56 @@ impl Engine {
                     epoch: server_epoch,
                 })) => {
                     if server_epoch.as_deref().is_some_and(|e| e != epoch) {
-                        break self.resync_stream("stream epoch changed", lived).await?;
-                    }
-                    // Not yet a sign of health: a buffering proxy answers 200 and then sends
-                    // nothing. The failure count restarts when an event arrives.
-                    self.set_connection(conn::CONNECTED, None)?;
-                }
-                Some(Ok(StreamItem::Reset { data, .. })) => {
-                    break self
-                        .resync_stream(&format!("sync.reset {data}"), lived)
-                        .await?;
-                }
-                Some(Ok(StreamItem::Oversized { id, data })) => {
-                    if let Some(id) = id {
-                        let ev = Incoming {
-                            id,
-                            kind: crate::sse_guard::OVERSIZED.into(),
-                            data,
-                        };
-                        self.ingest(&epoch, &[ev], Source::Stream).await?;
+                        Page::Gone(Gap::EpochChanged)
+                    } else {
+                        // Not yet a sign of health: a buffering proxy answers 200 and then
+                        // sends nothing. The failure count restarts when an event arrives.
+                        self.set_connection(Connection::Connected, None)?;
+                        continue;
                     }
                 }
+                Some(Ok(StreamItem::Reset { data, .. })) => Page::Gone(Gap::Reset(data)),
+                Some(Ok(StreamItem::Oversized { id: None, .. })) => continue,
+                Some(Ok(StreamItem::Oversized { id: Some(id), data })) => Page::Events {
+                    epoch: epoch.clone(),
+                    events: vec![Incoming {
+                        id,
+                        kind: crate::sse_guard::OVERSIZED.into(),
+                        data,
+                    }],
+                },
                 Some(Ok(StreamItem::Event(first))) => {
                     self.stream_failures = 0;
                     // Take whatever else is already buffered: one transaction per burst.
                     let mut batch = vec![first];
-                    let mut after = None;
                     while batch.len() < 500 {
                         match events.next().now_or_never() {
                             Some(Some(Ok(StreamItem::Event(ev)))) => batch.push(ev),
                             Some(other) => {
-                                after = Some(other);
+                                held_over = Some(other);
                                 break;
                             }
                             None => break,
                         }
                     }
-                    self.ingest(&epoch, &batch, Source::Stream).await?;
-                    match after {
-                        None | Some(Some(Ok(StreamItem::Connected { .. }))) => {}
-                        Some(None) => {
-                            break StreamEnd::Failed {
-                                error: StreamError::Ended,
-                                lived,
-                            };
-                        }
-                        Some(Some(Err(error))) => break StreamEnd::Failed { error, lived },
-                        Some(Some(Ok(StreamItem::Reset { data, .. }))) => {
-                            break self
-                                .resync_stream(&format!("sync.reset {data}"), lived)
-                                .await?;
-                        }
-                        Some(Some(Ok(StreamItem::Oversized { id: Some(id), data }))) => {
-                            let ev = Incoming {
-                                id,
-                                kind: crate::sse_guard::OVERSIZED.into(),
-                                data,
-                            };
-                            self.ingest(&epoch, &[ev], Source::Stream).await?;
-                        }
-                        Some(Some(Ok(_))) => {}
+                    Page::Events {
+                        epoch: epoch.clone(),
+                        events: batch,
                     }
                 }
+            };
+            // A gap ends the connection. If `/usage` cannot be read for the resync now, it
+            // ends as a failed one (backoff, then catch-up meets the gap again), not the engine.
+            match self.apply(page, &epoch, Source::Stream).await {
+                Ok(Applied::Stored { .. }) => {}
+                Ok(Applied::Gap) => break StreamEnd::Resync,
+                Err(EngineError::Api(e)) => {
+                    break StreamEnd::Failed {
+                        error: StreamError::Api(e),
+                        lived,
+                    };
+                }
+                Err(e) => return Err(e),
             }
         };
         // Read once the connection is over: a `retry:` just before its end counts too.
@@ -721,7 +697,7 @@ impl Engine {
             Some(e) => format!("the stream keeps failing ({e}); long-polling /events"),
             None => "the stream keeps failing; long-polling /events".to_owned(),
         };
-        self.set_connection(conn::POLLING, Some(&detail))?;
+        self.set_connection(Connection::Polling, Some(&detail))?;
         while self
             .fallback_until
             .is_some_and(|t| t > self.clock.instant())
@@ -733,35 +709,23 @@ impl Engine {
             let poll = self
                 .api
                 .events_after(Some(&cursor), self.cfg.events_page, Some(25));
-            let page = tokio::select! {
+            let answer = tokio::select! {
                 p = poll => p,
                 _ = wake.changed() => return Ok(None),
                 _ = stopped(shutdown) => return Ok(Some(Exit::Shutdown)),
             };
-            match page {
-                Ok(page) if page.stream_epoch != epoch => {
-                    return self.resync_poll("stream epoch changed").await;
-                }
-                Ok(page) => {
-                    let events: Vec<Incoming> = page
-                        .events
-                        .into_iter()
-                        .map(|e| Incoming {
-                            id: e.id,
-                            kind: e.kind,
-                            data: e.data.to_string(),
-                        })
-                        .collect();
-                    self.ingest(&epoch, &events, Source::Stream).await?;
-                    self.store
-                        .mark_synced(self.account.id, self.clock.now_unix())?;
-                }
-                Err(ApiError::HistoryExpired { reason }) => {
-                    return self
-                        .resync_poll(&format!("history_expired ({reason})"))
-                        .await;
-                }
-                Err(e) => return self.poll_failed(e),
+            let applied = match Page::fetched(answer) {
+                Ok(page) => self.apply(page, &epoch, Source::Stream).await,
+                Err(e) => Err(e.into()),
+            };
+            match applied {
+                Ok(Applied::Stored { .. }) => self
+                    .store
+                    .mark_synced(self.account.id, self.clock.now_unix())?,
+                // Back to the main loop, which catches up from the new cursor.
+                Ok(Applied::Gap) => return Ok(None),
+                Err(EngineError::Api(e)) => return self.poll_failed(e),
+                Err(e) => return Err(e),
             }
         }
         self.fallback_until = None;
@@ -1001,7 +965,91 @@ mod tests {
             .store
             .notifications(engine.account.id, None, 10)
             .unwrap();
-        assert_eq!(rows[0].state, "failed");
+        assert_eq!(rows[0].state, NotificationState::Failed);
+        assert_eq!(
+            rows[0].repeats_possible, 1,
+            "the hung call may still get through"
+        );
+    }
+
+    /// Reads, during each call, the row's state as another process would see it.
+    struct Witness(std::path::PathBuf, Mutex<Vec<String>>);
+
+    impl Notifier for Witness {
+        fn show(&self, n: &NotificationRow) -> Result<(), NotifyError> {
+            let store = Store::open(&self.0).unwrap();
+            let state: String = store
+                .conn()
+                .query_row(
+                    "SELECT state FROM notifications WHERE id = ?1",
+                    [n.id],
+                    |r| r.get(0),
+                )
+                .unwrap();
+            self.1.lock().unwrap().push(state);
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_call_is_recorded_in_flight_before_it_is_made() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut engine, _) = engine(&dir, "http://127.0.0.1:1", EngineConfig::default());
+        let witness = Arc::new(Witness(dir.path().join("q.db"), Mutex::default()));
+        engine.notifier = witness.clone();
+        let notice = ev(
+            "6",
+            kind::NOTICE,
+            serde_json::json!({"title": "t", "body": "b", "severity": "info"}),
+        );
+        engine
+            .ingest("e1", &[notice], Source::Stream)
+            .await
+            .unwrap();
+        assert_eq!(*witness.1.lock().unwrap(), ["sending"]);
+    }
+
+    /// What the daemon holds and what the store says of a row: for a kill during the call.
+    #[tokio::test]
+    async fn a_call_in_flight_at_a_crash_is_shown_again_as_a_counted_possible_repeat() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut engine, shown) = engine(&dir, "http://127.0.0.1:1", EngineConfig::default());
+        let notice = ev(
+            "6",
+            kind::NOTICE,
+            serde_json::json!({"title": "t", "body": "b", "severity": "info"}),
+        );
+        engine
+            .ingest("e1", &[notice], Source::Stream)
+            .await
+            .unwrap();
+        let account = engine.account.id;
+        let row = &engine.store.notifications(account, None, 10).unwrap()[0];
+        assert_eq!(
+            (row.state, row.repeats_possible),
+            (NotificationState::Shown, 0)
+        );
+        // The process died after recording the call and before recording its outcome.
+        engine.store.mark_sending(row.id).unwrap();
+        let resumed = engine.store.notifications_to_resume(account).unwrap();
+        assert_eq!(resumed.len(), 1, "an alert in flight is not lost");
+        engine.show(resumed).await.unwrap();
+        let row = &engine.store.notifications(account, None, 10).unwrap()[0];
+        assert_eq!(
+            (row.state, row.repeats_possible),
+            (NotificationState::Shown, 1)
+        );
+        assert_eq!(shown.0.lock().unwrap().len(), 2);
+        // Nothing left to resume: the count stays.
+        assert!(
+            engine
+                .store
+                .notifications_to_resume(account)
+                .unwrap()
+                .is_empty()
+        );
+        let row = &engine.store.notifications(account, None, 10).unwrap()[0];
+        assert_eq!(row.repeats_possible, 1);
     }
 
     #[tokio::test]
@@ -1085,8 +1133,73 @@ mod tests {
         assert_eq!(engine.run(stopped).await.unwrap(), Exit::SignedOut);
         assert_eq!(
             store.sync_state(account).unwrap().connection,
-            conn::SIGNED_OUT
+            Connection::SignedOut
         );
+    }
+
+    /// Every way a page can show a gap goes through the same step: one history gap recorded
+    /// with its reason, the cursor restarted from `/usage`, nothing of the page stored.
+    #[tokio::test]
+    async fn a_page_that_shows_a_gap_resyncs_and_stores_none_of_it() {
+        const USAGE_E2: &str = r#"{"last_event_id":"40","period":{"end":"2026-12-01T00:00:00Z","start":"2026-11-01T00:00:00Z"},"plan":{"hard_limit":false,"id":"pro","name":"Pro"},"quotas":[],"stream_epoch":"e2"}"#;
+        let url = serve(|target| match target {
+            t if t.contains("/usage") => json("200 OK", USAGE_E2),
+            _ => json("404 Not Found", "{}"),
+        })
+        .await;
+        let gone = || {
+            Page::fetched(Err(ApiError::HistoryExpired {
+                reason: "too old".into(),
+            }))
+            .unwrap()
+        };
+        let other_epoch = || Page::Events {
+            epoch: "e2".into(),
+            events: vec![ev("6", kind::NOTICE, serde_json::json!({"title": "t"}))],
+        };
+        for (page, detail) in [
+            (other_epoch(), "stream epoch changed"),
+            (gone(), "history_expired (too old)"),
+            (Page::Gone(Gap::Reset("{}".into())), "sync.reset {}"),
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            let (mut engine, shown) = engine(&dir, &url, EngineConfig::default());
+            let applied = engine.apply(page, "e1", Source::Stream).await.unwrap();
+            assert_eq!(applied, Applied::Gap);
+            let account = engine.account.id;
+            let gaps = engine.store.gaps(account).unwrap();
+            assert_eq!(gaps.len(), 1);
+            assert_eq!(gaps[0].detail.as_deref(), Some(detail));
+            let state = engine.store.sync_state(account).unwrap();
+            assert_eq!(
+                (state.cursor.as_deref(), state.epoch.as_deref()),
+                (Some("40"), Some("e2"))
+            );
+            assert!(engine.store.events(account, 0, 10).unwrap().is_empty());
+            assert!(shown.0.lock().unwrap().is_empty());
+        }
+    }
+
+    #[tokio::test]
+    async fn a_page_of_the_cursors_epoch_is_stored() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut engine, _) = engine(&dir, "http://127.0.0.1:1", EngineConfig::default());
+        let wire: EventsPage = serde_json::from_value(serde_json::json!({
+            "events": [{"id": "6", "type": kind::BUILD_ACCEPTED, "data": {"id": 1, "app": "web",
+                "version": "1", "commit": "c", "overage": false,
+                "created_at": "2026-11-02T00:00:00Z"}}],
+            "has_more": false, "last_event_id": "6", "stream_epoch": "e1"
+        }))
+        .unwrap();
+        let page = Page::fetched(Ok(wire)).unwrap();
+        let applied = engine.apply(page, "e1", Source::CatchUp).await.unwrap();
+        assert_eq!(applied, Applied::Stored { builds: 1 });
+        let account = engine.account.id;
+        assert_eq!(
+            engine.store.sync_state(account).unwrap().cursor.as_deref(),
+            Some("6")
+        );
+        assert!(engine.store.gaps(account).unwrap().is_empty());
     }
 
     #[tokio::test]

@@ -20,7 +20,7 @@ pub enum View {
 }
 
 /// The connection to the server as the engine last recorded it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, TS)]
 #[serde(rename_all = "snake_case")]
 #[ts(export)]
 pub enum Connection {
@@ -29,6 +29,8 @@ pub enum Connection {
     Connected,
     /// The stream fails; polling `/events` instead (still up to date).
     Polling,
+    /// Also what an account's cache holds before its engine has said anything.
+    #[default]
     Offline,
     SignedOut,
     /// The server asked clients to stop streaming (HTTP 204).
@@ -36,15 +38,15 @@ pub enum Connection {
 }
 
 impl Connection {
-    pub fn from_stored(s: &str) -> Self {
-        use crate::engine::conn;
-        match s {
-            conn::CONNECTING => Self::Connecting,
-            conn::CONNECTED => Self::Connected,
-            conn::POLLING => Self::Polling,
-            conn::SIGNED_OUT => Self::SignedOut,
-            conn::STOPPED => Self::StreamStopped,
-            _ => Self::Offline,
+    /// The name stored in the cache and sent to the window (serde's name for the variant).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Connecting => "connecting",
+            Self::Connected => "connected",
+            Self::Polling => "polling",
+            Self::Offline => "offline",
+            Self::SignedOut => "signed_out",
+            Self::StreamStopped => "stream_stopped",
         }
     }
 
@@ -262,27 +264,39 @@ pub struct PageQuery {
     pub limit: u32,
 }
 
+/// What became of a decided notification (ARCHITECTURE.md, "Decided once, ever").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, TS)]
 #[serde(rename_all = "snake_case")]
 #[ts(export)]
 pub enum NotificationState {
+    /// To be shown now.
     Pending,
+    /// The call to the notification server is in flight: recorded before the call, so a row
+    /// found so at start-up may have been shown already (it is shown again, counted as a
+    /// possible repeat).
+    Sending,
+    /// Part of a catch-up: shown in the digest at the end of it.
     Held,
     Shown,
+    /// Logged, never shown (quiet hours, pause, a higher threshold reached at once, coalesced).
     Suppressed,
+    /// Shown as part of a digest.
     Digested,
+    /// The notification server refused or did not answer; retried at the next start.
     Failed,
 }
 
 impl NotificationState {
-    pub fn from_stored(s: &str) -> Self {
-        match s {
-            "pending" => Self::Pending,
-            "held" => Self::Held,
-            "shown" => Self::Shown,
-            "suppressed" => Self::Suppressed,
-            "digested" => Self::Digested,
-            _ => Self::Failed,
+    /// The name stored in the cache and sent to the window (serde's name for the variant).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Sending => "sending",
+            Self::Held => "held",
+            Self::Shown => "shown",
+            Self::Suppressed => "suppressed",
+            Self::Digested => "digested",
+            Self::Failed => "failed",
         }
     }
 }

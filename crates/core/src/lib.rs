@@ -12,6 +12,7 @@ pub mod engine;
 pub mod ipc;
 pub mod lock;
 pub mod notifier;
+mod page;
 pub mod paths;
 pub mod policy;
 pub mod protocol;

@@ -7,6 +7,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::ipc::NotificationState;
 use crate::protocol::{QuotaObservation, Usage, kind};
 
 /// User settings that shape notifications (stored in the store's settings table).
@@ -36,27 +37,6 @@ impl Default for Settings {
     }
 }
 
-/// What becomes of a decided notification.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum State {
-    /// Show it now.
-    Pending,
-    /// Part of a catch-up: shown in the digest at the end of it.
-    Held,
-    /// Logged, never shown (quiet hours, pause, a higher threshold reached at once, coalesced).
-    Suppressed,
-}
-
-impl State {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Pending => "pending",
-            Self::Held => "held",
-            Self::Suppressed => "suppressed",
-        }
-    }
-}
-
 #[derive(Debug, Clone, PartialEq)]
 pub struct Decision {
     pub dedupe_key: String,
@@ -64,7 +44,8 @@ pub struct Decision {
     pub title: String,
     pub body: String,
     pub urgent: bool,
-    pub state: State,
+    /// `Pending`, `Held` or `Suppressed`: what becomes of it.
+    pub state: NotificationState,
     pub reason: Option<&'static str>,
 }
 
@@ -101,19 +82,19 @@ impl Context<'_> {
     }
 
     fn finish(&self, mut d: Decision) -> Decision {
-        if d.state == State::Suppressed {
+        if d.state == NotificationState::Suppressed {
             return d;
         }
         if let Some(reason) = self
             .quiet()
             .filter(|_| !(d.urgent && self.settings.urgent_through_quiet))
         {
-            d.state = State::Suppressed;
+            d.state = NotificationState::Suppressed;
             d.reason = Some(reason);
             return d;
         }
         if self.catching_up {
-            d.state = State::Held;
+            d.state = NotificationState::Held;
         }
         d
     }
@@ -172,7 +153,7 @@ pub fn decide_event(
                     ctx.plan_name,
                 ),
                 urgent: true,
-                state: State::Pending,
+                state: NotificationState::Pending,
                 reason: None,
             };
             if known(&key) {
@@ -196,7 +177,7 @@ pub fn decide_event(
                 title: text("title"),
                 body,
                 urgent: text("severity") == "critical",
-                state: State::Pending,
+                state: NotificationState::Pending,
                 reason: None,
             }
         }
@@ -215,7 +196,7 @@ pub fn decide_event(
                 title: format!("Plan changed to {name}"),
                 body: "Your quotas follow the new plan from now on.".into(),
                 urgent: false,
-                state: State::Pending,
+                state: NotificationState::Pending,
                 reason: None,
             }
         }
@@ -286,7 +267,7 @@ fn decide_quota(
             title: format!("{} at {t}%", label(&obs.metric)),
             body: String::new(),
             urgent: false,
-            state: State::Suppressed,
+            state: NotificationState::Suppressed,
             reason: Some("a higher threshold was reached at the same time"),
         })
         .collect();
@@ -343,7 +324,7 @@ fn quota_decision(
         title,
         body,
         urgent,
-        state: State::Pending,
+        state: NotificationState::Pending,
         reason: None,
     }
 }
@@ -417,7 +398,7 @@ pub fn digest(
         },
         body,
         urgent: held.iter().any(|h| h.urgent),
-        state: State::Pending,
+        state: NotificationState::Pending,
         reason: None,
     }
 }
@@ -474,7 +455,7 @@ mod tests {
         assert!(run(&c, &mut seen, "1", kind::QUOTA_UPDATED, quota(79)).is_empty());
         let d = run(&c, &mut seen, "2", kind::QUOTA_UPDATED, quota(80));
         assert_eq!(d.len(), 1);
-        assert_eq!(d[0].state, State::Pending);
+        assert_eq!(d[0].state, NotificationState::Pending);
         assert!(d[0].title.contains("80%"), "{}", d[0].title);
         assert!(
             run(&c, &mut seen, "3", kind::QUOTA_WARNING, quota(80)).is_empty(),
@@ -495,7 +476,10 @@ mod tests {
         let mut seen = HashSet::new();
         let d = run(&ctx(&s), &mut seen, "1", kind::QUOTA_UPDATED, quota(130));
         let states: Vec<_> = d.iter().map(|d| d.state).collect();
-        assert_eq!(states, [State::Suppressed, State::Pending]);
+        assert_eq!(
+            states,
+            [NotificationState::Suppressed, NotificationState::Pending]
+        );
     }
 
     #[test]
@@ -510,12 +494,12 @@ mod tests {
         let d = run(&c, &mut seen, "1", kind::QUOTA_UPDATED, quota(80));
         assert_eq!(
             (d[0].state, d[0].reason),
-            (State::Suppressed, Some("quiet hours"))
+            (NotificationState::Suppressed, Some("quiet hours"))
         );
         let d = run(&c, &mut seen, "2", kind::QUOTA_UPDATED, quota(100));
         assert_eq!(
             d[0].state,
-            State::Pending,
+            NotificationState::Pending,
             "urgent passes quiet hours by default"
         );
         c.local_minute = 7 * 60;
@@ -526,7 +510,11 @@ mod tests {
             kind::NOTICE,
             json!({"title": "t", "body": "b", "severity": "info"}),
         );
-        assert_eq!(d[0].state, State::Pending, "quiet hours are over at 07:00");
+        assert_eq!(
+            d[0].state,
+            NotificationState::Pending,
+            "quiet hours are over at 07:00"
+        );
 
         let s = Settings {
             paused_until: Some(2_000_000),
@@ -544,7 +532,7 @@ mod tests {
         let last = d.last().unwrap();
         assert_eq!(
             (last.state, last.reason),
-            (State::Suppressed, Some("paused"))
+            (NotificationState::Suppressed, Some("paused"))
         );
     }
 
@@ -583,7 +571,7 @@ mod tests {
             kind::BUILD_REJECTED,
             rej("2026-11-23T10:01:00Z"),
         );
-        assert_eq!(d[0].state, State::Held);
+        assert_eq!(d[0].state, NotificationState::Held);
         let none = Observed {
             epoch: "e",
             id: "4",
@@ -603,7 +591,7 @@ mod tests {
         let mut seen = HashSet::new();
         let data = json!({"metric": "builds", "used": i64::MAX, "limit": i64::MAX - 1});
         let d = run(&ctx(&s), &mut seen, "1", kind::QUOTA_UPDATED, data);
-        assert_eq!(d.last().map(|d| d.state), Some(State::Pending));
+        assert_eq!(d.last().map(|d| d.state), Some(NotificationState::Pending));
         let data = json!({"metric": "builds", "used": 1, "limit": i64::MAX});
         assert!(run(&ctx(&s), &mut seen, "2", kind::QUOTA_UPDATED, data).is_empty());
     }

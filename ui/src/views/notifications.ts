@@ -13,6 +13,7 @@ const MAX_LIMIT = 500;
 
 const STATE_TEXT: Record<NotificationState, string> = {
   pending: "Pending",
+  sending: "Sending",
   held: "Held (quiet hours)",
   shown: "Shown",
   suppressed: "Suppressed",

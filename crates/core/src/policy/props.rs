@@ -5,7 +5,8 @@ use std::collections::HashSet;
 use proptest::prelude::*;
 use serde_json::Value;
 
-use crate::policy::{self, Context, Held, Observed, State};
+use crate::ipc::NotificationState;
+use crate::policy::{self, Context, Held, Observed};
 use crate::protocol::Usage;
 use crate::strategies::{event_kind, json, number, quota_payload, settings, text, usage_json};
 
@@ -24,7 +25,7 @@ fn check_decisions(
     prop_assert!(
         decisions
             .iter()
-            .filter(|d| d.state != State::Suppressed)
+            .filter(|d| d.state != NotificationState::Suppressed)
             .count()
             <= 1
     );

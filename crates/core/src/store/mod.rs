@@ -6,6 +6,7 @@
 //! cursor with no event stored twice and no notification decided twice.
 
 mod queries;
+mod states;
 
 pub use queries::{BuildFilter, BuildRow, EventRow, NotificationRow, UsageSample};
 
@@ -16,8 +17,9 @@ use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use rusqlite_migration::{M, Migrations};
 use serde_json::Value;
 
+use crate::ipc::{BuildStatus, Connection as ConnectionState, NotificationState};
 use crate::policy::{self, Decision, Observed, Settings};
-use crate::protocol::{Account, Build, Plan, QuotaObservation, Usage, kind};
+use crate::protocol::{Account, Build, Plan, QuotaObservation, Usage, WireEvent, kind};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -65,7 +67,7 @@ pub struct SyncState {
     pub usage: Option<Usage>,
     pub builds_cursor: i64,
     pub last_synced_at: Option<i64>,
-    pub connection: String,
+    pub connection: ConnectionState,
     pub connection_since: Option<i64>,
     pub connection_detail: Option<String>,
 }
@@ -76,6 +78,18 @@ pub struct Incoming {
     pub id: String,
     pub kind: String,
     pub data: String,
+}
+
+/// The one conversion from the wire: `/events` pages and the first event of a first sync.
+/// (The stream's parser hands over its events already in this form.)
+impl From<WireEvent> for Incoming {
+    fn from(e: WireEvent) -> Self {
+        Self {
+            id: e.id,
+            kind: e.kind,
+            data: e.data.to_string(),
+        }
+    }
 }
 
 /// Where an event came from.
@@ -111,7 +125,10 @@ pub type Decide<'a> = dyn FnMut(&Observed<'_>, &mut dyn FnMut(&str) -> bool) -> 
 pub type DecideUsage<'a> = dyn FnMut(&Usage, &mut dyn FnMut(&str) -> bool) -> Vec<Decision> + 'a;
 
 fn migrations() -> Migrations<'static> {
-    Migrations::new(vec![M::up(include_str!("001_init.sql"))])
+    Migrations::new(vec![
+        M::up(include_str!("001_init.sql")),
+        M::up(include_str!("002_notification_in_flight.sql")),
+    ])
 }
 
 impl Store {
@@ -243,7 +260,7 @@ impl Store {
     pub fn set_connection(
         &self,
         account: i64,
-        state: &str,
+        state: ConnectionState,
         detail: Option<&str>,
         now: i64,
     ) -> Result<()> {
@@ -280,8 +297,8 @@ impl Store {
             params![account, now, reason, detail],
         )?;
         tx.execute(
-            "DELETE FROM builds WHERE account_id = ?1 AND status <> 'rejected'",
-            [account],
+            "DELETE FROM builds WHERE account_id = ?1 AND status <> ?2",
+            params![account, BuildStatus::Rejected],
         )?;
         tx.execute(
             "UPDATE sync_state SET cursor = ?2, epoch = ?3, builds_cursor = 0, history_until = NULL
@@ -467,7 +484,12 @@ impl Store {
 
     // ---- notifications --------------------------------------------------------------------
 
-    pub fn set_notification_state(&self, id: i64, state: &str, reason: Option<&str>) -> Result<()> {
+    pub fn set_notification_state(
+        &self,
+        id: i64,
+        state: NotificationState,
+        reason: Option<&str>,
+    ) -> Result<()> {
         self.conn.execute(
             "UPDATE notifications SET state = ?2, reason = coalesce(?3, reason) WHERE id = ?1",
             params![id, state, reason],
@@ -475,17 +497,42 @@ impl Store {
         Ok(())
     }
 
-    /// Notifications decided but not yet shown (the process stopped in between).
-    /// Also those whose showing failed (no notification daemon then): an alert is retried at
-    /// the next start rather than lost.
-    pub fn pending_notifications(&self, account: i64) -> Result<Vec<NotificationRow>> {
-        let mut rows = queries::notifications(&self.conn, account, Some("pending"), 1000)?;
-        rows.extend(queries::notifications(
-            &self.conn,
-            account,
-            Some("failed"),
-            1000,
-        )?);
+    /// Records that a call to show `id` is about to be made, committed before the call: a row
+    /// found `sending` at start-up may have reached the daemon already.
+    pub fn mark_sending(&self, id: i64) -> Result<()> {
+        self.set_notification_state(id, NotificationState::Sending, None)
+    }
+
+    /// Records a call whose outcome is unknown (it timed out or its task died) as failed, to
+    /// be retried at the next start, and as a possible repeat: the call may have got through.
+    pub fn mark_outcome_unknown(&self, id: i64, reason: &str) -> Result<()> {
+        self.conn.execute(
+            "UPDATE notifications SET state = ?3, reason = ?2,
+                 repeats_possible = repeats_possible + 1
+             WHERE id = ?1",
+            params![id, reason, NotificationState::Failed],
+        )?;
+        Ok(())
+    }
+
+    /// Notifications to show at start-up: decided but not shown yet (the process stopped in
+    /// between), those whose showing failed (no notification daemon then: an alert is retried
+    /// rather than lost), and those whose call was in flight when the process died. The last
+    /// may have reached the daemon: each is counted as a possible repeat, in the same
+    /// transaction that hands it back, before it is shown again.
+    pub fn notifications_to_resume(&mut self, account: i64) -> Result<Vec<NotificationRow>> {
+        let tx = self.conn.transaction()?;
+        tx.execute(
+            "UPDATE notifications SET repeats_possible = repeats_possible + 1
+             WHERE account_id = ?1 AND state = ?2",
+            params![account, NotificationState::Sending],
+        )?;
+        let mut rows = Vec::new();
+        use NotificationState::{Failed, Pending, Sending};
+        for state in [Pending, Failed, Sending] {
+            rows.extend(queries::notifications(&tx, account, Some(state), 1000)?);
+        }
+        tx.commit()?;
         rows.sort_by_key(|r| r.id);
         Ok(rows)
     }
@@ -500,7 +547,7 @@ impl Store {
     ) -> Result<Option<NotificationRow>> {
         let usage = self.sync_state(account)?.usage;
         let tx = self.conn.transaction()?;
-        let held = queries::notifications(&tx, account, Some("held"), 10_000)?;
+        let held = queries::notifications(&tx, account, Some(NotificationState::Held), 10_000)?;
         let Some(first) = held.first() else {
             return Ok(None);
         };
@@ -518,8 +565,12 @@ impl Store {
             &first.dedupe_key,
         );
         tx.execute(
-            "UPDATE notifications SET state = 'digested' WHERE account_id = ?1 AND state = 'held'",
-            [account],
+            "UPDATE notifications SET state = ?2 WHERE account_id = ?1 AND state = ?3",
+            params![
+                account,
+                NotificationState::Digested,
+                NotificationState::Held
+            ],
         )?;
         let rows = record_decisions(&tx, account, &[decision], now)?;
         tx.commit()?;
@@ -582,8 +633,8 @@ fn record_decisions(
                 "INSERT OR IGNORE INTO notifications (account_id, dedupe_key, kind, title, body, urgent, state, reason, created_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
             )?
-            .execute(params![account, d.dedupe_key, d.kind, d.title, d.body, d.urgent, d.state.as_str(), d.reason, now])?;
-        if inserted == 1 && d.state == policy::State::Pending {
+            .execute(params![account, d.dedupe_key, d.kind, d.title, d.body, d.urgent, d.state, d.reason, now])?;
+        if inserted == 1 && d.state == NotificationState::Pending {
             pending.push(NotificationRow {
                 id: tx.last_insert_rowid(),
                 dedupe_key: d.dedupe_key.clone(),
@@ -591,9 +642,10 @@ fn record_decisions(
                 title: d.title.clone(),
                 body: d.body.clone(),
                 urgent: d.urgent,
-                state: "pending".into(),
+                state: NotificationState::Pending,
                 reason: None,
                 created_at: now,
+                repeats_possible: 0,
             });
         }
     }
@@ -626,9 +678,9 @@ fn project(
             );
             tx.prepare_cached(
                 "INSERT OR IGNORE INTO builds (account_id, key, build_id, app, version, commit_sha, status, reason, created_at)
-                 VALUES (?1, ?2, NULL, ?3, ?4, ?5, 'rejected', ?6, ?7)",
+                 VALUES (?1, ?2, NULL, ?3, ?4, ?5, ?8, ?6, ?7)",
             )?
-            .execute(params![account, format!("r:{epoch}:{id}"), text("app"), text("version"), text("commit"), reason, text("created_at")])?;
+            .execute(params![account, format!("r:{epoch}:{id}"), text("app"), text("version"), text("commit"), reason, text("created_at"), BuildStatus::Rejected])?;
         }
         kind::QUOTA_RESET | kind::PLAN_CHANGED => fold_usage(tx, account, |u| {
             if let Some(quotas) = data
@@ -722,7 +774,11 @@ fn upsert_build(tx: &Transaction<'_>, account: i64, b: &Build) -> Result<()> {
         b.app,
         b.version,
         b.commit,
-        if b.overage { "overage" } else { "accepted" },
+        if b.overage {
+            BuildStatus::Overage
+        } else {
+            BuildStatus::Accepted
+        },
         b.created_at
     ])?;
     Ok(())

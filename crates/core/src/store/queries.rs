@@ -5,6 +5,7 @@ use rusqlite::{Connection, params};
 use serde::Serialize;
 
 use super::{Result, Store};
+use crate::ipc::{BuildStatus, NotificationState};
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct BuildRow {
@@ -13,7 +14,7 @@ pub struct BuildRow {
     pub app: String,
     pub version: String,
     pub commit: String,
-    pub status: String,
+    pub status: BuildStatus,
     pub reason: Option<String>,
     pub created_at: String,
 }
@@ -51,9 +52,12 @@ pub struct NotificationRow {
     pub title: String,
     pub body: String,
     pub urgent: bool,
-    pub state: String,
+    pub state: NotificationState,
     pub reason: Option<String>,
     pub created_at: i64,
+    /// Calls to show it whose outcome is unknown (the engine died during one, or one timed
+    /// out): the daemon may hold up to this many copies beyond one.
+    pub repeats_possible: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -63,7 +67,8 @@ pub struct GapRow {
     pub detail: Option<String>,
 }
 
-/// Maps a row of `SELECT id, dedupe_key, kind, title, body, urgent, state, reason, created_at`.
+/// Maps a row of `SELECT id, dedupe_key, kind, title, body, urgent, state, reason, created_at,
+/// repeats_possible`.
 fn notification_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<NotificationRow> {
     Ok(NotificationRow {
         id: r.get(0)?,
@@ -75,17 +80,19 @@ fn notification_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<NotificationRow> 
         state: r.get(6)?,
         reason: r.get(7)?,
         created_at: r.get(8)?,
+        repeats_possible: r.get(9)?,
     })
 }
 
 pub(super) fn notifications(
     conn: &Connection,
     account: i64,
-    state: Option<&str>,
+    state: Option<NotificationState>,
     limit: usize,
 ) -> Result<Vec<NotificationRow>> {
     let mut stmt = conn.prepare_cached(
-        "SELECT id, dedupe_key, kind, title, body, urgent, state, reason, created_at FROM notifications
+        "SELECT id, dedupe_key, kind, title, body, urgent, state, reason, created_at, repeats_possible
+         FROM notifications
          WHERE account_id = ?1 AND (?2 IS NULL OR state = ?2) ORDER BY id LIMIT ?3",
     )?;
     let rows = stmt.query_map(params![account, state, limit as i64], notification_row)?;
@@ -156,7 +163,7 @@ impl Store {
     pub fn notifications(
         &self,
         account: i64,
-        state: Option<&str>,
+        state: Option<NotificationState>,
         limit: usize,
     ) -> Result<Vec<NotificationRow>> {
         notifications(&self.conn, account, state, limit)
@@ -228,7 +235,8 @@ impl Store {
             |r| r.get(0),
         )?;
         let mut stmt = self.conn.prepare_cached(
-            "SELECT id, dedupe_key, kind, title, body, urgent, state, reason, created_at FROM notifications
+            "SELECT id, dedupe_key, kind, title, body, urgent, state, reason, created_at, repeats_possible
+         FROM notifications
              WHERE account_id = ?1 ORDER BY id DESC LIMIT ?2 OFFSET ?3",
         )?;
         let rows = stmt.query_map(
