@@ -2,76 +2,15 @@
 //! `relay.rs`). It exits when the window closes, and with it WebKit's web and network
 //! processes, so a closed window costs nothing.
 
-use std::collections::HashMap;
-use std::io::{BufRead, Write};
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::io::BufRead;
 
-use quotabell_core::ipc::{Call, ErrorCode, IpcError, View};
-use serde::de::DeserializeOwned;
-use serde_json::Value;
+use quotabell_core::ipc::View;
 use tauri::{Emitter, Manager, WebviewUrl, WebviewWindowBuilder};
-use tokio::sync::oneshot;
 
 use crate::commands;
-use crate::relay::{Message, Request};
+use crate::relay::{Message, Relay};
 
 pub const WINDOW: &str = "main";
-
-/// Sends calls to the tray process over stdout and matches the replies read from stdin.
-pub struct Relay {
-    next: AtomicU64,
-    pending: Mutex<HashMap<u64, oneshot::Sender<Result<Value, IpcError>>>>,
-}
-
-impl Relay {
-    fn new() -> Self {
-        Self {
-            next: AtomicU64::new(1),
-            pending: Mutex::new(HashMap::new()),
-        }
-    }
-
-    pub async fn call<T: DeserializeOwned>(&self, call: Call) -> Result<T, IpcError> {
-        let id = self.next.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = oneshot::channel();
-        self.pending
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(id, tx);
-        let line = serde_json::to_string(&Request { id, call })
-            .map_err(|e| IpcError::new(ErrorCode::Internal, e.to_string()))?;
-        let sent = {
-            let mut out = std::io::stdout().lock();
-            writeln!(out, "{line}").and_then(|_| out.flush())
-        };
-        if sent.is_err() {
-            self.pending
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(&id);
-            return Err(gone());
-        }
-        let value = rx.await.map_err(|_| gone())??;
-        serde_json::from_value(value)
-            .map_err(|e| IpcError::new(ErrorCode::Internal, format!("unexpected reply: {e}")))
-    }
-
-    fn complete(&self, id: u64, result: Result<Value, IpcError>) {
-        if let Some(tx) = self
-            .pending
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&id)
-        {
-            let _ = tx.send(result);
-        }
-    }
-}
-
-fn gone() -> IpcError {
-    IpcError::new(ErrorCode::Internal, "Quotabell's tray process is gone")
-}
 
 /// WebKitGTK settings that keep the window light: accelerated compositing brings in GL (Mesa,
 /// and with it libLLVM when there is no GPU) and its buffers — about 90 MB of the web process
@@ -105,19 +44,8 @@ pub fn run(view: View) -> Result<(), Box<dyn std::error::Error>> {
         .to_owned();
     tauri::Builder::default()
         .plugin(tauri_plugin_window_state::Builder::default().build())
-        .manage(Relay::new())
-        .invoke_handler(tauri::generate_handler![
-            commands::snapshot,
-            commands::usage_history,
-            commands::builds,
-            commands::build_apps,
-            commands::notifications,
-            commands::settings,
-            commands::save_settings,
-            commands::sign_in,
-            commands::sign_out,
-            commands::pause,
-        ])
+        .manage(Relay::default())
+        .invoke_handler(tauri::generate_handler![commands::call])
         .setup(move |app| {
             let window = WebviewWindowBuilder::new(
                 app,

@@ -174,7 +174,7 @@ fn offline_start_answers_from_cache_then_one_digest() {
         Duration::from_secs(20),
         || {
             let st = engine.status_json();
-            st["usage"]["quotas"][0]["used"] == 10
+            st["meters"][0]["used"] == 10
                 && !st["last_synced_at"].is_null()
                 && engine.run(&["history", "--json"], None).1.lines().count() == 10
         },

@@ -112,7 +112,7 @@ export class App {
   private async load(): Promise<void> {
     replace(this.main, h("p", { class: "loading", role: "status" }, "Loading…"));
     try {
-      const s = await this.api.snapshot();
+      const s = await this.api.call({ call: "snapshot" });
       this.applySnapshot(s);
     } catch (e) {
       if (this.snap) return; // an event got there first

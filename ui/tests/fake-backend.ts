@@ -1,25 +1,23 @@
-// An in-memory engine behind the Transport interface: answers the ten commands, records every
-// call, can fail or hold any command, and emits events like the Rust side does.
+// An in-memory engine behind the Transport interface: answers every `Call` (a switch on its tag
+// that fails to compile when a call is missing), records every call, can fail or hold any call,
+// and emits events like the Rust side does.
 import type { BuildEntry } from "../src/bindings/BuildEntry";
+import type { BuildPage } from "../src/bindings/BuildPage";
 import type { BuildQuery } from "../src/bindings/BuildQuery";
 import type { IpcError } from "../src/bindings/IpcError";
 import type { NotificationEntry } from "../src/bindings/NotificationEntry";
-import type { PageQuery } from "../src/bindings/PageQuery";
-import type { PauseChoice } from "../src/bindings/PauseChoice";
 import type { SettingsForm } from "../src/bindings/SettingsForm";
 import type { SignInForm } from "../src/bindings/SignInForm";
 import type { Snapshot } from "../src/bindings/Snapshot";
 import type { UsageSeries } from "../src/bindings/UsageSeries";
-import type { Transport, Unlisten } from "../src/ipc";
+import type { Call, CallName, CallOf, Replies, Transport, Unlisten } from "../src/ipc";
 import { NOW, settings as defaultSettings, snapshot as defaultSnapshot, signedOut } from "./fixtures";
 
 /** Builds by index, newest first: an array, or made on demand (100,000 rows cost nothing). */
 export type BuildSource = BuildEntry[] | { total: number; at(index: number): BuildEntry };
 
-export interface Call {
-  command: string;
-  args?: Record<string, unknown>;
-}
+/** A reply checked against the UI's reply map for the call's tag. */
+const reply = <K extends CallName>(_call: K, value: Replies[K]): Replies[K] => value;
 
 export class FakeBackend implements Transport {
   calls: Call[] = [];
@@ -31,29 +29,29 @@ export class FakeBackend implements Transport {
   settings: SettingsForm = defaultSettings();
   /** Validate sign-in: return an error to reject with, or null to accept. */
   signIn: (form: SignInForm) => IpcError | null = () => null;
-  private failures = new Map<string, { err: unknown; once: boolean }>();
-  private holds = new Map<string, Promise<void>>();
+  private failures = new Map<CallName, { err: unknown; once: boolean }>();
+  private holds = new Map<CallName, Promise<void>>();
   private handlers = new Map<string, Set<(p: unknown) => void>>();
 
   constructor(init: Partial<Pick<FakeBackend, "snap" | "history" | "builds" | "apps" | "notifications" | "settings">> = {}) {
     Object.assign(this, init);
   }
 
-  /** Make `command` reject with `err` (every time, or only the next time). */
-  fail(command: string, err: unknown, once = false): void {
-    this.failures.set(command, { err, once });
+  /** Make the call `name` reject with `err` (every time, or only the next time). */
+  fail(name: CallName, err: unknown, once = false): void {
+    this.failures.set(name, { err, once });
   }
 
-  heal(command: string): void {
-    this.failures.delete(command);
+  heal(name: CallName): void {
+    this.failures.delete(name);
   }
 
-  /** Hold `command`'s replies until the returned function is called. */
-  hold(command: string): () => void {
+  /** Hold the replies to the call `name` until the returned function is called. */
+  hold(name: CallName): () => void {
     let release!: () => void;
-    this.holds.set(command, new Promise<void>((r) => (release = r)));
+    this.holds.set(name, new Promise<void>((r) => (release = r)));
     return () => {
-      this.holds.delete(command);
+      this.holds.delete(name);
       release();
     };
   }
@@ -66,8 +64,9 @@ export class FakeBackend implements Transport {
     return this.handlers.get(event)?.size ?? 0;
   }
 
-  callsOf(command: string): Call[] {
-    return this.calls.filter((c) => c.command === command);
+  /** The calls of one tag, in order, typed with their `args`. */
+  callsOf<K extends CallName>(name: K): CallOf<K>[] {
+    return this.calls.filter((c): c is CallOf<K> => c.call === name);
   }
 
   /** Make `listen` reject (as it does outside Tauri). */
@@ -81,60 +80,62 @@ export class FakeBackend implements Transport {
     return Promise.resolve(() => set!.delete(handler));
   }
 
-  async invoke(command: string, args?: Record<string, unknown>): Promise<unknown> {
-    this.calls.push({ command, args: args === undefined ? undefined : structuredClone(args) });
-    const held = this.holds.get(command);
+  async call(c: Call): Promise<unknown> {
+    this.calls.push(structuredClone(c));
+    const held = this.holds.get(c.call);
     if (held) await held;
     await Promise.resolve();
-    const f = this.failures.get(command);
+    const f = this.failures.get(c.call);
     if (f) {
-      if (f.once) this.failures.delete(command);
+      if (f.once) this.failures.delete(c.call);
       throw f.err;
     }
-    return structuredClone(this.answer(command, args ?? {}));
+    return structuredClone(this.answer(c));
   }
 
-  private answer(command: string, args: Record<string, unknown>): unknown {
-    switch (command) {
+  private answer(c: Call): Replies[CallName] {
+    switch (c.call) {
       case "snapshot":
-        return this.snap;
+        return reply(c.call, this.snap);
       case "usage_history":
-        return this.history;
+        return reply(c.call, this.history);
       case "builds":
-        return this.queryBuilds(args.query as BuildQuery);
+        return reply(c.call, this.queryBuilds(c.args));
       case "build_apps":
-        return this.apps ?? (Array.isArray(this.builds) ? [...new Set(this.builds.map((b) => b.app))].sort() : ["app-0", "app-1", "app-2", "app-3", "app-4"]);
+        return reply(c.call, this.apps ?? (Array.isArray(this.builds) ? [...new Set(this.builds.map((b) => b.app))].sort() : ["app-0", "app-1", "app-2", "app-3", "app-4"]));
       case "notifications": {
-        const q = args.query as PageQuery;
-        return { total: this.notifications.length, offset: q.offset, rows: this.notifications.slice(q.offset, q.offset + Math.min(q.limit, 500)) };
+        const q = c.args;
+        return reply(c.call, { total: this.notifications.length, offset: q.offset, rows: this.notifications.slice(q.offset, q.offset + Math.min(q.limit, 500)) });
       }
       case "settings":
-        return this.settings;
+        return reply(c.call, this.settings);
       case "save_settings":
-        this.settings = args.form as SettingsForm;
-        return this.settings;
+        this.settings = c.args;
+        return reply(c.call, this.settings);
       case "sign_in": {
-        const form = args.form as SignInForm;
+        const form = c.args;
         const err = this.signIn(form);
         if (err) throw err;
         this.snap = defaultSnapshot({ account: { email: "dev@example.com", server: form.server, plan: "Team", hard_limit: false } });
-        return this.snap;
+        return reply(c.call, this.snap);
       }
       case "sign_out":
         this.snap = { ...signedOut(), now: this.snap.now };
-        return this.snap;
+        return reply(c.call, this.snap);
       case "pause": {
-        const choice = args.choice as PauseChoice;
-        const paused_until = choice === "resume" ? null : this.snap.now + 3600;
+        const paused_until = c.args === "resume" ? null : this.snap.now + 3600;
         this.snap = { ...this.snap, paused_until, tray: { ...this.snap.tray, paused: paused_until !== null } };
-        return this.snap;
+        return reply(c.call, this.snap);
       }
-      default:
-        throw { code: "internal", message: `unknown command ${command}`, field: null } satisfies IpcError;
+      default: {
+        // A call added to the Rust `Call` and not answered here fails to compile.
+        const _: never = c;
+        throw { code: "internal", message: `unknown call ${JSON.stringify(_)}`, field: null } satisfies IpcError;
+      }
     }
   }
 
-  private queryBuilds(q: BuildQuery) {
+  private queryBuilds(q: BuildQuery): BuildPage {
     if (q.limit > 500) throw { code: "invalid", message: "limit over 500", field: "limit" } satisfies IpcError;
     if (!Array.isArray(this.builds)) {
       const src = this.builds;

@@ -1,11 +1,10 @@
 import { describe, expect, it } from "vitest";
-import type { PageQuery } from "../src/bindings/PageQuery";
 import { NOTIFICATION_PAGE_SIZE } from "../src/views/notifications";
 import { FakeBackend } from "./fake-backend";
 import { NOW, notification, snapshot } from "./fixtures";
 import { allByTestId, byTestId, click, go, mount, settle } from "./helpers";
 
-const pages = (b: FakeBackend) => b.callsOf("notifications").map((c) => c.args!.query as PageQuery);
+const pages = (b: FakeBackend) => b.callsOf("notifications").map((c) => c.args);
 
 describe("notifications", () => {
   it("is empty with no notifications", async () => {

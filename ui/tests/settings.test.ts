@@ -33,7 +33,7 @@ describe("settings", () => {
     input("settings-quiet-end").value = "";
     input("settings-login").checked = true;
     await click(byTestId("settings-save"));
-    expect(backend.callsOf("save_settings")[0]!.args!.form).toEqual({
+    expect(backend.callsOf("save_settings")[0]!.args).toEqual({
       thresholds: [50, 90, 100],
       quiet_start: null,
       quiet_end: null,

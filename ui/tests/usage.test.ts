@@ -85,10 +85,10 @@ describe("usage", () => {
     const backend = new FakeBackend({ history: history() });
     await mount(backend);
     await click(byTestId("pause-hour"));
-    expect(backend.callsOf("pause")[0]!.args).toEqual({ choice: "one_hour" });
+    expect(backend.callsOf("pause")[0]!.args).toEqual("one_hour");
     expect(document.querySelector(".pause")!.textContent).toContain("Notifications paused until");
     await click(byTestId("pause-resume"));
-    expect(backend.callsOf("pause")[1]!.args).toEqual({ choice: "resume" });
+    expect(backend.callsOf("pause")[1]!.args).toEqual("resume");
     expect(queryTestId("pause-hour")).not.toBeNull();
   });
 });

@@ -10,7 +10,9 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 
 use crate::clock::{Clock, SystemClock};
+use crate::dashboard::{self, Moment};
 use crate::engine::{EngineConfig, Exit};
+use crate::ipc::Snapshot;
 use crate::notifier::DesktopNotifier;
 use crate::paths::Paths;
 use crate::secret::{Keychain, OsKeychain, Token};
@@ -348,83 +350,84 @@ fn fmt_time(unix: i64) -> String {
         .unwrap_or_else(|| unix.to_string())
 }
 
-fn ago(now: i64, then: i64) -> String {
-    let s = (now - then).max(0);
-    match s {
-        0..60 => format!("{s} s ago"),
-        60..3600 => format!("{} min ago", s / 60),
-        3600..86400 => format!("{} h ago", s / 3600),
-        _ => format!("{} days ago", s / 86400),
-    }
-}
-
+/// `quotabell status`: the same [`Snapshot`] the tray and the window show, as JSON or as text.
 fn status(paths: &Paths, json: bool, clock: &dyn Clock) -> Result<ExitCode, BoxError> {
-    let (store, account) = open_cache(paths)?;
-    let mut state = store.sync_state(account.id)?;
-    let now = clock.now_unix();
-    // An engine killed with -9 could not record that it stopped.
-    if crate::lock::holder_running(&paths.lock()) == Some(false)
-        && state.connection != crate::ipc::Connection::SignedOut
-    {
-        state.connection = crate::ipc::Connection::Offline;
-        state.connection_detail = Some("no engine is running".into());
-    }
+    let (store, _) = open_cache(paths)?;
+    let snap = dashboard::snapshot(
+        &store,
+        &Moment {
+            now: clock.now_unix(),
+            clock,
+            // Unknown (no lock file yet, no /proc) trusts what the engine stored.
+            engine_running: crate::lock::holder_running(&paths.lock()) != Some(false),
+        },
+    )?;
     if json {
-        let v = serde_json::json!({
-            "account": { "email": account.email, "server": account.server_url, "plan": account.plan },
-            "usage": state.usage,
-            "connection": state.connection,
-            "connection_since": state.connection_since,
-            "connection_detail": state.connection_detail,
-            "last_synced_at": state.last_synced_at,
-            "history_gaps": store.gaps(account.id)?.len(),
-        });
-        println!("{v}");
-        return Ok(ExitCode::SUCCESS);
-    }
-    println!(
-        "{} on {} ({} plan)",
-        account.email, account.origin, account.plan.name
-    );
-    match &state.usage {
-        Some(u) => {
-            for q in &u.quotas {
-                let note = if q.limit > 0 && q.used > q.limit {
-                    " — over limit"
-                } else if q.limit > 0 && q.used >= q.limit {
-                    " — at limit"
-                } else {
-                    ""
-                };
-                println!("  {:<13} {:>6} / {:<6}{note}", q.metric, q.used, q.limit);
-            }
-            println!("  period        {} → {}", u.period.start, u.period.end);
-        }
-        None => println!("  no usage cached yet"),
-    }
-    let since = state
-        .connection_since
-        .map(|t| format!(" since {}", ago(now, t)))
-        .unwrap_or_default();
-    println!(
-        "connection: {}{since}{}",
-        state.connection.as_str(),
-        state
-            .connection_detail
-            .map(|d| format!(" ({d})"))
-            .unwrap_or_default()
-    );
-    match state.last_synced_at {
-        Some(t) => println!("last synced: {} ({})", fmt_time(t), ago(now, t)),
-        None => println!("last synced: never"),
-    }
-    if let Some(t) = state
-        .last_synced_at
-        .filter(|_| state.connection != crate::ipc::Connection::Connected)
-    {
-        println!("offline — showing cached data from {}", fmt_time(t));
+        println!("{}", serde_json::to_string(&snap)?);
+    } else {
+        print!("{}", status_text(&snap));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The snapshot for a terminal; every word of it comes from the read model.
+fn status_text(s: &Snapshot) -> String {
+    let mut out = String::new();
+    let mut line = |l: String| {
+        out.push_str(&l);
+        out.push('\n');
+    };
+    match &s.account {
+        Some(a) => line(format!("{} on {} ({} plan)", a.email, a.server, a.plan)),
+        None => line("not signed in".into()),
+    }
+    for m in &s.meters {
+        let note = m
+            .note
+            .as_ref()
+            .map(|n| format!(" — {n}"))
+            .unwrap_or_default();
+        line(format!(
+            "  {:<13} {:>6} / {:<6}{note}",
+            m.label, m.used, m.limit
+        ));
+    }
+    match &s.period {
+        Some(p) => line(format!("  period        {} → {}", p.start, p.end)),
+        None => line("  no usage cached yet".into()),
+    }
+    let connection = serde_json::to_value(s.connection)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default();
+    let since = s
+        .connection_since
+        .map(|t| format!(" since {}", dashboard::ago(s.now, t)))
+        .unwrap_or_default();
+    let detail = s
+        .connection_detail
+        .as_ref()
+        .map(|d| format!(" ({d})"))
+        .unwrap_or_default();
+    line(format!("connection: {connection}{since}{detail}"));
+    match s.last_synced_at {
+        Some(t) => line(format!(
+            "last synced: {} ({})",
+            fmt_time(t),
+            dashboard::ago(s.now, t)
+        )),
+        None => line("last synced: never".into()),
+    }
+    if let Some(t) = s.last_synced_at.filter(|_| !s.connection.is_live()) {
+        line(format!(
+            "offline — showing cached data from {}",
+            fmt_time(t)
+        ));
+    }
+    if let Some(until) = s.paused_until {
+        line(format!("notifications paused until {}", fmt_time(until)));
+    }
+    out
 }
 
 fn watch(paths: &Paths, cfg: EngineConfig) -> Result<ExitCode, BoxError> {
@@ -480,6 +483,45 @@ async fn shutdown_signal() {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ipc::{AccountInfo, BillingPeriod, Connection};
+
+    #[test]
+    fn status_text_is_the_snapshot_in_the_read_model_words() {
+        let now = 1_800_000_000;
+        let mut s = dashboard::snapshot_signed_out(now, &SystemClock);
+        s.account = Some(AccountInfo {
+            email: "dev@example.com".into(),
+            server: "http://127.0.0.1:8787".into(),
+            plan: "Free".into(),
+            hard_limit: true,
+        });
+        s.meters = vec![dashboard::meter("build_minutes", 100, 100)];
+        s.period = Some(BillingPeriod {
+            start: "2026-11-01T00:00:00Z".into(),
+            end: "2026-12-01T00:00:00Z".into(),
+        });
+        s.connection = Connection::Offline;
+        s.connection_detail = Some("cannot reach the server".into());
+        s.last_synced_at = Some(now - 150);
+        let text = status_text(&s);
+        assert!(
+            text.starts_with("dev@example.com on http://127.0.0.1:8787 (Free plan)\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("Build minutes    100 / 100    — at limit"),
+            "{text}"
+        );
+        assert!(
+            text.contains("connection: offline (cannot reach the server)"),
+            "{text}"
+        );
+        assert!(text.contains("(2 min ago)"), "{text}");
+        assert!(
+            text.contains("offline — showing cached data from"),
+            "{text}"
+        );
+    }
 
     #[test]
     fn nan_seconds_are_refused_not_a_panic() {

@@ -8,6 +8,7 @@ use crate::ipc::{
     TrayModel, TrayState, UsagePoint, UsageSeries,
 };
 use crate::policy::Settings;
+use crate::protocol::metric_label;
 use crate::store::{AccountRow, BuildFilter, Store, StoreError};
 
 /// The most rows one page call returns: enough for a screenful many times over.
@@ -21,8 +22,9 @@ const MAX_SAMPLES: usize = 5_000;
 pub struct Moment<'a> {
     pub now: i64,
     pub clock: &'a dyn Clock,
-    /// Whether an engine runs for the account. When none does, the stored connection state
-    /// is stale (a killed engine could not record that it stopped) and reads as offline.
+    /// Whether an engine runs for the account (the app knows its own; `quotabell status` asks
+    /// the profile's lock). When none does, the stored connection state is stale (a killed
+    /// engine could not record that it stopped) and reads as offline, here and nowhere else.
     pub engine_running: bool,
 }
 
@@ -37,7 +39,7 @@ pub fn snapshot(store: &Store, at: &Moment<'_>) -> Result<Snapshot, StoreError> 
     let mut detail = state.connection_detail.clone();
     if !at.engine_running && connection != Connection::SignedOut {
         connection = Connection::Offline;
-        detail.get_or_insert_with(|| "not connected".into());
+        detail = Some("no engine is running".into());
     }
     let meters: Vec<Meter> = state
         .usage
@@ -134,19 +136,6 @@ pub fn meter(metric: &str, used: i64, limit: i64) -> Meter {
     }
 }
 
-/// "builds" → "Builds"; the server's names are lowercase words.
-pub fn metric_label(metric: &str) -> String {
-    let mut c = metric.chars();
-    match c.next() {
-        Some(f) => f
-            .to_uppercase()
-            .chain(c)
-            .collect::<String>()
-            .replace('_', " "),
-        None => String::new(),
-    }
-}
-
 fn tray_model(
     connection: Connection,
     meters: &[Meter],
@@ -227,13 +216,15 @@ fn lowercase_first(s: &str) -> String {
     }
 }
 
-/// "2 min ago": coarse on purpose, the tray refreshes it once a minute.
+/// "2 min ago": coarse on purpose, the tray refreshes it once a minute. The tray, the
+/// window's menu lines and `quotabell status` all say it this way.
 pub fn ago(now: i64, then: i64) -> String {
     let s = (now - then).max(0);
     match s {
         0..60 => "just now".to_owned(),
         60..3600 => format!("{} min ago", s / 60),
         3600..86400 => format!("{} h ago", s / 3600),
+        86400..172800 => "1 day ago".to_owned(),
         _ => format!("{} days ago", s / 86400),
     }
 }
@@ -475,6 +466,16 @@ mod tests {
         assert_eq!(over.percent, 130);
         assert_eq!(meter("applications", 5, 0).level, Level::Ok);
         assert_eq!(meter("applications", 2, 3).label, "Applications");
+    }
+
+    #[test]
+    fn ago_is_coarse() {
+        assert_eq!(ago(1000, 1000), "just now");
+        assert_eq!(ago(1000, 2000), "just now");
+        assert_eq!(ago(1150, 1000), "2 min ago");
+        assert_eq!(ago(3 * 3600, 0), "3 h ago");
+        assert_eq!(ago(86400, 0), "1 day ago");
+        assert_eq!(ago(5 * 86400 + 10, 0), "5 days ago");
     }
 
     #[test]

@@ -416,10 +416,14 @@ impl IpcError {
     }
 }
 
-/// A call from the window to the process that runs the engine, one per window command. The
-/// window's process relays these as JSON lines (see ARCHITECTURE.md, "Two processes").
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// A call from the window to the process that runs the engine: the window's one command
+/// (`call`) takes one, its process relays it as a JSON line (see ARCHITECTURE.md, "Two
+/// processes") and the companion answers it. The tag is what the UI's reply map
+/// (`ui/src/ipc.ts`, `Replies`) is keyed by, so a call without a reply type there fails the
+/// UI's type check.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, TS)]
 #[serde(tag = "call", content = "args", rename_all = "snake_case")]
+#[ts(export)]
 pub enum Call {
     Snapshot,
     UsageHistory,
@@ -431,4 +435,35 @@ pub enum Call {
     SignIn(SignInForm),
     SignOut,
     Pause(PauseChoice),
+}
+
+impl Call {
+    /// The call's tag (`builds`), as serde writes it, for traces: read from the serialized
+    /// form so it cannot drift from the wire name, and without the arguments (a token).
+    pub fn name(&self) -> String {
+        match serde_json::to_value(self) {
+            Ok(serde_json::Value::Object(mut o)) => match o.remove("call") {
+                Some(serde_json::Value::String(tag)) => tag,
+                _ => String::new(),
+            },
+            _ => String::new(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_call_is_named_by_its_wire_tag() {
+        assert_eq!(Call::UsageHistory.name(), "usage_history");
+        assert_eq!(Call::Builds(BuildQuery::default()).name(), "builds");
+        let sign_in = Call::SignIn(SignInForm {
+            server: "http://127.0.0.1:1".into(),
+            token: "qb_secret".into(),
+        });
+        assert_eq!(sign_in.name(), "sign_in");
+        assert!(!format!("{sign_in:?}").contains("qb_secret"));
+    }
 }

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::ipc::NotificationState;
-use crate::protocol::{QuotaObservation, Usage, kind};
+use crate::protocol::{QuotaObservation, Usage, kind, metric_label};
 
 /// User settings that shape notifications (stored in the store's settings table).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -264,7 +264,7 @@ fn decide_quota(
         .map(|(t, key)| Decision {
             dedupe_key: key,
             kind: "quota",
-            title: format!("{} at {t}%", label(&obs.metric)),
+            title: format!("{} at {t}%", metric_label(&obs.metric)),
             body: String::new(),
             urgent: false,
             state: NotificationState::Suppressed,
@@ -282,7 +282,7 @@ fn quota_decision(
     key: String,
     hard_limit: bool,
 ) -> Decision {
-    let what = label(&obs.metric);
+    let what = metric_label(&obs.metric);
     let until = obs
         .period_end
         .as_deref()
@@ -327,13 +327,6 @@ fn quota_decision(
         state: NotificationState::Pending,
         reason: None,
     }
-}
-
-fn label(metric: &str) -> String {
-    let mut c = metric.chars();
-    c.next()
-        .map(|f| f.to_uppercase().chain(c).collect())
-        .unwrap_or_default()
 }
 
 /// A held notification, as the digest needs it.
@@ -468,6 +461,22 @@ mod tests {
         let d = run(&c, &mut seen, "5", kind::QUOTA_EXCEEDED, quota(100));
         assert!(d[0].urgent && d[0].title.contains("blocked"));
         assert!(run(&c, &mut seen, "6", kind::QUOTA_UPDATED, quota(100)).is_empty());
+    }
+
+    #[test]
+    fn a_notification_names_the_metric_as_the_meter_does() {
+        let s = Settings::default();
+        let mut seen = HashSet::new();
+        let data = json!({"metric": "build_minutes", "used": 80, "limit": 100});
+        let d = run(&ctx(&s), &mut seen, "1", kind::QUOTA_UPDATED, data);
+        assert_eq!(d.len(), 1);
+        let label = crate::dashboard::meter("build_minutes", 80, 100).label;
+        assert_eq!(label, "Build minutes");
+        assert!(
+            d[0].title.starts_with(&format!("{label} at 80%")),
+            "{}",
+            d[0].title
+        );
     }
 
     #[test]

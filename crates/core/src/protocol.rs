@@ -121,6 +121,20 @@ impl QuotaObservation {
     }
 }
 
+/// A metric's label wherever it is shown (meters, tray lines, notification titles): "builds" →
+/// "Builds", "build_minutes" → "Build minutes"; the server's names are lowercase words.
+pub fn metric_label(metric: &str) -> String {
+    let mut c = metric.chars();
+    match c.next() {
+        Some(f) => f
+            .to_uppercase()
+            .chain(c)
+            .collect::<String>()
+            .replace('_', " "),
+        None => String::new(),
+    }
+}
+
 /// Property tests ("fuzzing" on stable Rust; see `strategies.rs`).
 #[cfg(test)]
 mod props;

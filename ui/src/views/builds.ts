@@ -59,7 +59,7 @@ export function buildsView(ctx: ViewContext): ViewInstance {
     testid: "builds-list",
     rowHeight: BUILD_ROW_HEIGHT,
     pageSize: BUILD_PAGE_SIZE,
-    fetchPage: (offset, limit) => ctx.api.builds({ ...query, offset, limit }),
+    fetchPage: (offset, limit) => ctx.api.call({ call: "builds", args: { ...query, offset, limit } }),
     renderRow: buildRow,
     onTotal: (n) => {
       total.textContent = plural(n, "build");
@@ -77,7 +77,7 @@ export function buildsView(ctx: ViewContext): ViewInstance {
 
   async function loadApps(): Promise<void> {
     try {
-      const apps = await ctx.api.buildApps();
+      const apps = await ctx.api.call({ call: "build_apps" });
       const cur = appSel.control.value;
       replace(appSel.control, h("option", { value: "" }, "All apps"), apps.map((a) => h("option", { value: a }, a)));
       appSel.control.value = apps.includes(cur) ? cur : "";

@@ -60,7 +60,7 @@ export function notificationsView(ctx: ViewContext): ViewInstance {
     busy = true;
     more.disabled = true;
     try {
-      const page = await ctx.api.notifications({ offset, limit });
+      const page = await ctx.api.call({ call: "notifications", args: { offset, limit } });
       rows = offset === 0 ? page.rows : rows.concat(page.rows);
       count = page.total;
       replace(status);

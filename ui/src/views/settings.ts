@@ -15,7 +15,7 @@ export function settingsView(ctx: ViewContext): ViewInstance {
   async function load(): Promise<void> {
     replace(body, h("p", { class: "loading", role: "status" }, "Loading settings…"));
     try {
-      const form = await ctx.api.settings();
+      const form = await ctx.api.call({ call: "settings" });
       if (!destroyed) replace(body, formEl(form), signOutEl());
     } catch (e) {
       if (!destroyed) replace(body, errorState(e as IpcError, () => void load(), "Couldn't load settings"), signOutEl());
@@ -84,7 +84,7 @@ export function settingsView(ctx: ViewContext): ViewInstance {
       };
       save.disabled = true;
       try {
-        const stored = await ctx.api.saveSettings(form);
+        const stored = await ctx.api.call({ call: "save_settings", args: form });
         thresholds.control.value = stored.thresholds.join(", ");
         quietStart.control.value = stored.quiet_start ?? "";
         quietEnd.control.value = stored.quiet_end ?? "";
@@ -138,7 +138,7 @@ export function settingsView(ctx: ViewContext): ViewInstance {
       btn.disabled = true;
       replace(error);
       try {
-        ctx.applySnapshot(await ctx.api.signOut());
+        ctx.applySnapshot(await ctx.api.call({ call: "sign_out" }));
       } catch (e) {
         btn.disabled = false;
         replace(error, errorState(e as IpcError, () => void doSignOut(btn), "Couldn't sign out"));

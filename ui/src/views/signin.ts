@@ -61,7 +61,7 @@ export function signInView(ctx: ViewContext): ViewInstance {
     submit.textContent = "Signing in…";
     form.setAttribute("aria-busy", "true");
     try {
-      const snap = await ctx.api.signIn(values);
+      const snap = await ctx.api.call({ call: "sign_in", args: values });
       token.control.value = "";
       ctx.applySnapshot(snap);
       ctx.navigate("usage");

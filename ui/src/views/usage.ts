@@ -146,7 +146,7 @@ export function usageView(ctx: ViewContext): ViewInstance {
     pauseError = null;
     renderPause(ctx.snapshot());
     try {
-      ctx.applySnapshot(await ctx.api.pause(choice));
+      ctx.applySnapshot(await ctx.api.call({ call: "pause", args: choice }));
     } catch (e) {
       pauseError = e as IpcError;
     } finally {
@@ -180,7 +180,7 @@ export function usageView(ctx: ViewContext): ViewInstance {
   async function loadHistory(): Promise<void> {
     replace(chartBox, h("p", { class: "loading", role: "status" }, "Loading usage history…"));
     try {
-      history = await ctx.api.usageHistory();
+      history = await ctx.api.call({ call: "usage_history" });
       renderChart(ctx.snapshot());
     } catch (e) {
       replace(chartBox, errorState(e as IpcError, () => void loadHistory(), "Couldn't load usage history"));
