@@ -153,13 +153,7 @@ impl Report {
     }
 
     fn spread(&self, f: impl Fn(&Round) -> f64) -> Option<Spread> {
-        let v: Vec<f64> = self
-            .rounds
-            .iter()
-            .map(f)
-            .filter(|v| v.is_finite())
-            .collect();
-        Spread::of(&v)
+        Spread::over(&self.rounds, f)
     }
     pub fn events_secs(&self) -> Option<Spread> {
         self.spread(|r| r.events_secs)

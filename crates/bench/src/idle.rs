@@ -114,13 +114,7 @@ impl Report {
     }
 
     fn spread(&self, f: impl Fn(&Round) -> f64) -> Option<Spread> {
-        let v: Vec<f64> = self
-            .rounds
-            .iter()
-            .map(f)
-            .filter(|v| v.is_finite())
-            .collect();
-        Spread::of(&v)
+        Spread::over(&self.rounds, f)
     }
     pub fn rss_mib(&self) -> Option<Spread> {
         self.spread(|r| r.mem.map_or(f64::NAN, |m| sys::mib(m.rss_kib)))

@@ -22,6 +22,17 @@ pub struct Spread {
 }
 
 impl Spread {
+    /// The spread of one figure over rounds, leaving out rounds where it was not measured
+    /// (NaN or infinite).
+    pub fn over<T>(rounds: &[T], figure: impl Fn(&T) -> f64) -> Option<Self> {
+        let v: Vec<f64> = rounds
+            .iter()
+            .map(figure)
+            .filter(|v| v.is_finite())
+            .collect();
+        Self::of(&v)
+    }
+
     pub fn of(values: &[f64]) -> Option<Self> {
         if values.is_empty() {
             return None;
