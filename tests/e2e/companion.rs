@@ -173,6 +173,13 @@ async fn companion_serves_the_window_and_the_tray_from_the_real_backend() {
             .contains(&"Builds 100 / 100 — at limit".to_owned())
     );
     assert!(s.tray.lines.iter().any(|l| l.starts_with("Synced ")));
+    // The window's "last synced …" is the tray's wording, not a second one.
+    let ago = s.synced_ago.as_deref().expect("synced");
+    assert!(
+        s.tray.lines.contains(&format!("Synced {ago}")),
+        "{ago:?} vs {:?}",
+        s.tray.lines
+    );
 
     // The views' pages come from the cache.
     let page: BuildPage = call(

@@ -2,18 +2,6 @@
 
 const pad = (n: number) => String(n).padStart(2, "0");
 
-/** "just now", "2 min ago", "3 h ago", "5 days ago" (or "in 2 min" for the future), relative to `now`. */
-export function relativeTime(at: number, now: number): string {
-  const d = now - at;
-  const a = Math.abs(d);
-  const fmt = (n: number, unit: string) => (d >= 0 ? `${n} ${unit} ago` : `in ${n} ${unit}`);
-  if (a < 45) return "just now";
-  if (a < 3600) return fmt(Math.max(1, Math.round(a / 60)), "min");
-  if (a < 86400) return fmt(Math.round(a / 3600), "h");
-  const days = Math.round(a / 86400);
-  return fmt(days, days === 1 ? "day" : "days");
-}
-
 /** Local "YYYY-MM-DD HH:MM" (fixed width, for lists). */
 export function dateTime(d: Date): string {
   return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())} ${pad(d.getHours())}:${pad(d.getMinutes())}`;

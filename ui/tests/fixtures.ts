@@ -22,6 +22,7 @@ export function snapshot(over: Partial<Snapshot> = {}): Snapshot {
     connection_detail: null,
     connection_since: NOW - 3600,
     last_synced_at: NOW - 120,
+    synced_ago: "2 min ago",
     paused_until: null,
     history_gaps: 0,
     revision: 1,
@@ -32,7 +33,7 @@ export function snapshot(over: Partial<Snapshot> = {}): Snapshot {
 }
 
 export const signedOut = (): Snapshot =>
-  snapshot({ account: null, meters: [], period: null, connection: "signed_out", last_synced_at: null, tray: { state: "signed_out", tooltip: "", lines: [], paused: false } });
+  snapshot({ account: null, meters: [], period: null, connection: "signed_out", last_synced_at: null, synced_ago: null, tray: { state: "signed_out", tooltip: "", lines: [], paused: false } });
 
 export function build(i: number, over: Partial<BuildEntry> = {}): BuildEntry {
   return {
@@ -52,6 +53,7 @@ export function notification(id: number, over: Partial<NotificationEntry> = {}):
   return {
     id,
     at: NOW - id * 300,
+    ago: `${id * 5} min ago`,
     kind: "threshold",
     title: `Builds at ${id}%`,
     body: `You have used ${id} builds.`,

@@ -80,7 +80,7 @@ describe("shell", () => {
   });
 
   it("says never synced when offline with nothing cached", async () => {
-    await mount(new FakeBackend({ snap: snapshot({ connection: "connecting", last_synced_at: null }) }));
+    await mount(new FakeBackend({ snap: snapshot({ connection: "connecting", last_synced_at: null, synced_ago: null }) }));
     expect(byTestId("offline-banner").textContent).toBe("Offline — never synced");
   });
 

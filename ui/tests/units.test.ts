@@ -1,18 +1,17 @@
 import { describe, expect, it } from "vitest";
 import { h, s } from "../src/dom";
-import { isHhMm, isYmd, parseThresholds, plural, relativeTime } from "../src/format";
+import { bannerText } from "../src/components/banner";
+import { isHhMm, isYmd, parseThresholds, plural } from "../src/format";
 import { VirtualList } from "../src/virtual-list";
-import { XSS } from "./fixtures";
+import { snapshot, XSS } from "./fixtures";
 import { settle } from "./helpers";
 
 describe("format", () => {
-  it("says how long ago, relative to the given now", () => {
-    expect(relativeTime(1000, 1010)).toBe("just now");
-    expect(relativeTime(1000, 1120)).toBe("2 min ago");
-    expect(relativeTime(0, 3 * 3600)).toBe("3 h ago");
-    expect(relativeTime(0, 86400)).toBe("1 day ago");
-    expect(relativeTime(0, 5 * 86400)).toBe("5 days ago");
-    expect(relativeTime(600, 0)).toBe("in 10 min");
+  it("says how long ago in the engine's words, never its own", () => {
+    // The engine words "ago" once (crates/core dashboard::ago) for the tray, the CLI and here.
+    const text = bannerText(snapshot({ connection: "offline", synced_ago: "3 h ago" }));
+    expect(text).toMatch(/\(3 h ago\)$/);
+    expect(bannerText(snapshot({ connection: "offline", last_synced_at: null, synced_ago: null }))).toBe("Offline — never synced");
   });
 
   it("parses thresholds and checks times and dates", () => {

@@ -62,7 +62,7 @@ describe("usage", () => {
   });
 
   it("is empty without meters or history", async () => {
-    await mount(new FakeBackend({ snap: snapshot({ meters: [], period: null, last_synced_at: null }), history: [] }));
+    await mount(new FakeBackend({ snap: snapshot({ meters: [], period: null, last_synced_at: null, synced_ago: null }), history: [] }));
     expect(byTestId("meters-empty").textContent).toBe("No usage reported yet.");
     expect(byTestId("chart-empty").textContent).toBe("No usage history yet.");
     expect(byTestId("last-synced").textContent).toBe("never synced");

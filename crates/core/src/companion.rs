@@ -123,13 +123,16 @@ impl Companion {
                 .read_ipc(|s| s.build_apps(signed_in(s)?).map_err(storage))
                 .await
                 .and_then(json),
-            Call::Notifications(q) => inner
-                .read_ipc(move |s| {
-                    let a = signed_in(s)?;
-                    dashboard::notifications(s, a, &q).map_err(storage)
-                })
-                .await
-                .and_then(json),
+            Call::Notifications(q) => {
+                let now = inner.clock.now_unix();
+                inner
+                    .read_ipc(move |s| {
+                        let a = signed_in(s)?;
+                        dashboard::notifications(s, a, &q, now).map_err(storage)
+                    })
+                    .await
+                    .and_then(json)
+            }
             Call::Settings => inner
                 .read(|s| Ok(dashboard::settings_form(&s.settings()?, false)))
                 .await

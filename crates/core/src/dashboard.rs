@@ -64,6 +64,7 @@ pub fn snapshot(store: &Store, at: &Moment<'_>) -> Result<Snapshot, StoreError> 
         connection_detail: detail,
         connection_since: state.connection_since,
         last_synced_at: state.last_synced_at,
+        synced_ago: state.last_synced_at.map(|t| ago(at.now, t)),
         paused_until,
         history_gaps: store.gaps(account.id)?.len() as u32,
         revision: store.data_version()?,
@@ -93,6 +94,7 @@ fn signed_out(paused_until: Option<i64>, at: &Moment<'_>) -> Snapshot {
         connection_detail: None,
         connection_since: None,
         last_synced_at: None,
+        synced_ago: None,
         paused_until,
         history_gaps: 0,
         revision: 0,
@@ -333,6 +335,7 @@ pub fn notifications(
     store: &Store,
     account: i64,
     q: &PageQuery,
+    now: i64,
 ) -> Result<NotificationPage, StoreError> {
     let (total, rows) = store.notifications_page(
         account,
@@ -347,6 +350,7 @@ pub fn notifications(
             .map(|n| NotificationEntry {
                 id: n.id,
                 at: n.created_at,
+                ago: ago(now, n.created_at),
                 kind: n.kind,
                 title: n.title,
                 body: n.body,

@@ -161,6 +161,9 @@ pub struct Snapshot {
     pub connection_since: Option<i64>,
     #[ts(type = "number | null")]
     pub last_synced_at: Option<i64>,
+    /// `last_synced_at` relative to `now` ("2 min ago"), worded as the tray and `quotabell
+    /// status` word it, so the window does not word it again.
+    pub synced_ago: Option<String>,
     #[ts(type = "number | null")]
     pub paused_until: Option<i64>,
     /// History the cache is known to miss (resyncs), for a note in the Builds view.
@@ -308,6 +311,8 @@ pub struct NotificationEntry {
     pub id: i64,
     #[ts(type = "number")]
     pub at: i64,
+    /// `at` relative to when the page was read ("2 min ago").
+    pub ago: String,
     pub kind: String,
     pub title: String,
     pub body: String,

@@ -17,7 +17,12 @@ account: AccountInfo | null, meters: Array<Meter>, period: BillingPeriod | null,
 /**
  * Why the connection is as it is (the last error), when the engine said.
  */
-connection_detail: string | null, connection_since: number | null, last_synced_at: number | null, paused_until: number | null, 
+connection_detail: string | null, connection_since: number | null, last_synced_at: number | null, 
+/**
+ * `last_synced_at` relative to `now` ("2 min ago"), worded as the tray and `quotabell
+ * status` word it, so the window does not word it again.
+ */
+synced_ago: string | null, paused_until: number | null, 
 /**
  * History the cache is known to miss (resyncs), for a note in the Builds view.
  */

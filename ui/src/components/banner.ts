@@ -1,7 +1,7 @@
 // The offline banner: shown on every view while signed in and the connection isn't live.
 import type { Snapshot } from "../bindings/Snapshot";
 import { h, replace } from "../dom";
-import { relativeTime, unixDateTime } from "../format";
+import { unixDateTime } from "../format";
 
 export function isLive(s: Snapshot): boolean {
   return s.connection === "connected" || s.connection === "polling";
@@ -11,7 +11,7 @@ export function isLive(s: Snapshot): boolean {
 export function bannerText(s: Snapshot): string | null {
   if (!s.account || isLive(s)) return null;
   if (s.last_synced_at === null) return "Offline — never synced";
-  return `Offline — showing cached data from ${unixDateTime(s.last_synced_at)} (${relativeTime(s.last_synced_at, s.now)})`;
+  return `Offline — showing cached data from ${unixDateTime(s.last_synced_at)} (${s.synced_ago ?? ""})`;
 }
 
 export class Banner {

@@ -5,7 +5,7 @@ import type { NotificationEntry } from "../bindings/NotificationEntry";
 import type { NotificationState } from "../bindings/NotificationState";
 import { errorState } from "../components/error-state";
 import { h, replace } from "../dom";
-import { plural, relativeTime, unixDateTime } from "../format";
+import { plural, unixDateTime } from "../format";
 import type { ViewContext, ViewInstance } from "./view";
 
 export const NOTIFICATION_PAGE_SIZE = 50;
@@ -21,7 +21,7 @@ const STATE_TEXT: Record<NotificationState, string> = {
   failed: "Failed",
 };
 
-function row(n: NotificationEntry, now: number): HTMLElement {
+function row(n: NotificationEntry): HTMLElement {
   return h(
     "li",
     { class: `notification state-${n.state}`, "data-testid": "notification-row", "data-state": n.state },
@@ -34,7 +34,7 @@ function row(n: NotificationEntry, now: number): HTMLElement {
     ),
     n.body ? h("p", { class: "n-body" }, n.body) : null,
     n.reason ? h("p", { class: "n-reason" }, `Reason: ${n.reason}`) : null,
-    h("p", { class: "n-time muted" }, h("time", { title: unixDateTime(n.at) }, `${unixDateTime(n.at)} (${relativeTime(n.at, now)})`), ` · ${n.kind}`),
+    h("p", { class: "n-time muted" }, h("time", { title: unixDateTime(n.at) }, `${unixDateTime(n.at)} (${n.ago})`), ` · ${n.kind}`),
   );
 }
 
@@ -49,10 +49,9 @@ export function notificationsView(ctx: ViewContext): ViewInstance {
   let refreshQueued = false;
 
   function render(): void {
-    const now = ctx.snapshot().now;
     total.textContent = plural(count, "notification");
     if (rows.length === 0) replace(list, h("li", { class: "empty", "data-testid": "notifications-empty" }, "No notifications yet."));
-    else replace(list, rows.map((n) => row(n, now)));
+    else replace(list, rows.map((n) => row(n)));
     more.hidden = rows.length >= count;
   }
 

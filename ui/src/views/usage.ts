@@ -9,7 +9,7 @@ import type { UsageSeries } from "../bindings/UsageSeries";
 import { usageChart, type ChartRange } from "../chart";
 import { errorState } from "../components/error-state";
 import { h, replace } from "../dom";
-import { count, relativeTime, rfcDate, unixDateTime } from "../format";
+import { count, rfcDate, unixDateTime } from "../format";
 import type { ViewContext, ViewInstance } from "./view";
 
 const LEVEL_TEXT: Record<Meter["level"], string> = { ok: "OK", warning: "Warning", over: "Over limit" };
@@ -112,7 +112,7 @@ export function usageView(ctx: ViewContext): ViewInstance {
 
   function renderSummary(s: Snapshot): void {
     const a = s.account;
-    const synced = s.last_synced_at === null ? "never synced" : `last synced ${relativeTime(s.last_synced_at, s.now)}`;
+    const synced = s.synced_ago === null ? "never synced" : `last synced ${s.synced_ago}`;
     replace(
       summary,
       h(
