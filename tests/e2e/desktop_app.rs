@@ -18,8 +18,6 @@ use quotabell_testbed::{IconImage, ItemRef, TrayItem, TrayWatcher, X, load_png_r
 
 const WAIT: Duration = Duration::from_secs(30);
 
-const BUILDS_80: &str = "Builds at 80%";
-const BUILDS_100: &str = "Builds limit reached";
 const REJECTED: &str = "Build rejected — builds are blocked";
 const XSS: &str = "<img src=x onerror=alert(1)>";
 

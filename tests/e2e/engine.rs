@@ -1,13 +1,10 @@
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use rand::Rng;
 
 use crate::support::*;
-
-const BUILDS_80: &str = "Builds at 80%";
-const BUILDS_100: &str = "Builds limit reached";
 
 /// Posts builds of one app until the Free plan's 100 are used; posts fail while the backend
 /// is down and are retried.
@@ -15,16 +12,12 @@ fn post_until_full(
     base: String,
     token: String,
     done: Arc<AtomicBool>,
-    posted: Arc<AtomicUsize>,
 ) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
         let mut n = 0;
         loop {
             match post_build(&base, &token, "web", n) {
-                Ok(201) => {
-                    posted.fetch_add(1, Ordering::SeqCst);
-                    n += 1;
-                }
+                Ok(201) => n += 1,
                 Ok(402) => break,
                 _ => std::thread::sleep(Duration::from_millis(20)),
             }
@@ -34,94 +27,89 @@ fn post_until_full(
     })
 }
 
+/// A watched Free account (the backend on half-second keepalives, the engine's backoff capped at
+/// a second) and a poster filling its 100 builds in the background: what the two soak tests
+/// below do their faults to.
+struct Filling<'d> {
+    desktop: &'d Desktop,
+    // Held for the backend's database and the engine's profile.
+    _dir: tempfile::TempDir,
+    backend: Backend,
+    token: String,
+    engine: Engine<'d>,
+    done: Arc<AtomicBool>,
+    poster: Option<std::thread::JoinHandle<()>>,
+}
+
+impl<'d> Filling<'d> {
+    fn start(desktop: &'d Desktop, email: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let backend = Backend::start(
+            dir.path(),
+            &["--keepalive-secs", "0.5", "--retry-ms", "100"],
+        );
+        let token = backend.add_user(email, "free");
+        let mut engine = Engine::new(desktop, &dir.path().join("profile"));
+        engine
+            .watch_args
+            .extend(["--max-backoff-secs".into(), "1".into()]);
+        engine.login(&backend.url(), &token);
+        quiet_rejections(&engine);
+        engine.start_watch();
+        let done = Arc::new(AtomicBool::new(false));
+        let poster = post_until_full(backend.url(), token.clone(), done.clone());
+        Self {
+            desktop,
+            _dir: dir,
+            backend,
+            token,
+            engine,
+            done,
+            poster: Some(poster),
+        }
+    }
+
+    /// Waits for the poster to fill the account, checks that the engine's log is the server's
+    /// and waits for the limit notification (and two seconds more, for a late repeat).
+    fn finish(&mut self) {
+        self.poster.take().expect("finished once").join().unwrap();
+        assert!(self.done.load(Ordering::SeqCst));
+        engine_matches_server(&self.engine, &self.backend, &self.token);
+        wait_until("the limit notification", Duration::from_secs(20), || {
+            self.desktop.count_mentions(BUILDS_100) >= 1
+        });
+        std::thread::sleep(Duration::from_secs(2));
+    }
+}
+
 #[test]
 fn backend_restarted_20_times_loses_and_repeats_nothing() {
     let desktop = Desktop::start();
-    let dir = tempfile::tempdir().unwrap();
-    let mut backend = Backend::start(
-        dir.path(),
-        &["--keepalive-secs", "0.5", "--retry-ms", "100"],
-    );
-    let token = backend.add_user("restarts@example.com", "free");
-    let mut engine = Engine::new(&desktop, &dir.path().join("profile"));
-    engine
-        .watch_args
-        .extend(["--max-backoff-secs".into(), "1".into()]);
-    engine.login(&backend.url(), &token);
-    quiet_rejections(&engine);
-    engine.start_watch();
-
-    let (done, posted) = (
-        Arc::new(AtomicBool::new(false)),
-        Arc::new(AtomicUsize::new(0)),
-    );
-    let poster = post_until_full(backend.url(), token.clone(), done.clone(), posted.clone());
-    let mut restarts = 0;
+    let mut run = Filling::start(&desktop, "restarts@example.com");
     let mut rng = rand::rng();
-    while restarts < 20 {
+    for _ in 0..20 {
         std::thread::sleep(Duration::from_millis(rng.random_range(50..400)));
-        backend.restart();
-        restarts += 1;
+        run.backend.restart();
     }
-    poster.join().unwrap();
-    assert!(done.load(Ordering::SeqCst));
-    engine_matches_server(&engine, &backend, &token);
-    wait_until("the limit notification", Duration::from_secs(20), || {
-        desktop.count_mentions(BUILDS_100) >= 1
-    });
-    std::thread::sleep(Duration::from_secs(2));
-    assert_eq!(
-        desktop.count_mentions(BUILDS_80),
-        1,
-        "{:#?}",
-        desktop.notifications()
-    );
-    assert_eq!(
-        desktop.count_mentions(BUILDS_100),
-        1,
-        "{:#?}",
-        desktop.notifications()
-    );
+    run.finish();
+    each_crossing_shown_once(&desktop);
 }
 
 #[test]
 fn engine_killed_9_at_random_points_loses_and_repeats_nothing() {
     let desktop = Desktop::start();
-    let dir = tempfile::tempdir().unwrap();
-    let backend = Backend::start(
-        dir.path(),
-        &["--keepalive-secs", "0.5", "--retry-ms", "100"],
-    );
-    let token = backend.add_user("kills@example.com", "free");
-    let mut engine = Engine::new(&desktop, &dir.path().join("profile"));
-    engine
-        .watch_args
-        .extend(["--max-backoff-secs".into(), "1".into()]);
-    engine.login(&backend.url(), &token);
-    quiet_rejections(&engine);
-    engine.start_watch();
-
-    let (done, posted) = (
-        Arc::new(AtomicBool::new(false)),
-        Arc::new(AtomicUsize::new(0)),
-    );
-    let poster = post_until_full(backend.url(), token.clone(), done.clone(), posted.clone());
+    let mut run = Filling::start(&desktop, "kills@example.com");
     let mut rng = rand::rng();
     for _ in 0..20 {
         // Short lives hit the start-up catch-up; longer ones the live stream.
         std::thread::sleep(Duration::from_millis(rng.random_range(30..500)));
-        engine.kill9();
-        engine.start_watch();
+        run.engine.kill9();
+        run.engine.start_watch();
     }
-    poster.join().unwrap();
-    engine_matches_server(&engine, &backend, &token);
-    wait_until("the limit notification", Duration::from_secs(20), || {
-        desktop.count_mentions(BUILDS_100) >= 1
-    });
-    std::thread::sleep(Duration::from_secs(2));
-    shown_once_or_as_a_counted_repeat(&desktop, &engine, BUILDS_80);
-    shown_once_or_as_a_counted_repeat(&desktop, &engine, BUILDS_100);
-    let (ok, out, _) = engine.run(&["status", "--json"], None);
+    run.finish();
+    shown_once_or_as_a_counted_repeat(&desktop, &run.engine, BUILDS_80);
+    shown_once_or_as_a_counted_repeat(&desktop, &run.engine, BUILDS_100);
+    let (ok, out, _) = run.engine.run(&["status", "--json"], None);
     assert!(ok && out.contains("\"used\":100"), "{out}");
 }
 

@@ -9,6 +9,7 @@ mod conformance;
 mod desktop_app;
 mod engine;
 mod faults;
+mod loopback;
 mod proxy;
 mod scripted;
 mod soak;

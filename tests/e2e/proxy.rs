@@ -21,14 +21,15 @@
 #![allow(dead_code)]
 
 use std::io::{ErrorKind, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::ops::RangeInclusive;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 use rand::Rng;
+
+use crate::loopback::{Listener, Threads};
 
 const MAX_LIVE: usize = 128;
 const POLL: Duration = Duration::from_millis(10);
@@ -49,7 +50,7 @@ struct Cut {
 
 struct Shared {
     upstream: SocketAddr,
-    stop: AtomicBool,
+    threads: Arc<Threads>,
     stalled: AtomicBool,
     accepted: AtomicUsize,
     live: AtomicUsize,
@@ -57,13 +58,11 @@ struct Shared {
     cut_tails: Mutex<Vec<Vec<u8>>>,
     cut: Mutex<Option<Cut>>,
     generation: AtomicU64,
-    threads: Mutex<Vec<JoinHandle<()>>>,
 }
 
 pub struct Proxy {
-    addr: SocketAddr,
     shared: Arc<Shared>,
-    acceptor: Option<JoinHandle<()>>,
+    listener: Listener,
 }
 
 impl Proxy {
@@ -74,12 +73,10 @@ impl Proxy {
             upstream.ip().is_loopback(),
             "the proxy forwards to loopback only"
         );
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.set_nonblocking(true).unwrap();
-        let addr = listener.local_addr().unwrap();
+        let threads = Arc::new(Threads::default());
         let shared = Arc::new(Shared {
             upstream,
-            stop: AtomicBool::new(false),
+            threads: threads.clone(),
             stalled: AtomicBool::new(false),
             accepted: AtomicUsize::new(0),
             live: AtomicUsize::new(0),
@@ -87,19 +84,14 @@ impl Proxy {
             cut_tails: Mutex::new(Vec::new()),
             cut: Mutex::new(None),
             generation: AtomicU64::new(0),
-            threads: Mutex::new(Vec::new()),
         });
         let s = shared.clone();
-        let acceptor = std::thread::spawn(move || accept_loop(listener, s));
-        Self {
-            addr,
-            shared,
-            acceptor: Some(acceptor),
-        }
+        let listener = Listener::start(threads, move |client| accept(client, &s));
+        Self { shared, listener }
     }
 
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        self.listener.url()
     }
 
     /// Connections accepted so far.
@@ -160,47 +152,16 @@ impl Proxy {
     }
 }
 
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        self.shared.stop.store(true, Ordering::SeqCst);
-        if let Some(a) = self.acceptor.take() {
-            let _ = a.join();
-        }
-        let threads = std::mem::take(&mut *self.shared.threads.lock().unwrap());
-        for t in threads {
-            let _ = t.join();
-        }
+fn accept(client: TcpStream, shared: &Arc<Shared>) {
+    shared.accepted.fetch_add(1, Ordering::SeqCst);
+    if shared.live.load(Ordering::SeqCst) >= MAX_LIVE {
+        let _ = client.shutdown(Shutdown::Both);
+        return;
     }
-}
-
-fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
-    while !shared.stop.load(Ordering::SeqCst) {
-        match listener.accept() {
-            Ok((client, peer)) => {
-                shared.accepted.fetch_add(1, Ordering::SeqCst);
-                if !peer.ip().is_loopback() || shared.live.load(Ordering::SeqCst) >= MAX_LIVE {
-                    let _ = client.shutdown(Shutdown::Both);
-                    continue;
-                }
-                let Ok(server) =
-                    TcpStream::connect_timeout(&shared.upstream, Duration::from_secs(5))
-                else {
-                    let _ = client.shutdown(Shutdown::Both);
-                    continue;
-                };
-                start_pumps(client, server, &shared);
-            }
-            Err(_) => std::thread::sleep(POLL), // WouldBlock: nothing to accept yet
-        }
-        // Reap finished pump threads so the list stays bounded.
-        let mut threads = shared.threads.lock().unwrap();
-        let (done, running): (Vec<_>, Vec<_>) = std::mem::take(&mut *threads)
-            .into_iter()
-            .partition(|t| t.is_finished());
-        *threads = running;
-        drop(threads);
-        for t in done {
-            let _ = t.join();
+    match TcpStream::connect_timeout(&shared.upstream, Duration::from_secs(5)) {
+        Ok(server) => start_pumps(client, server, shared),
+        Err(_) => {
+            let _ = client.shutdown(Shutdown::Both);
         }
     }
 }
@@ -237,16 +198,15 @@ fn start_pumps(client: TcpStream, server: TcpStream, shared: &Arc<Shared>) {
         stream_requests: AtomicU64::new(0),
     });
     shared.live.fetch_add(1, Ordering::SeqCst);
-    let mut threads = shared.threads.lock().unwrap();
     for downstream in [false, true] {
         let (c, s) = (conn.clone(), shared.clone());
-        threads.push(std::thread::spawn(move || {
+        shared.threads.spawn(move || {
             pump(&c, &s, downstream);
             c.close();
             if downstream {
                 s.live.fetch_sub(1, Ordering::SeqCst);
             }
-        }));
+        });
     }
 }
 
@@ -268,7 +228,7 @@ fn pump(conn: &Conn, shared: &Shared, downstream: bool) {
     // Upstream: the tail of the previous read, so a request line split across reads is seen.
     let mut tail: Vec<u8> = Vec::new();
     loop {
-        if shared.stop.load(Ordering::SeqCst) || conn.closed.load(Ordering::SeqCst) {
+        if shared.threads.stopping() || conn.closed.load(Ordering::SeqCst) {
             return;
         }
         if shared.stalled.load(Ordering::SeqCst) {

@@ -13,11 +13,11 @@
 #![allow(dead_code)]
 
 use std::io::{ErrorKind, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::net::{SocketAddr, TcpStream};
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+
+use crate::loopback::{Listener, Threads};
 
 pub const EPOCH: &str = "E1";
 
@@ -134,46 +134,42 @@ impl StreamReply {
 }
 
 struct Shared {
-    stop: AtomicBool,
+    threads: Arc<Threads>,
     requests: Mutex<Vec<Request>>,
     script: Mutex<Vec<StreamReply>>,
-    threads: Mutex<Vec<JoinHandle<()>>>,
 }
 
 pub struct Scripted {
-    addr: SocketAddr,
     shared: Arc<Shared>,
-    acceptor: Option<JoinHandle<()>>,
+    listener: Listener,
 }
 
 impl Scripted {
     /// Starts a server whose stream answers follow `script` (at least one reply).
     pub fn start(script: Vec<StreamReply>) -> Self {
         assert!(!script.is_empty(), "a stream script needs a reply");
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.set_nonblocking(true).unwrap();
-        let addr = listener.local_addr().unwrap();
+        let threads = Arc::new(Threads::default());
         let shared = Arc::new(Shared {
-            stop: AtomicBool::new(false),
+            threads: threads.clone(),
             requests: Mutex::new(Vec::new()),
             script: Mutex::new(script),
-            threads: Mutex::new(Vec::new()),
         });
         let s = shared.clone();
-        let acceptor = std::thread::spawn(move || accept_loop(listener, s));
-        Self {
-            addr,
-            shared,
-            acceptor: Some(acceptor),
-        }
+        let listener = Listener::start(threads, move |conn| {
+            let s2 = s.clone();
+            s.threads.spawn(move || {
+                let _ = serve(conn, &s2);
+            });
+        });
+        Self { shared, listener }
     }
 
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        self.listener.url()
     }
 
     pub fn addr(&self) -> SocketAddr {
-        self.addr
+        self.listener.addr()
     }
 
     pub fn requests(&self) -> Vec<Request> {
@@ -186,42 +182,25 @@ impl Scripted {
         *self.shared.script.lock().unwrap() = script;
     }
 
+    /// Fails when a request reached this server with an `Authorization` header: used where it
+    /// stands for another origin, which must never see the token.
+    pub fn assert_never_sent_a_token(&self) {
+        let leaked: Vec<Request> = self
+            .requests()
+            .into_iter()
+            .filter(|r| r.header("authorization").is_some())
+            .collect();
+        assert!(
+            leaked.is_empty(),
+            "the token went to the other origin: {leaked:?}"
+        );
+    }
+
     pub fn stream_requests(&self) -> Vec<Request> {
         self.requests()
             .into_iter()
             .filter(Request::is_stream)
             .collect()
-    }
-}
-
-impl Drop for Scripted {
-    fn drop(&mut self) {
-        self.shared.stop.store(true, Ordering::SeqCst);
-        if let Some(a) = self.acceptor.take() {
-            let _ = a.join();
-        }
-        let threads = std::mem::take(&mut *self.shared.threads.lock().unwrap());
-        for t in threads {
-            let _ = t.join();
-        }
-    }
-}
-
-fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
-    while !shared.stop.load(Ordering::SeqCst) {
-        match listener.accept() {
-            Ok((conn, peer)) if peer.ip().is_loopback() => {
-                let s = shared.clone();
-                let t = std::thread::spawn(move || {
-                    let _ = serve(conn, &s);
-                });
-                let mut threads = shared.threads.lock().unwrap();
-                threads.retain(|t| !t.is_finished());
-                threads.push(t);
-            }
-            Ok(_) => {}
-            Err(_) => std::thread::sleep(Duration::from_millis(5)),
-        }
     }
 }
 
@@ -234,7 +213,7 @@ fn serve(mut conn: TcpStream, shared: &Shared) -> std::io::Result<()> {
     let mut head = Vec::new();
     let mut buf = [0u8; 4096];
     while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-        if shared.stop.load(Ordering::SeqCst) || started.elapsed() > Duration::from_secs(10) {
+        if shared.threads.stopping() || started.elapsed() > Duration::from_secs(10) {
             return Ok(());
         }
         match conn.read(&mut buf) {
@@ -291,7 +270,7 @@ fn serve(mut conn: TcpStream, shared: &Shared) -> std::io::Result<()> {
                 .unwrap_or(0);
             let until = at + Duration::from_secs(wait);
             while Instant::now() < until {
-                if shared.stop.load(Ordering::SeqCst) {
+                if shared.threads.stopping() {
                     return Ok(());
                 }
                 std::thread::sleep(Duration::from_millis(20));
@@ -329,7 +308,7 @@ fn stream(conn: &mut TcpStream, shared: &Shared, reply: &StreamReply) -> std::io
         conn.flush()?;
         rest = after;
         std::thread::sleep(reply.pause);
-        if shared.stop.load(Ordering::SeqCst) {
+        if shared.threads.stopping() {
             return Ok(());
         }
     }
@@ -342,7 +321,7 @@ fn stream(conn: &mut TcpStream, shared: &Shared, reply: &StreamReply) -> std::io
     };
     let mut last = Instant::now();
     let mut buf = [0u8; 1024];
-    while !shared.stop.load(Ordering::SeqCst) {
+    while !shared.threads.stopping() {
         // The read times out after 50 ms; 0 bytes means the client went away.
         match conn.read(&mut buf) {
             Ok(0) => return Ok(()),

@@ -372,6 +372,22 @@ pub fn engine_matches_server(engine: &Engine<'_>, backend: &Backend, token: &str
     assert_eq!(ids.len(), local.len(), "no duplicate ids");
 }
 
+/// The titles of the Free plan's two build crossings, as the engine words them.
+pub const BUILDS_80: &str = "Builds at 80%";
+pub const BUILDS_100: &str = "Builds limit reached";
+
+/// Each of the two build crossings reached the daemon exactly once.
+pub fn each_crossing_shown_once(desktop: &Desktop) {
+    for text in [BUILDS_80, BUILDS_100] {
+        assert_eq!(
+            desktop.count_mentions(text),
+            1,
+            "{text}: {:#?}",
+            desktop.notifications()
+        );
+    }
+}
+
 /// Turns off rejected-build notifications (soak tests may post past the limit).
 pub fn quiet_rejections(engine: &Engine<'_>) {
     let (ok, _, err) = engine.run(&["settings", "--notify-rejected", "false"], None);
