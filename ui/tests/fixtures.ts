@@ -54,7 +54,7 @@ export function notification(id: number, over: Partial<NotificationEntry> = {}):
     id,
     at: NOW - id * 300,
     ago: `${id * 5} min ago`,
-    kind: "threshold",
+    kind: "quota",
     title: `Builds at ${id}%`,
     body: `You have used ${id} builds.`,
     urgent: false,

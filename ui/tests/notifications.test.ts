@@ -20,7 +20,7 @@ describe("notifications", () => {
     const notifications = [
       notification(1, { title: "Builds over the limit", urgent: true }),
       notification(2, { title: "Builds at 80%", state: "suppressed", reason: "quiet hours" }),
-      notification(3, { title: "Build rejected", state: "digested", reason: "more than 8 in a minute" }),
+      notification(3, { title: "Build rejected", kind: "build_rejected", state: "digested", reason: "more than 8 in a minute" }),
     ];
     await mount(new FakeBackend({ notifications }));
     await go("notifications");
@@ -33,6 +33,10 @@ describe("notifications", () => {
     expect(rows[1]!.textContent).toContain("Suppressed");
     expect(rows[1]!.textContent).toContain("Reason: quiet hours");
     expect(rows[2]!.textContent).toContain("In a digest");
+    // What each is about, in words, not the stored name.
+    expect(rows[0]!.querySelector(".n-time")!.textContent).toContain("· Quota");
+    expect(rows[2]!.querySelector(".n-time")!.textContent).toContain("· Rejected build");
+    expect(rows[2]!.textContent).not.toContain("build_rejected");
   });
 
   it("pages by offset with Show older", async () => {

@@ -16,7 +16,7 @@ function hostile(): FakeBackend {
     }),
     history: [{ metric: XSS, label: XSS, limit: 10, points: [{ at: 1, used: 2 }] }],
     builds: [build(1, { app: XSS, version: XSS, commit: XSS, reason: XSS, created_at: XSS })],
-    notifications: [notification(1, { title: XSS, body: XSS, reason: XSS, kind: XSS })],
+    notifications: [notification(1, { title: XSS, body: XSS, reason: XSS })],
   });
 }
 

@@ -785,6 +785,7 @@ mod tests {
 
     use super::*;
     use crate::clock::SystemClock;
+    use crate::ipc::NotificationKind;
     use crate::notifier::NotifyError;
     use crate::protocol::Account;
     use crate::secret::Token;
@@ -931,7 +932,7 @@ mod tests {
         let shown = shown.0.lock().unwrap();
         let quota = shown
             .iter()
-            .find(|n| n.kind == "quota")
+            .find(|n| n.kind == NotificationKind::Quota)
             .expect("the crossing");
         assert!(quota.urgent && quota.title.contains("blocked"), "{quota:?}");
         assert!(quota.body.contains("Free plan"), "{quota:?}");

@@ -304,6 +304,34 @@ impl NotificationState {
     }
 }
 
+/// What a decided notification is about: the policy's rule that raised it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[serde(rename_all = "snake_case")]
+#[ts(export)]
+pub enum NotificationKind {
+    /// A quota crossed one of the user's thresholds.
+    Quota,
+    BuildRejected,
+    /// An operator's notice.
+    Notice,
+    PlanChanged,
+    /// The one summary at the end of a catch-up.
+    Digest,
+}
+
+impl NotificationKind {
+    /// The name stored in the cache and sent to the window (serde's name for the variant).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Quota => "quota",
+            Self::BuildRejected => "build_rejected",
+            Self::Notice => "notice",
+            Self::PlanChanged => "plan_changed",
+            Self::Digest => "digest",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, TS)]
 #[ts(export)]
 pub struct NotificationEntry {
@@ -313,7 +341,7 @@ pub struct NotificationEntry {
     pub at: i64,
     /// `at` relative to when the page was read ("2 min ago").
     pub ago: String,
-    pub kind: String,
+    pub kind: NotificationKind,
     pub title: String,
     pub body: String,
     pub urgent: bool,

@@ -7,7 +7,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::ipc::NotificationState;
+use crate::ipc::{NotificationKind, NotificationState};
 use crate::protocol::{QuotaObservation, Usage, kind, metric_label};
 
 /// User settings that shape notifications (stored in the store's settings table).
@@ -40,7 +40,7 @@ impl Default for Settings {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Decision {
     pub dedupe_key: String,
-    pub kind: &'static str,
+    pub kind: NotificationKind,
     pub title: String,
     pub body: String,
     pub urgent: bool,
@@ -141,7 +141,7 @@ pub fn decide_event(
             let key = format!("rejected:{minute}");
             let d = Decision {
                 dedupe_key: key.clone(),
-                kind: "build_rejected",
+                kind: NotificationKind::BuildRejected,
                 title: "Build rejected — builds are blocked".into(),
                 body: format!(
                     "{} {} was rejected: {} {}/{} on the {} plan.",
@@ -173,7 +173,7 @@ pub fn decide_event(
             }
             Decision {
                 dedupe_key: key,
-                kind: "notice",
+                kind: NotificationKind::Notice,
                 title: text("title"),
                 body,
                 urgent: text("severity") == "critical",
@@ -192,7 +192,7 @@ pub fn decide_event(
                 .unwrap_or("?");
             Decision {
                 dedupe_key: key,
-                kind: "plan_changed",
+                kind: NotificationKind::PlanChanged,
                 title: format!("Plan changed to {name}"),
                 body: "Your quotas follow the new plan from now on.".into(),
                 urgent: false,
@@ -263,7 +263,7 @@ fn decide_quota(
         .into_iter()
         .map(|(t, key)| Decision {
             dedupe_key: key,
-            kind: "quota",
+            kind: NotificationKind::Quota,
             title: format!("{} at {t}%", metric_label(&obs.metric)),
             body: String::new(),
             urgent: false,
@@ -320,7 +320,7 @@ fn quota_decision(
     };
     Decision {
         dedupe_key: key,
-        kind: "quota",
+        kind: NotificationKind::Quota,
         title,
         body,
         urgent,
@@ -383,7 +383,7 @@ pub fn digest(
     }
     Decision {
         dedupe_key: format!("digest:{first_key}"),
-        kind: "digest",
+        kind: NotificationKind::Digest,
         title: if held.len() == 1 {
             held[0].title.clone()
         } else {

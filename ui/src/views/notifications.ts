@@ -2,6 +2,7 @@
 // page at a time.
 import type { IpcError } from "../bindings/IpcError";
 import type { NotificationEntry } from "../bindings/NotificationEntry";
+import type { NotificationKind } from "../bindings/NotificationKind";
 import type { NotificationState } from "../bindings/NotificationState";
 import { errorState } from "../components/error-state";
 import { h, replace } from "../dom";
@@ -21,6 +22,14 @@ const STATE_TEXT: Record<NotificationState, string> = {
   failed: "Failed",
 };
 
+const KIND_TEXT: Record<NotificationKind, string> = {
+  quota: "Quota",
+  build_rejected: "Rejected build",
+  notice: "Notice from the service",
+  plan_changed: "Plan change",
+  digest: "Catch-up digest",
+};
+
 function row(n: NotificationEntry): HTMLElement {
   return h(
     "li",
@@ -34,7 +43,7 @@ function row(n: NotificationEntry): HTMLElement {
     ),
     n.body ? h("p", { class: "n-body" }, n.body) : null,
     n.reason ? h("p", { class: "n-reason" }, `Reason: ${n.reason}`) : null,
-    h("p", { class: "n-time muted" }, h("time", { title: unixDateTime(n.at) }, `${unixDateTime(n.at)} (${n.ago})`), ` · ${n.kind}`),
+    h("p", { class: "n-time muted" }, h("time", { title: unixDateTime(n.at) }, `${unixDateTime(n.at)} (${n.ago})`), ` · ${KIND_TEXT[n.kind]}`),
   );
 }
 

@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use proptest::prelude::*;
 use serde_json::Value;
 
-use crate::ipc::NotificationState;
+use crate::ipc::{NotificationKind, NotificationState};
 use crate::policy::{self, Context, Held, Observed};
 use crate::protocol::Usage;
 use crate::strategies::{event_kind, json, number, quota_payload, settings, text, usage_json};
@@ -30,7 +30,7 @@ fn check_decisions(
             <= 1
     );
     if !limit_positive {
-        prop_assert!(decisions.iter().all(|d| d.kind != "quota"));
+        prop_assert!(decisions.iter().all(|d| d.kind != NotificationKind::Quota));
     }
     Ok(())
 }

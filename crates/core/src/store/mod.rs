@@ -638,7 +638,7 @@ fn record_decisions(
             pending.push(NotificationRow {
                 id: tx.last_insert_rowid(),
                 dedupe_key: d.dedupe_key.clone(),
-                kind: d.kind.to_owned(),
+                kind: d.kind,
                 title: d.title.clone(),
                 body: d.body.clone(),
                 urgent: d.urgent,

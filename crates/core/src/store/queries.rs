@@ -5,7 +5,7 @@ use rusqlite::{Connection, params};
 use serde::Serialize;
 
 use super::{Result, Store};
-use crate::ipc::{BuildStatus, NotificationState};
+use crate::ipc::{BuildStatus, NotificationKind, NotificationState};
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct BuildRow {
@@ -48,7 +48,7 @@ pub struct EventRow {
 pub struct NotificationRow {
     pub id: i64,
     pub dedupe_key: String,
-    pub kind: String,
+    pub kind: NotificationKind,
     pub title: String,
     pub body: String,
     pub urgent: bool,

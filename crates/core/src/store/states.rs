@@ -5,7 +5,7 @@
 use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSql, ToSqlOutput, ValueRef};
 use serde::de::{DeserializeOwned, IntoDeserializer, value};
 
-use crate::ipc::{BuildStatus, Connection, NotificationState};
+use crate::ipc::{BuildStatus, Connection, NotificationKind, NotificationState};
 
 #[derive(Debug, thiserror::Error)]
 #[error("unknown {what} {value:?} in the local database")]
@@ -45,6 +45,7 @@ macro_rules! stored_as_name {
 stored_as_name!(Connection, "connection state");
 stored_as_name!(NotificationState, "notification state");
 stored_as_name!(BuildStatus, "build status");
+stored_as_name!(NotificationKind, "notification kind");
 
 #[cfg(test)]
 mod tests {
@@ -87,6 +88,13 @@ mod tests {
             N::Suppressed,
             N::Digested,
             N::Failed,
+        ]);
+        round_trips(&[
+            NotificationKind::Quota,
+            NotificationKind::BuildRejected,
+            NotificationKind::Notice,
+            NotificationKind::PlanChanged,
+            NotificationKind::Digest,
         ]);
         round_trips(&[
             BuildStatus::Accepted,
