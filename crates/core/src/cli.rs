@@ -12,7 +12,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::clock::{Clock, SystemClock};
 use crate::dashboard::{self, Moment};
 use crate::engine::{EngineConfig, Exit};
-use crate::ipc::Snapshot;
+use crate::ipc::{BuildStatus, Snapshot};
 use crate::notifier::DesktopNotifier;
 use crate::paths::Paths;
 use crate::secret::{Keychain, OsKeychain, Token};
@@ -71,8 +71,8 @@ pub enum Command {
         #[arg(long)]
         app: Option<String>,
         /// accepted, overage or rejected
-        #[arg(long)]
-        status: Option<String>,
+        #[arg(long, value_parser = build_status)]
+        status: Option<BuildStatus>,
         /// Earliest date or time (RFC 3339 or YYYY-MM-DD).
         #[arg(long)]
         since: Option<String>,
@@ -266,25 +266,33 @@ fn dispatch(cmd: Command, paths: &Paths) -> Result<ExitCode, BoxError> {
             notify_rejected,
         } => {
             let store = Store::open(&paths.db())?;
-            let mut s = store.settings()?;
+            let current = store.settings()?;
+            // Through the Settings view's form and its one validation, so that the command line
+            // and the window accept exactly the same settings, with the same words.
+            let mut form = dashboard::settings_form(&current, false);
             if let Some(t) = thresholds {
-                if t.is_empty() || t.iter().any(|p| *p == 0 || *p > 100) {
-                    return Err("thresholds are percentages from 1 to 100".into());
-                }
-                s.thresholds = t;
+                form.thresholds = t;
             }
             if let Some(q) = quiet {
-                s.quiet_hours = parse_quiet(&q)?;
+                (form.quiet_start, form.quiet_end) = quiet_range(&q)?;
             }
+            if let Some(u) = urgent_through_quiet {
+                form.urgent_through_quiet = u;
+            }
+            if let Some(n) = notify_rejected {
+                form.notify_rejected_builds = n;
+            }
+            let mut s = dashboard::apply_form(&current, &form).map_err(|e| {
+                // The form's fields that can be wrong, as the options that set them.
+                match e.field.as_deref() {
+                    Some("quiet_start" | "quiet_end") => format!("--quiet: {e}"),
+                    Some("thresholds") => format!("--thresholds: {e}"),
+                    _ => e.to_string(),
+                }
+            })?;
             if let Some(m) = pause_minutes {
                 s.paused_until =
                     (m > 0).then(|| clock.now_unix().saturating_add(m.saturating_mul(60)));
-            }
-            if let Some(u) = urgent_through_quiet {
-                s.urgent_through_quiet = u;
-            }
-            if let Some(n) = notify_rejected {
-                s.notify_rejected_builds = n;
             }
             store.set_settings(&s)?;
             println!("{}", serde_json::to_string_pretty(&s)?);
@@ -301,22 +309,21 @@ fn secs(value: f64, min: f64, max: f64) -> Result<Duration, BoxError> {
     Ok(Duration::from_secs_f64(value.clamp(min, max)))
 }
 
-fn parse_quiet(text: &str) -> Result<Option<(u16, u16)>, BoxError> {
+/// `--status`, under the names the cache and the window use (serde's).
+fn build_status(text: &str) -> Result<BuildStatus, String> {
+    serde_json::from_value(serde_json::Value::String(text.to_owned()))
+        .map_err(|_| format!("{text:?} is not a build status: use accepted, overage or rejected"))
+}
+
+/// `--quiet 22:00-07:00` (or `off`) as the form's start and end, which the form checks.
+fn quiet_range(text: &str) -> Result<(Option<String>, Option<String>), BoxError> {
     if text == "off" {
-        return Ok(None);
+        return Ok((None, None));
     }
-    let minutes = |hm: &str| -> Option<u16> {
-        let (h, m) = hm.trim().split_once(':')?;
-        let (h, m): (u16, u16) = (h.parse().ok()?, m.parse().ok()?);
-        (h < 24 && m < 60).then_some(h * 60 + m)
-    };
     let (a, b) = text
         .split_once('-')
-        .ok_or("quiet hours look like 22:00-07:00")?;
-    match (minutes(a), minutes(b)) {
-        (Some(a), Some(b)) if a != b => Ok(Some((a, b))),
-        _ => Err("quiet hours look like 22:00-07:00".into()),
-    }
+        .ok_or("--quiet: quiet hours look like 22:00-07:00, or off")?;
+    Ok((Some(a.trim().to_owned()), Some(b.trim().to_owned())))
 }
 
 /// The token from standard input (one line) or, on a terminal, a prompt that does not echo.
@@ -484,6 +491,65 @@ async fn shutdown_signal() {
 mod tests {
     use super::*;
     use crate::ipc::{AccountInfo, BillingPeriod, Connection};
+
+    /// `quotabell settings ARGS` on a fresh profile: the saved settings' JSON, or the error.
+    fn settings(dir: &std::path::Path, args: &[&str]) -> Result<String, String> {
+        let cli = Cli::try_parse_from(["quotabell", "settings"].iter().chain(args))
+            .map_err(|e| e.to_string())?;
+        let paths = Paths::resolve(Some(dir));
+        dispatch(cli.command.unwrap(), &paths).map_err(|e| e.to_string())?;
+        let s = Store::open(&paths.db()).unwrap().settings().unwrap();
+        Ok(serde_json::to_string(&s).unwrap())
+    }
+
+    #[test]
+    fn settings_go_through_the_windows_form_and_its_words() {
+        let dir = tempfile::tempdir().unwrap();
+        let ok = settings(
+            dir.path(),
+            &["--thresholds", "100,50,50", "--quiet", "22:00-07:30"],
+        );
+        let ok = ok.unwrap();
+        assert!(
+            ok.contains(r#""thresholds":[50,100]"#),
+            "sorted, once each: {ok}"
+        );
+        assert!(ok.contains(r#""quiet_hours":[1320,450]"#), "{ok}");
+        // What the window refuses, the command line refuses, with the window's words.
+        let err = settings(dir.path(), &["--quiet", "+1:00-07:00"]).unwrap_err();
+        assert_eq!(
+            err,
+            r#"--quiet: "+1:00" is not a time: use HH:MM, e.g. 22:00"#
+        );
+        let err = settings(dir.path(), &["--quiet", "07:00-07:00"]).unwrap_err();
+        assert!(err.starts_with("--quiet: quiet hours must end"), "{err}");
+        let err = settings(dir.path(), &["--thresholds", "0,80"]).unwrap_err();
+        assert_eq!(err, "--thresholds: 0% is not a threshold: use 1 to 100");
+        let err = settings(dir.path(), &["--quiet", "late"]).unwrap_err();
+        assert!(err.contains("22:00-07:00, or off"), "{err}");
+        // Nothing of a refused change was saved.
+        let after = settings(dir.path(), &[]).unwrap();
+        assert_eq!(after, ok);
+        let off = settings(dir.path(), &["--quiet", "off"]).unwrap();
+        assert!(off.contains(r#""quiet_hours":null"#), "{off}");
+    }
+
+    #[test]
+    fn history_status_is_a_build_status() {
+        let parsed = Cli::try_parse_from(["quotabell", "history", "--status", "overage"]).unwrap();
+        let Some(Command::History { status, .. }) = parsed.command else {
+            panic!("history")
+        };
+        assert_eq!(status, Some(BuildStatus::Overage));
+        let err = Cli::try_parse_from(["quotabell", "history", "--status", "failed"])
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            err.contains("\"failed\" is not a build status: use accepted, overage or rejected"),
+            "{err}"
+        );
+    }
 
     #[test]
     fn status_text_is_the_snapshot_in_the_read_model_words() {

@@ -298,7 +298,7 @@ pub fn builds(store: &Store, account: i64, q: &BuildQuery) -> Result<BuildPage, 
         .transpose()?;
     let filter = BuildFilter {
         app: q.app.clone().filter(|s| !s.is_empty()),
-        status: q.status.map(|s| s.as_str().to_owned()),
+        status: q.status,
         since: since.map(|d| d.to_string()),
         until: until.map(|d| d.to_string()),
         search: q.search.clone().filter(|s| !s.trim().is_empty()),

@@ -22,7 +22,7 @@ pub struct BuildRow {
 #[derive(Debug, Clone, Default)]
 pub struct BuildFilter {
     pub app: Option<String>,
-    pub status: Option<String>,
+    pub status: Option<BuildStatus>,
     /// RFC 3339 bounds (inclusive since, exclusive until); a date `YYYY-MM-DD` works too.
     pub since: Option<String>,
     pub until: Option<String>,
