@@ -1090,16 +1090,21 @@ mod tests {
         );
     }
 
-    #[tokio::test]
-    async fn a_failing_long_poll_does_not_end_the_engine() {
-        let url = serve(|target| match target {
-            t if t.contains("wait=") => json("503 Service Unavailable", "{}"),
+    /// A server with no history whose long polls (`/events?wait=`) answer `status`.
+    async fn long_polls_answer(status: &'static str) -> String {
+        serve(move |target| match target {
+            t if t.contains("wait=") => json(status, "{}"),
             t if t.contains("/usage") => json("200 OK", USAGE),
             t if t.contains("/events") => json("200 OK", NO_EVENTS),
             t if t.contains("/builds") => json("200 OK", NO_BUILDS),
             _ => json("404 Not Found", "{}"),
         })
-        .await;
+        .await
+    }
+
+    #[tokio::test]
+    async fn a_failing_long_poll_does_not_end_the_engine() {
+        let url = long_polls_answer("503 Service Unavailable").await;
         let dir = tempfile::tempdir().unwrap();
         let cfg = EngineConfig {
             max_backoff: Duration::from_millis(50),
@@ -1117,14 +1122,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_401_while_long_polling_leaves_the_signed_out_state() {
-        let url = serve(|target| match target {
-            t if t.contains("wait=") => json("401 Unauthorized", "{}"),
-            t if t.contains("/usage") => json("200 OK", USAGE),
-            t if t.contains("/events") => json("200 OK", NO_EVENTS),
-            t if t.contains("/builds") => json("200 OK", NO_BUILDS),
-            _ => json("404 Not Found", "{}"),
-        })
-        .await;
+        let url = long_polls_answer("401 Unauthorized").await;
         let dir = tempfile::tempdir().unwrap();
         let (mut engine, _) = engine(&dir, &url, EngineConfig::default());
         engine.fallback_until = Some(Instant::now() + Duration::from_secs(60));
