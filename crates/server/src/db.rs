@@ -15,7 +15,10 @@ use crate::error::StoreError;
 pub type ReadPool = r2d2::Pool<SqliteConnectionManager>;
 
 fn migrations() -> Migrations<'static> {
-    Migrations::new(vec![M::up(include_str!("migrations/001_init.sql"))])
+    Migrations::new(vec![
+        M::up(include_str!("migrations/001_init.sql")),
+        M::up(include_str!("migrations/002_idempotency.sql")),
+    ])
 }
 
 /// Pragmas every connection needs. `synchronous = NORMAL` in WAL mode keeps every committed

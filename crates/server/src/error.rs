@@ -30,6 +30,8 @@ pub enum StoreError {
     ShuttingDown,
     #[error("write transaction failed: {0}")]
     WriteFailed(String),
+    #[error("the database holds an unreadable {0}")]
+    Corrupt(String),
 }
 
 /// An error as the API reports it: `{"error": {"code", "message", ...extra}}` with a status.

@@ -14,6 +14,7 @@ pub mod db;
 pub mod demo;
 pub mod error;
 pub mod events;
+pub mod idempotency;
 pub mod live;
 pub mod metric;
 pub mod paths;

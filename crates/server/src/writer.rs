@@ -15,16 +15,18 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::error::StoreError;
 use crate::events;
+use crate::idempotency::{self, IdempotencyKey, Recorded};
 use crate::live::hub::Hubs;
-use crate::quota::{self, BuildOutcome, NewBuild};
+use crate::quota::NewBuild;
 
 const MAX_BATCH: usize = 512;
 
 struct Job {
     user_id: i64,
+    key: Option<IdempotencyKey>,
     build: NewBuild,
     now: i64,
-    reply: oneshot::Sender<Result<BuildOutcome, StoreError>>,
+    reply: oneshot::Sender<Result<Recorded, StoreError>>,
 }
 
 /// Handle used by request handlers to submit builds.
@@ -56,13 +58,15 @@ impl Writer {
     pub async fn record_build(
         &self,
         user_id: i64,
+        key: Option<IdempotencyKey>,
         build: NewBuild,
         now: i64,
-    ) -> Result<BuildOutcome, StoreError> {
+    ) -> Result<Recorded, StoreError> {
         let (reply, answer) = oneshot::channel();
         self.tx
             .send(Job {
                 user_id,
+                key,
                 build,
                 now,
                 reply,
@@ -86,7 +90,7 @@ fn run(mut conn: Connection, mut rx: mpsc::Receiver<Job>, hubs: &Hubs, retention
         match commit_batch(&mut conn, &batch, retention) {
             Ok(results) => {
                 for (job, result) in batch.drain(..).zip(results) {
-                    if let Ok(outcome) = &result {
+                    if let Ok(Recorded::Fresh(outcome)) = &result {
                         hubs.publish(job.user_id, outcome.events());
                     }
                     // The handler may have gone (client disconnected): the build stands anyway.
@@ -112,16 +116,21 @@ fn commit_batch(
     conn: &mut Connection,
     batch: &[Job],
     retention: Retention,
-) -> Result<Vec<Result<BuildOutcome, StoreError>>, StoreError> {
+) -> Result<Vec<Result<Recorded, StoreError>>, StoreError> {
     let mut tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let mut results = Vec::with_capacity(batch.len());
     for job in batch {
         let sp = tx.savepoint()?;
-        let result = quota::record_build(&sp, job.user_id, &job.build, job.now);
+        let result =
+            idempotency::record_build(&sp, job.user_id, job.key.as_ref(), &job.build, job.now);
         if result.is_ok() {
             sp.commit()?;
         }
         results.push(result);
+    }
+    // Only batches that add keys prune them, so unkeyed traffic pays nothing for the feature.
+    if let Some(job) = batch.iter().find(|j| j.key.is_some()) {
+        idempotency::prune(&tx, job.now)?;
     }
     let mut users: Vec<i64> = batch.iter().map(|j| j.user_id).collect();
     users.sort_unstable();

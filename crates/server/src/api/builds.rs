@@ -4,21 +4,30 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{RawQuery, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
 use rusqlite::params;
 use serde_json::{Value, json};
 
 use super::{AuthUser, Params, Shared};
 use crate::error::ApiError;
+use crate::idempotency::{IdempotencyKey, MAX_KEY_CHARS, Recorded};
 use crate::quota::{self, BuildOutcome, NewBuild};
+
+/// The request header that makes a retried `POST /builds` safe (see `idempotency`).
+pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
+/// Set on an answer that repeats a key's first outcome.
+pub const REPLAYED: &str = "idempotent-replayed";
 
 const MAX_FIELD_CHARS: usize = 200;
 
 pub async fn create(
     State(st): State<Shared>,
     AuthUser(user): AuthUser,
+    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<Response, ApiError> {
+    let key = idempotency_key(&headers)?;
     let body = body.map_err(|e| {
         if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::new(
@@ -32,8 +41,55 @@ pub async fn create(
     })?;
     let build = decode_build(&body)?;
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
-    match st.writer.record_build(user, build, now).await? {
-        BuildOutcome::Accepted { build, .. } => Ok((StatusCode::CREATED, Json(build))),
+    let (outcome, replayed) = match st.writer.record_build(user, key, build, now).await? {
+        Recorded::Fresh(o) => (o, false),
+        Recorded::Replayed(o) => (o, true),
+        Recorded::KeyReused => {
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "idempotency_key_reused",
+                "this Idempotency-Key was first used for a different build",
+            ));
+        }
+    };
+    let mut answer = answer(outcome).unwrap_or_else(IntoResponse::into_response);
+    if replayed {
+        answer
+            .headers_mut()
+            .insert(REPLAYED, HeaderValue::from_static("true"));
+    }
+    Ok(answer)
+}
+
+/// The optional `Idempotency-Key`; one that is present must be valid (and single).
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<IdempotencyKey>, ApiError> {
+    let mut values = headers.get_all(IDEMPOTENCY_KEY).iter();
+    let Some(value) = values.next() else {
+        return Ok(None);
+    };
+    let invalid = || {
+        ApiError::bad_request(
+            "invalid_header",
+            format!(
+                "Idempotency-Key must be one header of 1 to {MAX_KEY_CHARS} visible ASCII characters"
+            ),
+        )
+        .with("header", "Idempotency-Key")
+    };
+    if values.next().is_some() {
+        return Err(invalid());
+    }
+    IdempotencyKey::parse(value.as_bytes())
+        .map(Some)
+        .ok_or_else(invalid)
+}
+
+/// The HTTP answer to a build's outcome: 201 with the build, or 402 naming the full quota.
+fn answer(outcome: BuildOutcome) -> Result<Response, ApiError> {
+    match outcome {
+        BuildOutcome::Accepted { build, .. } => {
+            Ok((StatusCode::CREATED, Json(build)).into_response())
+        }
         BuildOutcome::Rejected {
             metric,
             used,

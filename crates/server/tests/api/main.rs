@@ -4,6 +4,7 @@
 mod support;
 
 mod crash;
+mod idempotency;
 mod input;
 mod quota;
 mod stream;
