@@ -55,6 +55,11 @@ impl Writer {
         Ok((Self { tx }, handle))
     }
 
+    /// Whether the writer thread still takes jobs.
+    pub fn is_running(&self) -> bool {
+        !self.tx.is_closed()
+    }
+
     pub async fn record_build(
         &self,
         user_id: i64,

@@ -5,6 +5,7 @@
 mod account;
 mod builds;
 mod events;
+mod health;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -79,6 +80,8 @@ pub fn router(state: Shared) -> Router {
         .route("/stream", get(live::stream::open));
     Router::new()
         .nest("/api/v1", api)
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
         .fallback(|| async { ApiError::not_found() })
         .method_not_allowed_fallback(|| async {
             ApiError::new(

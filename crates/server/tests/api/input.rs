@@ -204,3 +204,18 @@ async fn long_poll_returns_when_an_event_commits() {
     assert_eq!(status, 200);
     assert!(page["events"].as_array().unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn health_and_readiness_answer_without_a_token() {
+    let s = Server::start();
+    let c = client();
+    for (path, status) in [("/healthz", "ok"), ("/readyz", "ready")] {
+        let res = c.get(format!("{}{path}", s.base)).send().await.unwrap();
+        assert_eq!(res.status().as_u16(), 200, "{path}");
+        let body: serde_json::Value = res.json().await.unwrap();
+        assert_eq!(body, serde_json::json!({ "status": status }), "{path}");
+    }
+    // Only GET, like every other route.
+    let res = c.post(format!("{}/readyz", s.base)).send().await.unwrap();
+    assert_eq!(res.status().as_u16(), 405);
+}
