@@ -31,7 +31,9 @@ use rand::Rng;
 use serde_json::Value;
 
 use crate::proxy::Proxy;
-use crate::support::{Backend, Desktop, Engine, bin, post_build, server_events, unescape_markup};
+use crate::support::{
+    Backend, Desktop, Engine, bin, post_build_keyed, server_events, unescape_markup,
+};
 
 const DEFAULT_SECS: u64 = 300;
 /// The default run must inject at least this many; shorter runs proportionally fewer.
@@ -145,13 +147,29 @@ fn fault_soak() {
 
     let ledger = Ledger::new(&faults, &server, &engine, &desktop, &backend.db);
     println!(
-        "soak: plugin posted {} builds ({} accepted, {} rejected, {} unanswered), {} periods",
+        "soak: plugin posted {} builds ({} accepted, {} rejected, {} unanswered; {} retries), {} periods",
         plugin.posted,
         plugin.accepted,
         plugin.rejected,
         plugin.unanswered,
+        plugin.retries,
         plugin.rolls + 1
     );
+    // Every build the plugin sent counted once, however often it was sent again.
+    let on_server = |kind: &str| server.iter().filter(|e| e.1 == kind).count() as u64;
+    for (kind, answered) in [
+        ("build.accepted", plugin.accepted),
+        ("build.rejected", plugin.rejected),
+    ] {
+        let n = on_server(kind);
+        assert!(
+            (answered..=answered + plugin.unanswered).contains(&n),
+            "{n} {kind} events on the server for {answered} such answers to the plugin \
+             ({} unanswered at the end, {} retries)",
+            plugin.unanswered,
+            plugin.retries
+        );
+    }
     println!("{}", ledger.line());
     for problem in &ledger.problems {
         println!("soak problem: {problem}");
@@ -359,8 +377,11 @@ struct PluginStats {
     posted: u64,
     accepted: u64,
     rejected: u64,
-    /// Connection refused or no response: the backend was down or died mid-request (the
-    /// build may or may not have been stored; the server's event log says which).
+    /// Sends again after connection refused or no response (the backend was down or died
+    /// mid-request): each under the build's key, so a build stored before the answer was lost
+    /// is answered from its first outcome, not counted again.
+    retries: u64,
+    /// Builds still unanswered when the simulation stopped (at most one): stored or not.
     unanswered: u64,
     rolls: u32,
 }
@@ -378,16 +399,22 @@ fn simulate_plugin(base: &str, token: &str, db: &Path, stop: &AtomicBool) -> Plu
         n += 1;
         let app = if n % 4 == 0 { "docs" } else { "web" };
         stats.posted += 1;
-        match post_build(base, token, app, n) {
-            Ok(201) => stats.accepted += 1,
-            Ok(402) => {
-                stats.rejected += 1;
-                rejected_in_period += 1;
+        let key = format!("soak-{n}");
+        loop {
+            match post_build_keyed(base, token, app, n, &key) {
+                Ok(201) => stats.accepted += 1,
+                Ok(402) => {
+                    stats.rejected += 1;
+                    rejected_in_period += 1;
+                }
+                Ok(_) | Err(_) if stop.load(Ordering::SeqCst) => stats.unanswered += 1,
+                Ok(_) | Err(_) => {
+                    stats.retries += 1;
+                    sleep_ms(100);
+                    continue;
+                }
             }
-            Ok(_) | Err(_) => {
-                stats.unanswered += 1;
-                sleep_ms(100);
-            }
+            break;
         }
         if rejected_in_period >= REJECTIONS_PER_PERIOD {
             sleep_ms(1100);

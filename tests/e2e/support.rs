@@ -304,6 +304,17 @@ pub fn http(
     token: &str,
     body: Option<&str>,
 ) -> std::io::Result<(u16, Value)> {
+    http_with(method, url, token, body, "")
+}
+
+/// `http` with extra header lines (each ending in CRLF).
+pub fn http_with(
+    method: &str,
+    url: &str,
+    token: &str,
+    body: Option<&str>,
+    headers: &str,
+) -> std::io::Result<(u16, Value)> {
     let rest = url.strip_prefix("http://").unwrap();
     let (host, path) = rest.split_at(rest.find('/').unwrap());
     let mut s = std::net::TcpStream::connect(host)?;
@@ -311,7 +322,7 @@ pub fn http(
     let body = body.unwrap_or("");
     write!(
         s,
-        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {token}\r\n{headers}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     )?;
     let mut resp = String::new();
@@ -331,12 +342,35 @@ pub fn http_get(url: &str, token: &str) -> Value {
     v
 }
 
-/// Posts one build; `Err` when the backend is unreachable (being restarted, say).
+/// Posts build `n` of `app`; `Err` when the backend is unreachable (being restarted, say).
 pub fn post_build(base: &str, token: &str, app: &str, n: usize) -> std::io::Result<u16> {
+    post_build_with(base, token, app, n, "")
+}
+
+/// Posts build `n` of `app` under `Idempotency-Key: key`, so that it can be sent again after a
+/// lost answer without counting twice.
+pub fn post_build_keyed(
+    base: &str,
+    token: &str,
+    app: &str,
+    n: usize,
+    key: &str,
+) -> std::io::Result<u16> {
+    post_build_with(base, token, app, n, &format!("Idempotency-Key: {key}\r\n"))
+}
+
+fn post_build_with(
+    base: &str,
+    token: &str,
+    app: &str,
+    n: usize,
+    headers: &str,
+) -> std::io::Result<u16> {
     // A commit id that looks like one (distinct leading digits), as screenshots show it.
     let commit = format!("{:08x}{n:032x}", (n as u32).wrapping_mul(2_654_435_761));
     let body = format!(r#"{{"app":"{app}","version":"1.0.{n}","commit":"{commit}"}}"#);
-    http("POST", &format!("{base}/api/v1/builds"), token, Some(&body)).map(|r| r.0)
+    let url = format!("{base}/api/v1/builds");
+    http_with("POST", &url, token, Some(&body), headers).map(|r| r.0)
 }
 
 /// Waits until the engine's cached event log equals the server's, then checks it has no
