@@ -26,6 +26,18 @@ need_apt() {
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 }
 
+# need_postgres: PostgreSQL's server binaries for the throwaway clusters the tests start
+# themselves (crates/testbed/src/postgres.rs). The package would also create and start a system
+# cluster on port 5432; that is turned off first, since nothing here uses one.
+need_postgres() {
+    if ! dpkg-query -W -f='${Status}' postgresql 2>/dev/null | grep -q 'install ok installed'; then
+        as_root mkdir -p /etc/postgresql-common/createcluster.d
+        echo "create_main_cluster = false" |
+            as_root tee /etc/postgresql-common/createcluster.d/quotabell.conf >/dev/null
+    fi
+    need_apt postgresql
+}
+
 # need_rust: a Rust toolchain new enough for the workspace (rust-version in Cargo.toml), with
 # rustfmt and clippy.
 need_rust() {

@@ -8,6 +8,8 @@
 //!   one-shot subcommands and `watch` as a guarded child ([`Watch`]);
 //! - [`TrayWatcher`]: the panel's side of the system tray (StatusNotifierWatcher + dbusmenu);
 //! - [`X`]: the X server's view of the app's windows, and closing one as a window manager does;
+//! - [`Postgres`]: a throwaway PostgreSQL cluster on a free loopback port, for the backend's
+//!   PostgreSQL store;
 //! - [`process`]: the few /proc readings and process knobs both need.
 //!
 //! Starting a part returns a [`Result`]: the bench reports a broken setup and exits, a test
@@ -18,6 +20,7 @@
 
 mod backend;
 mod desktop;
+mod postgres;
 pub mod process;
 mod profile;
 mod tray;
@@ -28,6 +31,7 @@ use std::time::{Duration, Instant};
 
 pub use backend::{Backend, ServerOptions};
 pub use desktop::{Desktop, Session};
+pub use postgres::Postgres;
 pub use profile::{Profile, Ran, Watch};
 pub use tray::{
     IconImage, ItemRef, MenuEntry, Pixmap, TrayItem, TrayWatcher, WATCHER_NAME, WATCHER_PATH,
