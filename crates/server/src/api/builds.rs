@@ -15,9 +15,9 @@ use crate::idempotency::{IdempotencyKey, MAX_KEY_CHARS, Recorded};
 use crate::quota::{self, BuildOutcome, NewBuild};
 
 /// The request header that makes a retried `POST /builds` safe (see `idempotency`).
-pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
+const IDEMPOTENCY_KEY: &str = "Idempotency-Key";
 /// Set on an answer that repeats a key's first outcome.
-pub const REPLAYED: &str = "idempotent-replayed";
+const REPLAYED: &str = "idempotent-replayed";
 
 const MAX_FIELD_CHARS: usize = 200;
 
@@ -52,7 +52,7 @@ pub async fn create(
             ));
         }
     };
-    let mut answer = answer(outcome).unwrap_or_else(IntoResponse::into_response);
+    let mut answer = answer(outcome);
     if replayed {
         answer
             .headers_mut()
@@ -71,10 +71,10 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<IdempotencyKey>, ApiErr
         ApiError::bad_request(
             "invalid_header",
             format!(
-                "Idempotency-Key must be one header of 1 to {MAX_KEY_CHARS} visible ASCII characters"
+                "{IDEMPOTENCY_KEY} must be one header of 1 to {MAX_KEY_CHARS} visible ASCII characters"
             ),
         )
-        .with("header", "Idempotency-Key")
+        .with("header", IDEMPOTENCY_KEY)
     };
     if values.next().is_some() {
         return Err(invalid());
@@ -85,24 +85,23 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<IdempotencyKey>, ApiErr
 }
 
 /// The HTTP answer to a build's outcome: 201 with the build, or 402 naming the full quota.
-fn answer(outcome: BuildOutcome) -> Result<Response, ApiError> {
+fn answer(outcome: BuildOutcome) -> Response {
     match outcome {
-        BuildOutcome::Accepted { build, .. } => {
-            Ok((StatusCode::CREATED, Json(build)).into_response())
-        }
+        BuildOutcome::Accepted { build, .. } => (StatusCode::CREATED, Json(build)).into_response(),
         BuildOutcome::Rejected {
             metric,
             used,
             limit,
             ..
-        } => Err(ApiError::new(
+        } => ApiError::new(
             StatusCode::PAYMENT_REQUIRED,
             "quota_exceeded",
             format!("{metric} quota reached ({used}/{limit}) on a plan with a hard limit"),
         )
         .with("metric", metric.as_str())
         .with("used", used)
-        .with("limit", limit)),
+        .with("limit", limit)
+        .into_response(),
     }
 }
 
