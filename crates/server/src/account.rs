@@ -1,6 +1,5 @@
 //! Users, plans and their quota state as stored; the operator actions on them.
 
-use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 use serde_json::{Value, json};
 
@@ -8,6 +7,7 @@ use crate::error::StoreError;
 use crate::events::{self, EventKind, StoredEvent};
 use crate::metric::{Metric, Usage};
 use crate::period;
+use crate::store::{Row, Sql, params};
 use crate::threshold;
 
 #[derive(Debug, Clone, Serialize)]
@@ -81,17 +81,11 @@ impl Account {
     /// Announces the threshold of `metric` that the account's usage newly reached, if any.
     pub fn announce_crossing(
         &self,
-        conn: &Connection,
+        sql: &mut dyn Sql,
         metric: Metric,
         now: i64,
     ) -> Result<Option<StoredEvent>, StoreError> {
-        threshold::announce(
-            conn,
-            self.id,
-            &self.usage(metric),
-            self.plan.hard_limit,
-            now,
-        )
+        threshold::announce(sql, self.id, &self.usage(metric), self.plan.hard_limit, now)
     }
 
     pub fn account_json(&self) -> Value {
@@ -99,108 +93,118 @@ impl Account {
     }
 }
 
-pub fn load(conn: &Connection, user_id: i64) -> Result<Account, StoreError> {
-    let mut stmt = conn.prepare_cached(
+fn account(r: &Row) -> Result<Account, StoreError> {
+    Ok(Account {
+        id: r.int(0)?,
+        email: r.string(1)?,
+        plan: Plan {
+            id: r.string(2)?,
+            name: r.string(3)?,
+            hard_limit: r.bool(4)?,
+            builds_per_period: r.int(5)?,
+            applications: r.int(6)?,
+        },
+        period_start: r.int(7)?,
+        period_end: r.int(8)?,
+        builds_used: r.int(9)?,
+        last_event_id: r.id(10)?,
+        stream_epoch: r.string(11)?,
+        apps_used: r.int(12)?,
+    })
+}
+
+pub fn load(sql: &mut dyn Sql, user_id: i64) -> Result<Account, StoreError> {
+    let r = sql.query_one(
+        "user",
         "SELECT u.id, u.email, p.id, p.name, p.hard_limit, p.builds_per_period, p.applications,
                 u.period_start, u.period_end, u.builds_used, u.last_event_id, u.stream_epoch,
                 (SELECT count(*) FROM apps a WHERE a.user_id = u.id)
-         FROM users u JOIN plans p ON p.id = u.plan_id WHERE u.id = ?1",
+         FROM users u JOIN plans p ON p.id = u.plan_id WHERE u.id = $1",
+        params![user_id],
     )?;
-    Ok(stmt.query_row([user_id], |r| {
-        Ok(Account {
-            id: r.get(0)?,
-            email: r.get(1)?,
-            plan: Plan {
-                id: r.get(2)?,
-                name: r.get(3)?,
-                hard_limit: r.get(4)?,
-                builds_per_period: r.get(5)?,
-                applications: r.get(6)?,
-            },
-            period_start: r.get(7)?,
-            period_end: r.get(8)?,
-            builds_used: r.get(9)?,
-            last_event_id: r.get::<_, i64>(10)? as u64,
-            stream_epoch: r.get(11)?,
-            apps_used: r.get(12)?,
-        })
-    })?)
+    account(&r)
 }
 
-pub fn id_by_email(conn: &Connection, email: &str) -> Result<i64, StoreError> {
-    conn.prepare_cached("SELECT id FROM users WHERE email = ?1")?
-        .query_row([email], |r| r.get(0))
-        .optional()?
-        .ok_or_else(|| StoreError::NoSuchUser(email.to_owned()))
+pub fn id_by_email(sql: &mut dyn Sql, email: &str) -> Result<i64, StoreError> {
+    sql.query_opt("SELECT id FROM users WHERE email = $1", params![email])?
+        .ok_or_else(|| StoreError::NoSuchUser(email.to_owned()))?
+        .int(0)
 }
 
-pub fn all_ids(conn: &Connection) -> Result<Vec<i64>, StoreError> {
-    let mut stmt = conn.prepare("SELECT id FROM users ORDER BY id")?;
-    let ids = stmt.query_map([], |r| r.get(0))?;
-    Ok(ids.collect::<Result<_, _>>()?)
+/// The user a token belongs to (by its hash), if any.
+pub fn id_by_token_hash(sql: &mut dyn Sql, hash: &[u8]) -> Result<Option<i64>, StoreError> {
+    sql.query_opt("SELECT id FROM users WHERE token_hash = $1", params![hash])?
+        .map(|r| r.int(0))
+        .transpose()
 }
 
-fn plan_exists(conn: &Connection, plan: &str) -> Result<(), StoreError> {
-    let found: Option<i64> = conn
-        .query_row("SELECT 1 FROM plans WHERE id = ?1", [plan], |r| r.get(0))
-        .optional()?;
-    found
+pub fn all_ids(sql: &mut dyn Sql) -> Result<Vec<i64>, StoreError> {
+    sql.query("SELECT id FROM users ORDER BY id", &[])?
+        .iter()
+        .map(|r| r.int(0))
+        .collect()
+}
+
+fn plan_exists(sql: &mut dyn Sql, plan: &str) -> Result<(), StoreError> {
+    sql.query_opt("SELECT 1 FROM plans WHERE id = $1", params![plan])?
         .map(|_| ())
         .ok_or_else(|| StoreError::NoSuchPlan(plan.to_owned()))
 }
 
 /// Creates a user whose token hashes to `token_hash`; the period is the current calendar month.
 pub fn create(
-    conn: &Connection,
+    sql: &mut dyn Sql,
     email: &str,
     plan: &str,
     token_hash: &[u8],
     now: i64,
 ) -> Result<i64, StoreError> {
-    plan_exists(conn, plan)?;
-    if id_by_email(conn, email).is_ok() {
+    plan_exists(sql, plan)?;
+    if id_by_email(sql, email).is_ok() {
         return Err(StoreError::UserExists(email.to_owned()));
     }
     let (start, end) = period::month_containing(now);
-    conn.execute(
+    let epoch = events::new_epoch();
+    sql.query_one(
+        "user",
         "INSERT INTO users (email, token_hash, plan_id, period_start, period_end, stream_epoch, created_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-        params![email, token_hash, plan, start, end, events::new_epoch(), now],
-    )?;
-    Ok(conn.last_insert_rowid())
+         VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
+        params![email, token_hash, plan, start, end, &epoch, now],
+    )?
+    .int(0)
 }
 
 /// Replaces a user's token (the old one stops working at once).
 pub fn set_token_hash(
-    conn: &Connection,
+    sql: &mut dyn Sql,
     user_id: i64,
     token_hash: &[u8],
 ) -> Result<(), StoreError> {
-    conn.execute(
-        "UPDATE users SET token_hash = ?2 WHERE id = ?1",
-        params![user_id, token_hash],
+    sql.execute(
+        "UPDATE users SET token_hash = $1 WHERE id = $2",
+        params![token_hash, user_id],
     )?;
     Ok(())
 }
 
 /// Moves the user to `plan`, announcing it and any threshold the new limits put them over.
 pub fn set_plan(
-    conn: &Connection,
+    sql: &mut dyn Sql,
     user_id: i64,
     plan: &str,
     now: i64,
 ) -> Result<Vec<StoredEvent>, StoreError> {
-    plan_exists(conn, plan)?;
-    if load(conn, user_id)?.plan.id == plan {
+    plan_exists(sql, plan)?;
+    if load(sql, user_id)?.plan.id == plan {
         return Ok(Vec::new());
     }
-    conn.execute(
-        "UPDATE users SET plan_id = ?2 WHERE id = ?1",
-        params![user_id, plan],
+    sql.execute(
+        "UPDATE users SET plan_id = $1 WHERE id = $2",
+        params![plan, user_id],
     )?;
-    let acct = load(conn, user_id)?;
+    let acct = load(sql, user_id)?;
     let mut out = vec![events::append(
-        conn,
+        sql,
         user_id,
         EventKind::PlanChanged,
         &json!({ "plan": acct.plan, "quotas": acct.quotas_json(), "period": acct.period_json() }),
@@ -208,7 +212,7 @@ pub fn set_plan(
         now,
     )?];
     for metric in Metric::ALL {
-        out.extend(acct.announce_crossing(conn, metric, now)?);
+        out.extend(acct.announce_crossing(sql, metric, now)?);
     }
     Ok(out)
 }
@@ -216,34 +220,75 @@ pub fn set_plan(
 /// Starts a new billing period for the user now (an operator action; periods also roll by
 /// themselves when a build arrives after the period's end).
 pub fn roll_period(
-    conn: &Connection,
+    sql: &mut dyn Sql,
     user_id: i64,
     now: i64,
 ) -> Result<Vec<StoredEvent>, StoreError> {
-    start_period(conn, user_id, now, period::add_month(now), now).map(|e| vec![e])
+    start_period(sql, user_id, now, period::add_month(now), now).map(|e| vec![e])
 }
 
 /// Resets the build counter for a new period `[start, end)` and announces it.
 pub fn start_period(
-    conn: &Connection,
+    sql: &mut dyn Sql,
     user_id: i64,
     start: i64,
     end: i64,
     now: i64,
 ) -> Result<StoredEvent, StoreError> {
-    conn.prepare_cached(
-        "UPDATE users SET period_start = ?2, period_end = ?3, builds_used = 0 WHERE id = ?1",
-    )?
-    .execute(params![user_id, start, end])?;
-    let acct = load(conn, user_id)?;
+    sql.execute(
+        "UPDATE users SET period_start = $1, period_end = $2, builds_used = 0 WHERE id = $3",
+        params![start, end, user_id],
+    )?;
+    let acct = load(sql, user_id)?;
     events::append(
-        conn,
+        sql,
         user_id,
         EventKind::QuotaReset,
         &json!({ "period": acct.period_json(), "quotas": acct.quotas_json() }),
         None,
         now,
     )
+}
+
+/// Locks the users' rows for the rest of the transaction, in id order, so that writers on other
+/// PostgreSQL instances wait rather than interleave (and two lockers never deadlock). SQLite
+/// has one writer at a time already.
+pub fn lock(sql: &mut dyn Sql, users: &[i64]) -> Result<(), StoreError> {
+    if sql.dialect() == crate::store::Dialect::Postgres {
+        let mut sorted = users.to_vec();
+        sorted.sort_unstable();
+        sql.query(
+            "SELECT id FROM users WHERE id = ANY($1) ORDER BY id FOR UPDATE",
+            params![&sorted[..]],
+        )?;
+    }
+    Ok(())
+}
+
+/// Users whose billing period ended before `now`: the background job rolls them over.
+pub fn period_ended(sql: &mut dyn Sql, now: i64, limit: u64) -> Result<Vec<i64>, StoreError> {
+    sql.query(
+        "SELECT id FROM users WHERE period_end <= $1 ORDER BY id LIMIT $2",
+        params![now, limit],
+    )?
+    .iter()
+    .map(|r| r.int(0))
+    .collect()
+}
+
+/// Rolls the user's period forward to the one containing `now`, if it has ended: a no-op when
+/// someone (a build, another instance) already did, so it happens once.
+pub fn roll_if_ended(
+    sql: &mut dyn Sql,
+    user_id: i64,
+    now: i64,
+) -> Result<Option<StoredEvent>, StoreError> {
+    let acct = load(sql, user_id)?;
+    if now < acct.period_end {
+        return Ok(None);
+    }
+    let (start, end) = period::advance_to(acct.period_start, acct.period_end, now);
+    start_period(sql, user_id, start, end, now).map(Some)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
@@ -262,7 +307,7 @@ pub struct Notice<'a> {
 }
 
 pub fn notice(
-    conn: &Connection,
+    sql: &mut dyn Sql,
     user_id: i64,
     notice: &Notice<'_>,
     now: i64,
@@ -272,19 +317,19 @@ pub fn notice(
     if let Some(url) = notice.url {
         data["url"] = url.into();
     }
-    events::append(conn, user_id, EventKind::Notice, &data, None, now)
+    events::append(sql, user_id, EventKind::Notice, &data, None, now)
 }
 
 /// Empties the user's event log and gives it a new epoch, as a restore or a reset of the
 /// server's history would: clients holding a cursor must notice and resync. Ids keep counting
 /// from where they were, so every old cursor but the newest now points into pruned history and
 /// gets `sync.reset` / 410 even from a client that ignores the epoch.
-pub fn reset_events(conn: &Connection, user_id: i64) -> Result<String, StoreError> {
+pub fn reset_events(sql: &mut dyn Sql, user_id: i64) -> Result<String, StoreError> {
     let epoch = events::new_epoch();
-    conn.execute("DELETE FROM events WHERE user_id = ?1", [user_id])?;
-    conn.execute(
-        "UPDATE users SET pruned_through = last_event_id, stream_epoch = ?2 WHERE id = ?1",
-        params![user_id, epoch],
+    sql.execute("DELETE FROM events WHERE user_id = $1", params![user_id])?;
+    sql.execute(
+        "UPDATE users SET pruned_through = last_event_id, stream_epoch = $1 WHERE id = $2",
+        params![&epoch, user_id],
     )?;
     Ok(epoch)
 }

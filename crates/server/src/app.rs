@@ -2,28 +2,37 @@
 //! the API until shutdown.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rusqlite::Connection;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::api::{self, AppState, StreamSettings};
 use crate::auth::TokenCache;
-use crate::db;
 use crate::error::StoreError;
-use crate::events;
+use crate::jobs::{self, Leadership};
+use crate::live::follow;
 use crate::live::hub::Hubs;
+use crate::store::{Location, ReadPool, WriteConn, postgres, sqlite};
 use crate::writer::{Retention, Writer};
+
+/// Connections each instance keeps to PostgreSQL besides its two dedicated ones: the writer
+/// takes one per batch, handlers and jobs the rest.
+const PG_POOL: usize = 12;
+/// Request handlers' SQLite read connections.
+const SQLITE_READERS: u32 = 8;
 
 #[derive(Debug, Clone)]
 pub struct ServeConfig {
     pub listen: SocketAddr,
-    pub db: PathBuf,
+    pub db: Location,
     pub stream: StreamSettings,
     pub retention: Retention,
+    /// How often the background jobs run (on the leader) and, on PostgreSQL, the backstop
+    /// refresh of live streams.
+    pub jobs_every: Duration,
+    pub backstop: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -45,21 +54,57 @@ pub struct Server {
     state: Arc<AppState>,
     stop: watch::Sender<bool>,
     writer_thread: std::thread::JoinHandle<()>,
-    watcher_thread: std::thread::JoinHandle<()>,
+    watcher_thread: Option<std::thread::JoinHandle<()>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Server {
     pub async fn bind(cfg: &ServeConfig) -> Result<Self, ServeError> {
-        let conn = db::open_writer(&cfg.db)?;
-        let pool = db::read_pool(&cfg.db, 8)?;
         let hubs = Arc::new(Hubs::default());
-        let (writer, writer_thread) = Writer::spawn(conn, hubs.clone(), cfg.retention)?;
         let (stop, shutdown) = watch::channel(false);
-        let watcher_thread = spawn_outside_write_watcher(
-            Connection::open(&cfg.db).map_err(StoreError::from)?,
-            hubs.clone(),
+        let leadership = Arc::new(match cfg.db {
+            Location::Sqlite(_) => Leadership::sole(),
+            Location::Postgres(_) => Leadership::default(),
+        });
+        let mut tasks = Vec::new();
+        let (pool, writer, writer_thread, watcher_thread) = match &cfg.db {
+            Location::Sqlite(path) => {
+                let conn = sqlite::open_writer(path)?;
+                let pool = ReadPool::Sqlite(sqlite::read_pool(path, SQLITE_READERS)?);
+                let (writer, writer_thread) =
+                    Writer::spawn(WriteConn::Sqlite(conn), hubs.clone(), cfg.retention)?;
+                let watcher = follow::watch_sqlite(
+                    sqlite::open_follower(path)?,
+                    hubs.clone(),
+                    shutdown.clone(),
+                )?;
+                (pool, writer, writer_thread, Some(watcher))
+            }
+            Location::Postgres(url) => {
+                let store = postgres::Store::open(url, PG_POOL).await?;
+                let pool = ReadPool::Postgres(store.clone());
+                let (writer, writer_thread) = Writer::spawn(
+                    WriteConn::Postgres(store.clone(), tokio::runtime::Handle::current()),
+                    hubs.clone(),
+                    cfg.retention,
+                )?;
+                tasks.push(tokio::spawn(follow::follow_postgres(
+                    store,
+                    pool.clone(),
+                    hubs.clone(),
+                    cfg.backstop,
+                    shutdown.clone(),
+                )));
+                (pool, writer, writer_thread, None)
+            }
+        };
+        tasks.push(tokio::spawn(jobs::run(
+            pool.clone(),
+            leadership.clone(),
+            cfg.retention,
+            cfg.jobs_every,
             shutdown.clone(),
-        )?;
+        )));
         let listener = TcpListener::bind(cfg.listen)
             .await
             .map_err(|source| ServeError::Bind {
@@ -72,6 +117,7 @@ impl Server {
             hubs,
             tokens: TokenCache::default(),
             stream: cfg.stream,
+            leadership,
             shutdown,
         });
         Ok(Self {
@@ -80,6 +126,7 @@ impl Server {
             stop,
             writer_thread,
             watcher_thread,
+            tasks,
         })
     }
 
@@ -94,55 +141,14 @@ impl Server {
         let app = api::router(self.state);
         crate::live::serve::run(self.listener, app, shutdown, self.stop).await;
         // The router (and with it the last writer handle) is gone: the writer drains and stops.
-        let _ = self.writer_thread.join();
-        let _ = self.watcher_thread.join();
+        for task in self.tasks {
+            let _ = task.await;
+        }
+        if let Some(watcher) = self.watcher_thread {
+            let _ = watcher.join();
+        }
+        // The writer's PostgreSQL connections need this runtime: join it off the async threads.
+        let _ = tokio::task::spawn_blocking(move || self.writer_thread.join()).await;
         Ok(())
     }
-}
-
-/// Operator commands (`notice`, `plan set`, ...) write to the database from another process.
-/// SQLite's `data_version` tells this connection when anyone else committed; then every user
-/// with open streams gets the events it has not seen published to its hub.
-fn spawn_outside_write_watcher(
-    conn: Connection,
-    hubs: Arc<Hubs>,
-    shutdown: watch::Receiver<bool>,
-) -> std::io::Result<std::thread::JoinHandle<()>> {
-    std::thread::Builder::new()
-        .name("quotabell-watch".into())
-        .spawn(move || {
-            let _ = conn.busy_timeout(Duration::from_secs(5));
-            let mut seen: i64 = -1;
-            while !*shutdown.borrow() {
-                std::thread::sleep(Duration::from_millis(250));
-                let Ok(version) = conn.query_row("PRAGMA data_version", [], |r| r.get::<_, i64>(0))
-                else {
-                    continue;
-                };
-                if version == seen {
-                    continue;
-                }
-                seen = version;
-                for (user, hub, newest) in hubs.live_users() {
-                    match events::epoch(&conn, user) {
-                        Ok(Some(epoch)) if epoch == hub.epoch() => {}
-                        Ok(_) => {
-                            hubs.retire(user);
-                            continue;
-                        }
-                        Err(e) => tracing::warn!(error = %e, user, "cannot read the epoch"),
-                    }
-                    match events::bounds(&conn, user) {
-                        Ok(b) if b.last_id > newest && newest > 0 => {
-                            if let Ok(evs) = events::after(&conn, user, newest, 1024) {
-                                hubs.publish(user, &evs);
-                            }
-                            hub.note_newest(b.last_id);
-                        }
-                        Ok(b) => hub.note_newest(b.last_id),
-                        Err(e) => tracing::warn!(error = %e, user, "cannot read event bounds"),
-                    }
-                }
-            }
-        })
 }

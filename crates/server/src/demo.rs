@@ -6,35 +6,41 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use rusqlite::Connection;
-
 use crate::account;
 use crate::auth;
 use crate::error::StoreError;
+use crate::live::follow;
+use crate::store::{Sql, params};
 
 pub const DEMO_EMAIL: &str = "demo@quotabell.local";
 const DEMO_APPS: [&str; 4] = ["storefront", "checkout", "design-system", "search"];
 
 /// Makes sure the demo user exists with a fresh token and a fresh billing period (so every
 /// demo run crosses its thresholds again). Returns the token; only its hash is stored.
-pub fn prepare_user(conn: &mut Connection, now: i64) -> Result<String, StoreError> {
+pub fn prepare_user(sql: &mut dyn Sql, now: i64) -> Result<String, StoreError> {
     let token = auth::generate();
-    let tx = conn.transaction()?;
-    let user = match account::id_by_email(&tx, DEMO_EMAIL) {
-        Ok(id) => {
-            account::set_token_hash(&tx, id, &auth::hash(&token))?;
-            id
-        }
-        Err(StoreError::NoSuchUser(_)) => {
-            account::create(&tx, DEMO_EMAIL, "free", &auth::hash(&token), now)?
-        }
-        Err(e) => return Err(e),
-    };
-    account::set_plan(&tx, user, "free", now)?;
-    tx.execute("DELETE FROM apps WHERE user_id = ?1", [user])?;
-    tx.execute("DELETE FROM crossings WHERE user_id = ?1", [user])?;
-    account::roll_period(&tx, user, now)?;
-    tx.commit()?;
+    sql.write(|sql| {
+        let user = match account::id_by_email(sql, DEMO_EMAIL) {
+            Ok(id) => {
+                account::set_token_hash(sql, id, &auth::hash(&token))?;
+                id
+            }
+            Err(StoreError::NoSuchUser(_)) => {
+                account::create(sql, DEMO_EMAIL, "free", &auth::hash(&token), now)?
+            }
+            Err(e) => return Err(e),
+        };
+        account::lock(sql, &[user])?;
+        account::set_plan(sql, user, "free", now)?;
+        sql.execute("DELETE FROM apps WHERE user_id = $1", params![user])?;
+        sql.execute("DELETE FROM crossings WHERE user_id = $1", params![user])?;
+        let rolled = account::roll_period(sql, user, now)?;
+        follow::wake(
+            sql,
+            &rolled.iter().map(|e| (user, e.id)).collect::<Vec<_>>(),
+        )?;
+        Ok(())
+    })?;
     Ok(token)
 }
 

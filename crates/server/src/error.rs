@@ -13,8 +13,25 @@ pub enum StoreError {
     Sqlite(#[from] rusqlite::Error),
     #[error("database migration failed: {0}")]
     Migration(#[from] rusqlite_migration::Error),
+    #[error("PostgreSQL error: {}", pg_detail(.0))]
+    Postgres(#[from] tokio_postgres::Error),
     #[error("database pool: {0}")]
-    Pool(#[from] r2d2::Error),
+    Pool(String),
+    #[error("cannot connect to PostgreSQL at {location}: {reason}")]
+    Connect { location: String, reason: String },
+    #[error(
+        "the database schema is version {found}, newer than this build knows ({known}): run a newer quotabell-server"
+    )]
+    SchemaTooNew { found: i64, known: i64 },
+    #[error("the target database already has users; migrate into an empty one")]
+    TargetNotEmpty,
+    #[error("no such {0}")]
+    NotFound(&'static str),
+    #[error("column {index} is not {expected}")]
+    Column {
+        index: usize,
+        expected: &'static str,
+    },
     #[error("cannot create {path}: {source}")]
     CreateDir {
         path: PathBuf,
@@ -28,10 +45,27 @@ pub enum StoreError {
     UserExists(String),
     #[error("the server is shutting down")]
     ShuttingDown,
+    #[error("the commit's outcome is unknown (the connection failed during COMMIT): {0}")]
+    CommitUnknown(String),
     #[error("write transaction failed: {0}")]
     WriteFailed(String),
     #[error("the database holds an unreadable {0}")]
     Corrupt(String),
+}
+
+impl From<r2d2::Error> for StoreError {
+    fn from(e: r2d2::Error) -> Self {
+        Self::Pool(e.to_string())
+    }
+}
+
+/// tokio-postgres says only "db error" for a server-side error; the server's message is the
+/// part worth reading.
+fn pg_detail(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{} ({})", db.message(), db.code().code()),
+        None => std::error::Error::source(e).map_or_else(|| e.to_string(), |s| format!("{e}: {s}")),
+    }
 }
 
 /// An error as the API reports it: `{"error": {"code", "message", ...extra}}` with a status.

@@ -1,10 +1,10 @@
 //! The per-user event log (the outbox). Events are appended inside the caller's transaction,
 //! so an event exists exactly when the change it describes was committed.
 
-use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::Value;
 
 use crate::error::StoreError;
+use crate::store::{Sql, params};
 use crate::wire::wire_enum;
 
 wire_enum! {
@@ -57,26 +57,28 @@ impl StoredEvent {
 
 /// Appends one event for `user_id`, taking the next id of that user's contiguous sequence.
 pub fn append(
-    conn: &Connection,
+    sql: &mut dyn Sql,
     user_id: i64,
     kind: EventKind,
     data: &Value,
     build_id: Option<i64>,
     now: i64,
 ) -> Result<StoredEvent, StoreError> {
-    let id: i64 = conn
-        .prepare_cached(
-            "UPDATE users SET last_event_id = last_event_id + 1 WHERE id = ?1 RETURNING last_event_id",
+    let id = sql
+        .query_one(
+            "user",
+            "UPDATE users SET last_event_id = last_event_id + 1 WHERE id = $1 RETURNING last_event_id",
+            params![user_id],
         )?
-        .query_row([user_id], |r| r.get(0))?;
+        .id(0)?;
     let data = data.to_string();
-    conn.prepare_cached(
-        "INSERT INTO events (user_id, id, type, data, build_id, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-    )?
-    .execute(params![user_id, id, kind, data, build_id, now])?;
+    sql.execute(
+        "INSERT INTO events (user_id, id, type, data, build_id, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
+        params![user_id, id, kind, &data, build_id, now],
+    )?;
     Ok(StoredEvent {
         user_id,
-        id: id as u64,
+        id,
         kind,
         data,
         created_at: now,
@@ -90,59 +92,68 @@ pub struct LogBounds {
     pub last_id: u64,
 }
 
-pub fn bounds(conn: &Connection, user_id: i64) -> Result<LogBounds, StoreError> {
-    let (pruned, last): (i64, i64) = conn
-        .prepare_cached("SELECT pruned_through, last_event_id FROM users WHERE id = ?1")?
-        .query_row([user_id], |r| Ok((r.get(0)?, r.get(1)?)))?;
+pub fn bounds(sql: &mut dyn Sql, user_id: i64) -> Result<LogBounds, StoreError> {
+    let r = sql.query_one(
+        "user",
+        "SELECT pruned_through, last_event_id FROM users WHERE id = $1",
+        params![user_id],
+    )?;
     Ok(LogBounds {
-        pruned_through: pruned as u64,
-        last_id: last as u64,
+        pruned_through: r.id(0)?,
+        last_id: r.id(1)?,
     })
 }
 
 /// Up to `limit` events after `after`, oldest first.
 pub fn after(
-    conn: &Connection,
+    sql: &mut dyn Sql,
     user_id: i64,
     after: u64,
     limit: usize,
 ) -> Result<Vec<StoredEvent>, StoreError> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT id, type, data, created_at FROM events WHERE user_id = ?1 AND id > ?2 ORDER BY id LIMIT ?3",
-    )?;
-    let rows = stmt.query_map(params![user_id, after as i64, limit as i64], |r| {
+    sql.query(
+        "SELECT id, type, data, created_at FROM events WHERE user_id = $1 AND id > $2 ORDER BY id LIMIT $3",
+        params![user_id, after, limit as u64],
+    )?
+    .into_iter()
+    .map(|r| {
         Ok(StoredEvent {
             user_id,
-            id: r.get::<_, i64>(0)? as u64,
-            kind: r.get(1)?,
-            data: r.get(2)?,
-            created_at: r.get(3)?,
+            id: r.id(0)?,
+            kind: r.parse(1)?,
+            data: r.string(2)?,
+            created_at: r.int(3)?,
         })
-    })?;
-    Ok(rows.collect::<Result<_, _>>()?)
+    })
+    .collect()
 }
 
 /// Drops the oldest events so that at most `keep` remain; returns how many were removed.
-pub fn prune(conn: &Connection, user_id: i64, keep: u64) -> Result<usize, StoreError> {
-    let b = bounds(conn, user_id)?;
+pub fn prune(sql: &mut dyn Sql, user_id: i64, keep: u64) -> Result<u64, StoreError> {
+    let b = bounds(sql, user_id)?;
     if b.last_id.saturating_sub(b.pruned_through) <= keep {
         return Ok(0);
     }
     let through = b.last_id - keep;
-    let removed = conn
-        .prepare_cached("DELETE FROM events WHERE user_id = ?1 AND id <= ?2")?
-        .execute(params![user_id, through as i64])?;
-    conn.prepare_cached("UPDATE users SET pruned_through = ?2 WHERE id = ?1")?
-        .execute(params![user_id, through as i64])?;
+    let removed = sql.execute(
+        "DELETE FROM events WHERE user_id = $1 AND id <= $2",
+        params![user_id, through],
+    )?;
+    sql.execute(
+        "UPDATE users SET pruned_through = $1 WHERE id = $2",
+        params![through, user_id],
+    )?;
     Ok(removed)
 }
 
 /// Current stream epoch of a user, if the user exists.
-pub fn epoch(conn: &Connection, user_id: i64) -> Result<Option<String>, StoreError> {
-    Ok(conn
-        .prepare_cached("SELECT stream_epoch FROM users WHERE id = ?1")?
-        .query_row([user_id], |r| r.get(0))
-        .optional()?)
+pub fn epoch(sql: &mut dyn Sql, user_id: i64) -> Result<Option<String>, StoreError> {
+    sql.query_opt(
+        "SELECT stream_epoch FROM users WHERE id = $1",
+        params![user_id],
+    )?
+    .map(|r| r.string(0))
+    .transpose()
 }
 
 /// A fresh random epoch value.

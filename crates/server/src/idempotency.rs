@@ -4,13 +4,13 @@
 //! stored under the key in the same transaction as the build, and a retry gets that outcome back,
 //! counting nothing and raising no event. Keys are per user and kept for `KEEP_SECS`.
 
-use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 use crate::error::StoreError;
 use crate::metric::Metric;
 use crate::quota::{self, BuildOutcome, NewBuild};
+use crate::store::{Sql, params};
 
 /// How long a key is remembered: longer than any sensible retry loop, short enough that the
 /// table stays small.
@@ -48,7 +48,7 @@ pub enum Recorded {
 
 /// Records the build, or answers from the key's first outcome; inside the caller's transaction.
 pub fn record_build(
-    conn: &Connection,
+    sql: &mut dyn Sql,
     user_id: i64,
     key: Option<&IdempotencyKey>,
     build: &NewBuild,
@@ -56,45 +56,41 @@ pub fn record_build(
 ) -> Result<Recorded, StoreError> {
     let Some(key) = key else {
         return Ok(Recorded::Fresh(quota::record_build(
-            conn, user_id, build, now,
+            sql, user_id, build, now,
         )?));
     };
     let fingerprint = fingerprint(build);
-    let prior: Option<(Vec<u8>, String)> = conn
-        .prepare_cached(
-            "SELECT fingerprint, outcome FROM idempotency_keys
-             WHERE user_id = ?1 AND key = ?2 AND created_at > ?3",
-        )?
-        .query_row(params![user_id, key.as_str(), now - KEEP_SECS], |r| {
-            Ok((r.get(0)?, r.get(1)?))
-        })
-        .optional()?;
-    if let Some((stored, outcome)) = prior {
-        if stored != fingerprint {
+    let prior = sql.query_opt(
+        "SELECT fingerprint, outcome FROM idempotency_keys
+         WHERE user_id = $1 AND key = $2 AND created_at > $3",
+        params![user_id, key.as_str(), now - KEEP_SECS],
+    )?;
+    if let Some(row) = prior {
+        if row.blob(0)? != fingerprint {
             return Ok(Recorded::KeyReused);
         }
-        return Ok(Recorded::Replayed(decode(&outcome)?));
+        return Ok(Recorded::Replayed(decode(row.text(1)?)?));
     }
-    let outcome = quota::record_build(conn, user_id, build, now)?;
-    conn.prepare_cached(
-        "INSERT OR REPLACE INTO idempotency_keys (user_id, key, fingerprint, outcome, created_at)
-         VALUES (?1, ?2, ?3, ?4, ?5)",
-    )?
-    .execute(params![
-        user_id,
-        key.as_str(),
-        fingerprint,
-        encode(&outcome).to_string(),
-        now
-    ])?;
+    let outcome = quota::record_build(sql, user_id, build, now)?;
+    let stored = encode(&outcome).to_string();
+    // An expired key is replaced: the retry window is over, so this is a new request.
+    sql.execute(
+        "INSERT INTO idempotency_keys (user_id, key, fingerprint, outcome, created_at)
+         VALUES ($1, $2, $3, $4, $5)
+         ON CONFLICT (user_id, key) DO UPDATE
+         SET fingerprint = excluded.fingerprint, outcome = excluded.outcome,
+             created_at = excluded.created_at",
+        params![user_id, key.as_str(), &fingerprint, &stored, now],
+    )?;
     Ok(Recorded::Fresh(outcome))
 }
 
 /// Forgets keys older than `KEEP_SECS`.
-pub fn prune(conn: &Connection, now: i64) -> Result<(), StoreError> {
-    conn.prepare_cached("DELETE FROM idempotency_keys WHERE created_at <= ?1")?
-        .execute([now - KEEP_SECS])?;
-    Ok(())
+pub fn prune(sql: &mut dyn Sql, now: i64) -> Result<u64, StoreError> {
+    sql.execute(
+        "DELETE FROM idempotency_keys WHERE created_at <= $1",
+        params![now - KEEP_SECS],
+    )
 }
 
 /// The request's identity: a retry must carry the same build.

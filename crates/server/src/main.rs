@@ -6,13 +6,15 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use rusqlite::Connection;
 
 use quotabell_server::account::{self, Notice, Severity};
 use quotabell_server::api::StreamSettings;
 use quotabell_server::app::{ServeConfig, Server};
+use quotabell_server::error::StoreError;
+use quotabell_server::live::follow;
+use quotabell_server::store::{self, Location, Sql};
 use quotabell_server::writer::Retention;
-use quotabell_server::{auth, db, demo, paths};
+use quotabell_server::{auth, demo, paths};
 
 #[derive(Parser)]
 #[command(
@@ -49,7 +51,7 @@ enum Command {
     /// Send a notice event to one user or to all.
     Notice {
         #[arg(long, env = "QUOTABELL_DB")]
-        db: Option<PathBuf>,
+        db: Option<Location>,
         #[arg(long, conflicts_with = "all", required_unless_present = "all")]
         user: Option<String>,
         #[arg(long)]
@@ -69,6 +71,15 @@ enum Command {
     /// The event log.
     #[command(subcommand)]
     Events(EventsCommand),
+    /// Copy every table of one database into another, empty one (e.g. SQLite into PostgreSQL).
+    Migrate {
+        /// The database to read (a SQLite path or a postgres:// URL); left unchanged.
+        #[arg(long)]
+        from: Location,
+        /// The database to fill; created and migrated as needed, and it must hold no users.
+        #[arg(long)]
+        to: Location,
+    },
 }
 
 #[derive(Args, Clone)]
@@ -76,7 +87,7 @@ struct ServeArgs {
     #[arg(long, env = "QUOTABELL_LISTEN", default_value = "127.0.0.1:8787")]
     listen: SocketAddr,
     #[arg(long, env = "QUOTABELL_DB")]
-    db: Option<PathBuf>,
+    db: Option<Location>,
     /// Seconds between `:` keepalive comments on idle streams.
     #[arg(long, default_value_t = 15.0)]
     keepalive_secs: f64,
@@ -86,6 +97,13 @@ struct ServeArgs {
     /// Events kept per user; a cursor older than that gets `sync.reset` / 410.
     #[arg(long, default_value_t = 1_000_000)]
     retain_events: u64,
+    /// Time between runs of the background jobs (period rolls, pruning) on the leader.
+    #[arg(long, default_value_t = 1000)]
+    jobs_interval_ms: u64,
+    /// PostgreSQL: time between re-reads of every live stream's newest id, in case a wake-up
+    /// was lost.
+    #[arg(long, default_value_t = 1000)]
+    backstop_ms: u64,
 }
 
 #[derive(Subcommand)]
@@ -93,7 +111,7 @@ enum UserCommand {
     /// Create a user; the token is printed alone on the last line of stdout and never stored.
     Add {
         #[arg(long, env = "QUOTABELL_DB")]
-        db: Option<PathBuf>,
+        db: Option<Location>,
         #[arg(long)]
         email: String,
         #[arg(long, default_value = "free")]
@@ -106,7 +124,7 @@ enum PlanCommand {
     /// Move a user to another plan (announced as `plan.changed`).
     Set {
         #[arg(long, env = "QUOTABELL_DB")]
-        db: Option<PathBuf>,
+        db: Option<Location>,
         #[arg(long)]
         user: String,
         #[arg(long)]
@@ -119,7 +137,7 @@ enum PeriodCommand {
     /// Start a new billing period for a user now (announced as `quota.reset`).
     Roll {
         #[arg(long, env = "QUOTABELL_DB")]
-        db: Option<PathBuf>,
+        db: Option<Location>,
         #[arg(long)]
         user: String,
     },
@@ -130,7 +148,7 @@ enum EventsCommand {
     /// Empty a user's event log and give it a new stream epoch (as a restore would).
     Reset {
         #[arg(long, env = "QUOTABELL_DB")]
-        db: Option<PathBuf>,
+        db: Option<Location>,
         #[arg(long)]
         user: String,
     },
@@ -158,47 +176,79 @@ fn now() -> i64 {
     time::OffsetDateTime::now_utc().unix_timestamp()
 }
 
-fn open(db: Option<PathBuf>) -> Result<Connection, BoxError> {
-    Ok(db::open_writer(&db.unwrap_or_else(paths::default_db))?)
+/// Operator commands talk to PostgreSQL through tokio-postgres, whose connection tasks need a
+/// runtime with a worker (a current-thread runtime would not drive them from `block_on`).
+fn command_runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+}
+
+/// Runs `f` on the database at `db` (the default file if none) in one write transaction, with
+/// the wake-up for the users `f` names (user, newest event id; see `follow::wake`).
+fn write<T>(
+    db: Option<Location>,
+    f: impl FnOnce(&mut dyn Sql) -> Result<(T, Vec<(i64, u64)>), StoreError>,
+) -> Result<T, BoxError> {
+    let rt = command_runtime()?;
+    let location = db.unwrap_or_else(|| Location::Sqlite(paths::default_db()));
+    let mut conn = store::open_command(&location, rt.handle())?;
+    let sql: &mut dyn Sql = &mut *conn;
+    let value = sql.write(|sql| {
+        let (value, newest) = f(sql)?;
+        follow::wake(sql, &newest)?;
+        Ok(value)
+    })?;
+    drop(conn);
+    Ok(value)
 }
 
 fn run(cli: Cli) -> Result<(), BoxError> {
     match cli.command {
-        Command::Serve(args) => serve(args, paths::default_db(), None),
+        Command::Serve(args) => serve(args, Location::Sqlite(paths::default_db()), None),
         Command::Demo {
             serve: args,
             token_file,
             build_interval_ms,
         } => {
-            let db_path = args.db.clone().unwrap_or_else(paths::demo_db);
-            let mut conn = db::open_writer(&db_path)?;
-            let token = demo::prepare_user(&mut conn, now())?;
-            drop(conn);
+            let location = args
+                .db
+                .clone()
+                .unwrap_or_else(|| Location::Sqlite(paths::demo_db()));
+            let token = write(Some(location.clone()), |sql| {
+                Ok((demo::prepare_user(sql, now())?, Vec::new()))
+            })?;
             let token_file = token_file.unwrap_or_else(paths::demo_token_file);
             demo::write_token_file(&token_file, &token)?;
             println!("demo user: {}", demo::DEMO_EMAIL);
             println!("demo token (also in {}): {token}", token_file.display());
             serve(
                 args,
-                db_path,
+                location,
                 Some((token, Duration::from_millis(build_interval_ms.max(10)))),
             )
         }
         Command::User(UserCommand::Add { db, email, plan }) => {
-            let conn = open(db)?;
             let token = auth::generate();
-            let id = account::create(&conn, &email, &plan, &auth::hash(&token), now())?;
+            let id = write(db, |sql| {
+                Ok((
+                    account::create(sql, &email, &plan, &auth::hash(&token), now())?,
+                    Vec::new(),
+                ))
+            })?;
             println!("created user {id} <{email}> on plan {plan}; token (shown once):");
             println!("{token}");
             Ok(())
         }
         Command::Plan(PlanCommand::Set { db, user, plan }) => {
-            let mut conn = open(db)?;
-            let tx = conn.transaction()?;
-            let id = account::id_by_email(&tx, &user)?;
-            let evs = account::set_plan(&tx, id, &plan, now())?;
-            tx.commit()?;
-            println!("{user} is now on plan {plan} ({} events)", evs.len());
+            let n = write(db, |sql| {
+                let id = account::id_by_email(sql, &user)?;
+                account::lock(sql, &[id])?;
+                let evs = account::set_plan(sql, id, &plan, now())?;
+                Ok((evs.len(), follow::newest(&evs)))
+            })?;
+            println!("{user} is now on plan {plan} ({n} events)");
             Ok(())
         }
         Command::Notice {
@@ -210,41 +260,52 @@ fn run(cli: Cli) -> Result<(), BoxError> {
             url,
             severity,
         } => {
-            let mut conn = open(db)?;
-            let tx = conn.transaction()?;
-            let users = match user {
-                Some(email) => vec![account::id_by_email(&tx, &email)?],
-                None => account::all_ids(&tx)?,
-            };
             let notice = Notice {
                 title: &title,
                 body: &body,
                 url: url.as_deref(),
                 severity,
             };
-            for id in &users {
-                account::notice(&tx, *id, &notice, now())?;
-            }
-            tx.commit()?;
-            println!("notice sent to {} user(s)", users.len());
+            let n = write(db, |sql| {
+                let users = match &user {
+                    Some(email) => vec![account::id_by_email(sql, email)?],
+                    None => account::all_ids(sql)?,
+                };
+                account::lock(sql, &users)?;
+                let mut evs = Vec::with_capacity(users.len());
+                for id in &users {
+                    evs.push(account::notice(sql, *id, &notice, now())?);
+                }
+                Ok((users.len(), follow::newest(&evs)))
+            })?;
+            println!("notice sent to {n} user(s)");
             Ok(())
         }
         Command::Period(PeriodCommand::Roll { db, user }) => {
-            let mut conn = open(db)?;
-            let tx = conn.transaction()?;
-            let id = account::id_by_email(&tx, &user)?;
-            account::roll_period(&tx, id, now())?;
-            tx.commit()?;
+            write(db, |sql| {
+                let id = account::id_by_email(sql, &user)?;
+                account::lock(sql, &[id])?;
+                Ok(((), follow::newest(&account::roll_period(sql, id, now())?)))
+            })?;
             println!("new billing period started for {user}");
             Ok(())
         }
         Command::Events(EventsCommand::Reset { db, user }) => {
-            let mut conn = open(db)?;
-            let tx = conn.transaction()?;
-            let id = account::id_by_email(&tx, &user)?;
-            let epoch = account::reset_events(&tx, id)?;
-            tx.commit()?;
+            let epoch = write(db, |sql| {
+                let id = account::id_by_email(sql, &user)?;
+                account::lock(sql, &[id])?;
+                let epoch = account::reset_events(sql, id)?;
+                Ok((epoch, vec![(id, follow::EPOCH_CHANGED)]))
+            })?;
             println!("event log of {user} reset; new stream epoch {epoch}");
+            Ok(())
+        }
+        Command::Migrate { from, to } => {
+            let rt = command_runtime()?;
+            let mut source = store::open_command(&from, rt.handle())?;
+            let mut target = store::open_command(&to, rt.handle())?;
+            let copied = store::copy::all(&mut *source, &mut *target)?;
+            println!("copied {copied} rows from {from} to {to}");
             Ok(())
         }
     }
@@ -252,7 +313,7 @@ fn run(cli: Cli) -> Result<(), BoxError> {
 
 fn serve(
     args: ServeArgs,
-    default_db: PathBuf,
+    default_db: Location,
     demo_plugin: Option<(String, Duration)>,
 ) -> Result<(), BoxError> {
     let cfg = ServeConfig {
@@ -265,6 +326,8 @@ fn serve(
         retention: Retention {
             events_per_user: args.retain_events.max(1),
         },
+        jobs_every: Duration::from_millis(args.jobs_interval_ms.clamp(10, 3_600_000)),
+        backstop: Duration::from_millis(args.backstop_ms.clamp(10, 3_600_000)),
     };
     // The read pool has 8 connections: more blocking threads would only wait for them (and
     // each costs a stack and a malloc arena).
@@ -277,7 +340,7 @@ fn serve(
         let addr = server.local_addr()?;
         // Tests and scripts read this line to learn the port when listening on port 0.
         println!("listening on http://{addr}");
-        tracing::info!(%addr, db = %cfg.db.display(), "serving");
+        tracing::info!(%addr, db = %cfg.db, "serving");
         if let Some((token, interval)) = demo_plugin {
             tokio::spawn(demo::run_plugin(addr, token, interval));
         }
@@ -285,7 +348,6 @@ fn serve(
         Ok(())
     })
 }
-
 async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]

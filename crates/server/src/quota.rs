@@ -1,7 +1,6 @@
 //! The quota check: decides whether a build is accepted, records it and stages its events, all
 //! inside the caller's transaction.
 
-use rusqlite::{Connection, OptionalExtension, params};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -10,6 +9,7 @@ use crate::error::StoreError;
 use crate::events::{self, EventKind, StoredEvent};
 use crate::metric::{Metric, Usage};
 use crate::period;
+use crate::store::{Sql, params};
 
 /// What a build plugin posts.
 #[derive(Debug, Clone, Deserialize)]
@@ -43,30 +43,50 @@ impl BuildOutcome {
 }
 
 /// Records one build for `user_id` at `now` after checking the plan's quotas.
+///
+/// The builds quota is decided by one conditional `UPDATE ... WHERE builds_used < limit`: the
+/// counter moves only if there was room, whatever else runs at the same time, so a check and
+/// its count can never be split by another writer (on PostgreSQL the batch also holds the
+/// user's row lock, which serialises the applications check).
 pub fn record_build(
-    conn: &Connection,
+    sql: &mut dyn Sql,
     user_id: i64,
     build: &NewBuild,
     now: i64,
 ) -> Result<BuildOutcome, StoreError> {
     let mut staged = Vec::new();
-    let mut acct = account::load(conn, user_id)?;
-    if now >= acct.period_end {
-        let (start, end) = period::advance_to(acct.period_start, acct.period_end, now);
-        staged.push(account::start_period(conn, user_id, start, end, now)?);
-        acct = account::load(conn, user_id)?;
-    }
+    staged.extend(account::roll_if_ended(sql, user_id, now)?);
+    let mut acct = account::load(sql, user_id)?;
 
-    let app_known = conn
-        .prepare_cached("SELECT 1 FROM apps WHERE user_id = ?1 AND name = ?2")?
-        .query_row(params![user_id, build.app], |_| Ok(()))
-        .optional()?
+    let app_known = sql
+        .query_opt(
+            "SELECT 1 FROM apps WHERE user_id = $1 AND name = $2",
+            params![user_id, &build.app],
+        )?
         .is_some();
-    let builds_full = acct.builds_used >= acct.plan.builds_per_period;
     let apps_full = !app_known && acct.apps_used >= acct.plan.applications;
+    let hard = acct.plan.hard_limit;
 
-    if acct.plan.hard_limit && (builds_full || apps_full) {
-        let full = if builds_full {
+    let counted = if hard && apps_full {
+        None
+    } else {
+        // A hard limit counts only below the limit; a soft one always counts (as overage).
+        let ceiling = if hard {
+            acct.plan.builds_per_period
+        } else {
+            i64::MAX
+        };
+        sql.query_opt(
+            "UPDATE users SET builds_used = builds_used + 1 WHERE id = $1 AND builds_used < $2
+             RETURNING builds_used",
+            params![user_id, ceiling],
+        )?
+        .map(|r| r.int(0))
+        .transpose()?
+    };
+    let Some(builds_used) = counted else {
+        // Only a hard limit refuses; builds are named first when both are full.
+        let full = if !apps_full || acct.builds_used >= acct.plan.builds_per_period {
             Metric::Builds
         } else {
             Metric::Applications
@@ -78,7 +98,7 @@ pub fn record_build(
             ..
         } = acct.usage(full);
         staged.push(events::append(
-            conn,
+            sql,
             user_id,
             EventKind::BuildRejected,
             &json!({
@@ -95,37 +115,38 @@ pub fn record_build(
             limit,
             events: staged,
         });
-    }
+    };
 
-    let overage = builds_full || apps_full;
+    // Over either limit on a soft plan: accepted, and marked as overage.
+    let overage = acct.builds_used >= acct.plan.builds_per_period || apps_full;
+    acct.builds_used = builds_used;
     if !app_known {
-        conn.prepare_cached("INSERT INTO apps (user_id, name, created_at) VALUES (?1, ?2, ?3)")?
-            .execute(params![user_id, build.app, now])?;
-    }
-    conn.prepare_cached(
-        "INSERT INTO builds (user_id, app, version, commit_sha, overage, period_start, created_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-    )?
-    .execute(params![
-        user_id,
-        build.app,
-        build.version,
-        build.commit,
-        overage,
-        acct.period_start,
-        now
-    ])?;
-    let build_id = conn.last_insert_rowid();
-    conn.prepare_cached("UPDATE users SET builds_used = builds_used + 1 WHERE id = ?1")?
-        .execute([user_id])?;
-    acct.builds_used += 1;
-    if !app_known {
+        sql.execute(
+            "INSERT INTO apps (user_id, name, created_at) VALUES ($1, $2, $3)",
+            params![user_id, &build.app, now],
+        )?;
         acct.apps_used += 1;
     }
+    let build_id = sql
+        .query_one(
+            "build",
+            "INSERT INTO builds (user_id, app, version, commit_sha, overage, period_start, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
+            params![
+                user_id,
+                &build.app,
+                &build.version,
+                &build.commit,
+                overage,
+                acct.period_start,
+                now
+            ],
+        )?
+        .int(0)?;
 
     let build_json = build_json(build_id, build, overage, now);
     staged.push(events::append(
-        conn,
+        sql,
         user_id,
         EventKind::BuildAccepted,
         &build_json,
@@ -138,14 +159,14 @@ pub fn record_build(
     }
     for metric in metrics {
         staged.push(events::append(
-            conn,
+            sql,
             user_id,
             EventKind::QuotaUpdated,
             &acct.usage(metric).event_json(),
             Some(build_id),
             now,
         )?);
-        staged.extend(acct.announce_crossing(conn, metric, now)?);
+        staged.extend(acct.announce_crossing(sql, metric, now)?);
     }
     Ok(BuildOutcome::Accepted {
         build: build_json,

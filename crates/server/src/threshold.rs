@@ -3,11 +3,10 @@
 //! Below both the quota check and the operator actions on accounts, which both announce what a
 //! change of usage or of limits crosses; it knows a metric's `Usage`, not the account.
 
-use rusqlite::{Connection, params};
-
 use crate::error::StoreError;
 use crate::events::{self, EventKind, StoredEvent};
 use crate::metric::Usage;
+use crate::store::{Sql, params};
 
 /// Percentages announced once per metric and period: 80 and 90 as warnings, 100 as exceeded.
 pub const THRESHOLDS: [i64; 3] = [80, 90, 100];
@@ -16,7 +15,7 @@ pub const THRESHOLDS: [i64; 3] = [80, 90, 100];
 /// (per account and limit for metrics that are not per period). Lower thresholds reached in the
 /// same step are recorded as announced too, so a jump from 70% to 100% is one event, not three.
 pub fn announce(
-    conn: &Connection,
+    sql: &mut dyn Sql,
     user_id: i64,
     usage: &Usage,
     hard_limit: bool,
@@ -29,13 +28,11 @@ pub fn announce(
         if usage.used * 100 < threshold * usage.limit {
             break;
         }
-        let fresh = conn
-            .prepare_cached(
-                "INSERT OR IGNORE INTO crossings (user_id, metric, period_start, quota_limit, threshold)
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
-            )?
-            .execute(params![user_id, usage.metric, period_key, usage.limit, threshold])?
-            == 1;
+        let fresh = sql.execute(
+            "INSERT INTO crossings (user_id, metric, period_start, quota_limit, threshold)
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+            params![user_id, usage.metric, period_key, usage.limit, threshold],
+        )? == 1;
         if fresh {
             highest = Some(threshold);
         }
@@ -51,7 +48,7 @@ pub fn announce(
     } else {
         EventKind::QuotaWarning
     };
-    events::append(conn, user_id, kind, &data, None, now).map(Some)
+    events::append(sql, user_id, kind, &data, None, now).map(Some)
 }
 
 #[cfg(test)]
@@ -59,8 +56,9 @@ mod tests {
     use serde_json::Value;
 
     use super::*;
+    use crate::account;
     use crate::metric::Metric;
-    use crate::{account, db};
+    use crate::store::sqlite;
 
     fn kind_and_percent(ev: Option<StoredEvent>) -> Option<(EventKind, i64)> {
         ev.map(|e| {
@@ -72,16 +70,16 @@ mod tests {
     #[test]
     fn a_jump_is_one_event_and_each_threshold_is_announced_once_per_period_and_limit() {
         let dir = tempfile::tempdir().unwrap();
-        let conn = db::open_writer(&dir.path().join("q.db")).unwrap();
-        let user = account::create(&conn, "a@example.com", "free", b"hash", 0).unwrap();
+        let mut conn = sqlite::open_writer(&dir.path().join("q.db")).unwrap();
+        let user = account::create(&mut conn, "a@example.com", "free", b"hash", 0).unwrap();
         let builds = |used, limit, start| Usage {
             metric: Metric::Builds,
             used,
             limit,
             period: Some((start, start + 10)),
         };
-        let announce =
-            |usage: Usage| kind_and_percent(announce(&conn, user, &usage, true, 0).unwrap());
+        let mut announce =
+            |usage: Usage| kind_and_percent(announce(&mut conn, user, &usage, true, 0).unwrap());
 
         assert_eq!(announce(builds(79, 100, 0)), None);
         assert_eq!(

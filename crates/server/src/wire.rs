@@ -1,4 +1,4 @@
-//! Enums whose variants travel as fixed names, in JSON and in SQLite.
+//! Enums whose variants travel as fixed names, in JSON and in the database.
 //!
 //! `wire_enum!` declares such an enum with each variant's name beside it, once; the list of
 //! variants, `as_str` and every conversion come from that one table, so they cannot disagree,
@@ -15,8 +15,8 @@ pub struct UnknownName {
 
 /// `wire_enum! { pub enum Name("what it is") { Variant = "wire name", ... } }` declares the enum
 /// (Copy, Eq, Hash), `Name::ALL` (every variant, in declaration order), `as_str`, and
-/// `Display`, `FromStr` (failing with `UnknownName`), `Serialize`, and rusqlite's `ToSql` and
-/// `FromSql`, all through `as_str`.
+/// `Display`, `FromStr` (failing with `UnknownName`), `Serialize`, and a statement `Param`, all
+/// through `as_str` (a row reads one back with `Row::parse`).
 macro_rules! wire_enum {
     (
         $(#[$meta:meta])*
@@ -68,20 +68,9 @@ macro_rules! wire_enum {
             }
         }
 
-        impl ::rusqlite::types::ToSql for $ty {
-            fn to_sql(&self) -> ::rusqlite::Result<::rusqlite::types::ToSqlOutput<'_>> {
-                Ok(::rusqlite::types::ToSqlOutput::from(self.as_str()))
-            }
-        }
-
-        impl ::rusqlite::types::FromSql for $ty {
-            fn column_result(
-                value: ::rusqlite::types::ValueRef<'_>,
-            ) -> ::rusqlite::types::FromSqlResult<Self> {
-                value
-                    .as_str()?
-                    .parse()
-                    .map_err(|e| ::rusqlite::types::FromSqlError::Other(Box::new(e)))
+        impl From<$ty> for $crate::store::Param<'static> {
+            fn from(v: $ty) -> Self {
+                $crate::store::Param::Text(v.as_str())
             }
         }
     };
@@ -96,8 +85,9 @@ pub(crate) mod tests {
     use std::str::FromStr;
 
     use rusqlite::Connection;
-    use rusqlite::types::{FromSql, ToSql};
     use serde::Serialize;
+
+    use crate::store::{Param, Sql, params};
 
     use super::*;
 
@@ -105,23 +95,23 @@ pub(crate) mod tests {
     /// `unknown` fails both ways with an error that names it.
     pub(crate) fn check_names<T>(all: &[T], unknown: &str)
     where
-        T: Copy + Debug + PartialEq + Display + Serialize + ToSql + FromSql,
+        T: Copy + Debug + PartialEq + Display + Serialize + Into<Param<'static>>,
         T: FromStr<Err = UnknownName>,
     {
-        let conn = Connection::open_in_memory().unwrap();
+        let mut conn = Connection::open_in_memory().unwrap();
+        let sql: &mut dyn Sql = &mut conn;
         let mut seen = HashSet::new();
         for &v in all {
             let name = v.to_string();
             assert!(seen.insert(name.clone()), "{name} named twice");
             assert_eq!(name.parse::<T>(), Ok(v));
             assert_eq!(serde_json::to_value(v).unwrap(), name.as_str());
-            let stored: T = conn.query_row("SELECT ?1", [v], |r| r.get(0)).unwrap();
-            assert_eq!(stored, v);
+            let row = sql.query_one("row", "SELECT $1", &[v.into()]).unwrap();
+            assert_eq!(row.parse::<T>(0).unwrap(), v);
         }
         assert_eq!(unknown.parse::<T>().unwrap_err().name, unknown);
-        let err = conn
-            .query_row("SELECT ?1", [unknown], |r| r.get::<_, T>(0))
-            .unwrap_err();
+        let row = sql.query_one("row", "SELECT $1", params![unknown]).unwrap();
+        let err = row.parse::<T>(0).unwrap_err();
         assert!(err.to_string().contains(&format!("{unknown:?}")), "{err}");
     }
 

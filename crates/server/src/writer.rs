@@ -9,17 +9,24 @@
 
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::Duration;
 
-use rusqlite::{Connection, TransactionBehavior};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::account;
 use crate::error::StoreError;
 use crate::events;
 use crate::idempotency::{self, IdempotencyKey, Recorded};
 use crate::live::hub::Hubs;
 use crate::quota::NewBuild;
+use crate::store::{Sql, WriteConn, postgres};
 
 const MAX_BATCH: usize = 512;
+/// Attempts at one batch before its builds get an error: a deadlock or serialization failure
+/// retries at once; a lost connection waits `RECONNECT_PAUSE` (a PostgreSQL restart takes a
+/// second or two).
+const MAX_ATTEMPTS: u32 = 40;
+const RECONNECT_PAUSE: Duration = Duration::from_millis(250);
 
 struct Job {
     user_id: i64,
@@ -44,7 +51,7 @@ pub struct Retention {
 
 impl Writer {
     pub fn spawn(
-        conn: Connection,
+        conn: WriteConn,
         hubs: Arc<Hubs>,
         retention: Retention,
     ) -> std::io::Result<(Self, JoinHandle<()>)> {
@@ -82,7 +89,7 @@ impl Writer {
     }
 }
 
-fn run(mut conn: Connection, mut rx: mpsc::Receiver<Job>, hubs: &Hubs, retention: Retention) {
+fn run(mut conn: WriteConn, mut rx: mpsc::Receiver<Job>, hubs: &Hubs, retention: Retention) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = rx.blocking_recv() {
         batch.push(first);
@@ -92,63 +99,98 @@ fn run(mut conn: Connection, mut rx: mpsc::Receiver<Job>, hubs: &Hubs, retention
                 Err(_) => break,
             }
         }
-        match commit_batch(&mut conn, &batch, retention) {
-            Ok(results) => {
-                for (job, result) in batch.drain(..).zip(results) {
-                    if let Ok(Recorded::Fresh(outcome)) = &result {
-                        hubs.publish(job.user_id, outcome.events());
-                    }
-                    // The handler may have gone (client disconnected): the build stands anyway.
-                    let _ = job.reply.send(result);
-                }
+        let results = commit(&mut conn, &batch, retention);
+        for (job, result) in batch.drain(..).zip(results) {
+            if let Ok(Recorded::Fresh(outcome)) = &result {
+                hubs.publish(job.user_id, outcome.events());
             }
-            Err(err) => {
-                tracing::error!(error = %err, jobs = batch.len(), "write transaction failed");
-                let message = err.to_string();
-                for job in batch.drain(..) {
-                    let _ = job
-                        .reply
-                        .send(Err(StoreError::WriteFailed(message.clone())));
-                }
-            }
+            // The handler may have gone (client disconnected): the build stands anyway.
+            let _ = job.reply.send(result);
         }
     }
     tracing::debug!("writer stopped");
 }
 
-/// One transaction for the whole batch; a job that fails rolls back its own savepoint only.
+/// Commits the batch, retrying what can succeed on a second attempt. A job that fails on its
+/// own (not the connection, not a conflict) must not take the others down: the batch is then
+/// committed job by job so that only that job gets the error.
+fn commit(
+    conn: &mut WriteConn,
+    batch: &[Job],
+    retention: Retention,
+) -> Vec<Result<Recorded, StoreError>> {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let result = conn.with(|sql| sql.write(|sql| commit_batch(sql, batch, retention)));
+        let err = match result {
+            Ok(results) => return results,
+            Err(e) => e,
+        };
+        match retry_pause(&err) {
+            Some(pause) if attempt < MAX_ATTEMPTS => {
+                tracing::debug!(error = %err, attempt, "retrying a write batch");
+                std::thread::sleep(pause);
+            }
+            None if batch.len() > 1 => {
+                tracing::warn!(error = %err, jobs = batch.len(), "a batch failed; committing its jobs one by one");
+                return batch
+                    .chunks(1)
+                    .flat_map(|one| commit(conn, one, retention))
+                    .collect();
+            }
+            _ => {
+                tracing::error!(error = %err, jobs = batch.len(), "write transaction failed");
+                let message = err.to_string();
+                return batch
+                    .iter()
+                    .map(|_| Err(StoreError::WriteFailed(message.clone())))
+                    .collect();
+            }
+        }
+    }
+}
+
+/// How long to wait before trying a failed batch again, if it is worth trying.
+fn retry_pause(err: &StoreError) -> Option<Duration> {
+    if postgres::is_conflict(err) {
+        Some(Duration::ZERO)
+    } else if postgres::is_disconnect(err) {
+        Some(RECONNECT_PAUSE)
+    } else {
+        None
+    }
+}
+
+/// The batch in one transaction. On PostgreSQL, where other instances write at the same time,
+/// the batch first locks its users' rows in id order (so two batches cannot deadlock on each
+/// other, and each user's event ids commit in order), and last queues one wake-up per batch
+/// for the instances that stream to those users.
 fn commit_batch(
-    conn: &mut Connection,
+    sql: &mut dyn Sql,
     batch: &[Job],
     retention: Retention,
 ) -> Result<Vec<Result<Recorded, StoreError>>, StoreError> {
-    let mut tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let mut results = Vec::with_capacity(batch.len());
-    for job in batch {
-        let sp = tx.savepoint()?;
-        let result =
-            idempotency::record_build(&sp, job.user_id, job.key.as_ref(), &job.build, job.now);
-        if result.is_ok() {
-            sp.commit()?;
-        }
-        results.push(result);
-    }
-    // Only batches that add keys prune them, so unkeyed traffic pays nothing for the feature.
-    if let Some(job) = batch.iter().find(|j| j.key.is_some()) {
-        idempotency::prune(&tx, job.now)?;
-    }
     let mut users: Vec<i64> = batch.iter().map(|j| j.user_id).collect();
     users.sort_unstable();
     users.dedup();
-    for user in users {
+    account::lock(sql, &users)?;
+    let mut results = Vec::with_capacity(batch.len());
+    for job in batch {
+        let recorded =
+            idempotency::record_build(sql, job.user_id, job.key.as_ref(), &job.build, job.now)?;
+        results.push(Ok(recorded));
+    }
+    let mut newest = Vec::with_capacity(users.len());
+    for &user in &users {
         // Slack of 1/16 so pruning runs now and then rather than on every commit.
         let keep = retention.events_per_user;
-        let b = events::bounds(&tx, user)?;
+        let b = events::bounds(sql, user)?;
         if b.last_id.saturating_sub(b.pruned_through) > keep + keep / 16 {
-            events::prune(&tx, user, keep)?;
+            events::prune(sql, user, keep)?;
         }
+        newest.push((user, b.last_id));
     }
-    tx.set_drop_behavior(rusqlite::DropBehavior::Commit);
-    tx.commit()?;
+    crate::live::follow::wake(sql, &newest)?;
     Ok(results)
 }

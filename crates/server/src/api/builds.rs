@@ -6,13 +6,13 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use rusqlite::params;
 use serde_json::{Value, json};
 
 use super::{AuthUser, Params, Shared};
-use crate::error::ApiError;
+use crate::error::{ApiError, StoreError};
 use crate::idempotency::{IdempotencyKey, MAX_KEY_CHARS, Recorded};
 use crate::quota::{self, BuildOutcome, NewBuild};
+use crate::store::params;
 
 /// The request header that makes a retried `POST /builds` safe (see `idempotency`).
 const IDEMPOTENCY_KEY: &str = "Idempotency-Key";
@@ -181,29 +181,30 @@ pub async fn list(
     }
     let limit = p.limit(100, 1000)?;
     let rows = st
-        .read(move |c| {
-            let (sql, cursor) = match (after, before) {
+        .read(move |sql| {
+            let (text, cursor) = match (after, before) {
                 (Some(a), _) => (
                     "SELECT id, app, version, commit_sha, overage, created_at FROM builds
-                     WHERE user_id = ?1 AND id > ?2 ORDER BY id ASC LIMIT ?3",
-                    a as i64,
+                     WHERE user_id = $1 AND id > $2 ORDER BY id ASC LIMIT $3",
+                    a,
                 ),
                 (None, b) => (
                     "SELECT id, app, version, commit_sha, overage, created_at FROM builds
-                     WHERE user_id = ?1 AND id < ?2 ORDER BY id DESC LIMIT ?3",
-                    b.map_or(i64::MAX, |b| b as i64),
+                     WHERE user_id = $1 AND id < $2 ORDER BY id DESC LIMIT $3",
+                    b.unwrap_or(i64::MAX as u64),
                 ),
             };
-            let mut stmt = c.prepare_cached(sql)?;
-            let rows = stmt.query_map(params![user, cursor, limit as i64 + 1], |r| {
-                let build = NewBuild {
-                    app: r.get(1)?,
-                    version: r.get(2)?,
-                    commit: r.get(3)?,
-                };
-                Ok(quota::build_json(r.get(0)?, &build, r.get(4)?, r.get(5)?))
-            })?;
-            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+            sql.query(text, params![user, cursor, limit + 1])?
+                .iter()
+                .map(|r| {
+                    let build = NewBuild {
+                        app: r.string(1)?,
+                        version: r.string(2)?,
+                        commit: r.string(3)?,
+                    };
+                    Ok(quota::build_json(r.int(0)?, &build, r.bool(4)?, r.int(5)?))
+                })
+                .collect::<Result<Vec<_>, StoreError>>()
         })
         .await?;
     let mut builds = rows;

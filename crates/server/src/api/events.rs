@@ -10,8 +10,9 @@ use axum::response::IntoResponse;
 use serde_json::json;
 
 use super::{AuthUser, Params, Shared, epoch_header};
-use crate::error::ApiError;
+use crate::error::{ApiError, StoreError};
 use crate::events::{self, LogBounds, StoredEvent};
+use crate::store::Sql;
 
 const MAX_WAIT_SECS: u64 = 30;
 
@@ -37,10 +38,10 @@ pub async fn list(
     // Subscribe before the first page is read so that an event committed in between still
     // wakes us.
     let (last_id, epoch) = st
-        .read(move |c| {
+        .read(move |sql| {
             Ok((
-                events::bounds(c, user)?.last_id,
-                events::epoch(c, user)?.unwrap_or_default(),
+                events::bounds(sql, user)?.last_id,
+                events::epoch(sql, user)?.unwrap_or_default(),
             ))
         })
         .await?;
@@ -50,7 +51,9 @@ pub async fn list(
     let mut shutdown = st.shutdown.clone();
     loop {
         newest.borrow_and_update();
-        let page = st.read(move |c| read_page(c, user, after, limit)).await?;
+        let page = st
+            .read(move |sql| read_page(sql, user, after, limit))
+            .await?;
         let (bounds, epoch, evs) = match page {
             Page::Events {
                 bounds,
@@ -106,16 +109,15 @@ enum Page {
 }
 
 fn read_page(
-    c: &rusqlite::Connection,
+    sql: &mut dyn Sql,
     user: i64,
     after: Option<u64>,
     limit: usize,
-) -> Result<Page, crate::error::StoreError> {
+) -> Result<Page, StoreError> {
     // One read transaction, so bounds, epoch and events are one consistent snapshot.
-    c.execute_batch("BEGIN")?;
-    let result = (|| {
-        let bounds = events::bounds(c, user)?;
-        let epoch = events::epoch(c, user)?.unwrap_or_default();
+    sql.snapshot(|sql| {
+        let bounds = events::bounds(sql, user)?;
+        let epoch = events::epoch(sql, user)?.unwrap_or_default();
         let cursor = after.unwrap_or(bounds.pruned_through);
         if cursor < bounds.pruned_through {
             return Ok(Page::Gone {
@@ -131,13 +133,11 @@ fn read_page(
                 reason: "ahead",
             });
         }
-        let events = events::after(c, user, cursor, limit)?;
+        let events = events::after(sql, user, cursor, limit)?;
         Ok(Page::Events {
             bounds,
             epoch,
             events,
         })
-    })();
-    c.execute_batch("COMMIT")?;
-    result
+    })
 }

@@ -16,13 +16,13 @@ use axum::extract::{DefaultBodyLimit, FromRequestParts};
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::routing::get;
-use rusqlite::{Connection, OptionalExtension};
 use tokio::sync::watch;
 
 use crate::auth::{self, TokenCache};
-use crate::db::ReadPool;
 use crate::error::{ApiError, StoreError};
+use crate::jobs::Leadership;
 use crate::live::{self, hub::Hubs};
+use crate::store::{ReadPool, Sql};
 use crate::writer::Writer;
 
 pub const MAX_BODY: usize = 64 * 1024;
@@ -40,6 +40,7 @@ pub struct AppState {
     pub hubs: Arc<Hubs>,
     pub tokens: TokenCache,
     pub stream: StreamSettings,
+    pub leadership: Arc<Leadership>,
     /// Flips to true on shutdown so that open streams and long polls end promptly.
     pub shutdown: watch::Receiver<bool>,
 }
@@ -51,23 +52,9 @@ impl AppState {
     pub async fn read<T, F>(self: &Arc<Self>, f: F) -> Result<T, ApiError>
     where
         T: Send + 'static,
-        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+        F: FnOnce(&mut dyn Sql) -> Result<T, StoreError> + Send + 'static,
     {
-        let pool = self.pool.clone();
-        tokio::task::spawn_blocking(move || {
-            let conn = pool.get().map_err(StoreError::from)?;
-            f(&conn)
-        })
-        .await
-        .map_err(|e| {
-            tracing::error!(error = %e, "read task failed");
-            ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
-                "internal server error",
-            )
-        })?
-        .map_err(ApiError::from)
+        self.pool.read(f).await.map_err(ApiError::from)
     }
 }
 
@@ -115,13 +102,7 @@ impl FromRequestParts<Shared> for AuthUser {
             return Ok(Self(user));
         }
         let user = state
-            .read(move |c| {
-                Ok(
-                    c.prepare_cached("SELECT id FROM users WHERE token_hash = ?1")?
-                        .query_row([&hash[..]], |r| r.get::<_, i64>(0))
-                        .optional()?,
-                )
-            })
+            .read(move |sql| crate::account::id_by_token_hash(sql, &hash))
             .await?
             .ok_or_else(|| ApiError::unauthorized("unknown or revoked token"))?;
         state.tokens.put(hash, user, Instant::now());
@@ -168,8 +149,8 @@ impl Params {
     }
 }
 
-/// A cursor or count: ASCII digits only (no sign, no spaces), at most `i64::MAX` because SQLite
-/// stores it as a signed integer.
+/// A cursor or count: ASCII digits only (no sign, no spaces), at most `i64::MAX` because both
+/// stores keep it as a signed 64-bit integer.
 pub fn parse_id(text: &str) -> Option<u64> {
     if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
         return None;

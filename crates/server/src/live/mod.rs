@@ -13,10 +13,13 @@
 //!   fan-out task.
 //! - `direct`: an idle stream's socket lent to its hub (`Sink`), so the fan-out writes a commit
 //!   to every parked stream in one pass.
+//! - `follow`: commits made elsewhere (operator commands, background jobs, other instances on
+//!   PostgreSQL) reach the hubs too: a wake-up names the users, the log is re-read.
 //!
 //! Nothing here is a source of truth: a stream can always fall back to paging the event log.
 
 pub mod direct;
+pub mod follow;
 pub mod hub;
 pub(crate) mod serve;
 pub(crate) mod stream;

@@ -9,7 +9,7 @@ use crate::support::*;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_builds_survive_kill_9() {
     let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("crash.db");
+    let db = fresh_db(dir.path());
     let mut s = Server::start_on(&db, &[]);
     let token = s.add_user("crash@example.com", "pro");
     let _ = rustls::crypto::ring::default_provider().install_default();

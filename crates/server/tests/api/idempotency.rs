@@ -153,7 +153,7 @@ async fn a_key_reused_for_another_build_or_malformed_is_refused() {
 #[tokio::test]
 async fn a_retry_after_the_server_was_killed_gets_the_committed_outcome() {
     let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("server.db");
+    let db = fresh_db(dir.path());
     let mut s = Server::start_on(&db, &[]);
     let token = s.add_user("crash@example.com", "free");
     let c = client();

@@ -1,19 +1,73 @@
-//! Test support: the real `quotabell-server` binary on an ephemeral port and a real SQLite file.
+//! Test support: the real `quotabell-server` binary on an ephemeral port over a real store.
+//!
+//! The suite is parametrised by store: `QUOTABELL_TEST_STORE=postgres` runs every test on a
+//! throwaway PostgreSQL cluster (one per test process, a fresh database per test); anything
+//! else (the default) on a fresh SQLite file per test.
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use futures_util::StreamExt;
 use serde_json::Value;
 
+use quotabell_testbed::Postgres;
+
 pub const BIN: &str = env!("CARGO_BIN_EXE_quotabell-server");
+
+/// Whether this run of the suite is on PostgreSQL.
+pub fn on_postgres() -> bool {
+    std::env::var("QUOTABELL_TEST_STORE").is_ok_and(|s| s == "postgres")
+}
+
+/// The process's cluster, stopped when the test process exits (statics are never dropped).
+static CLUSTER: OnceLock<Mutex<Option<Postgres>>> = OnceLock::new();
+
+extern "C" fn stop_cluster() {
+    if let Some(cluster) = CLUSTER.get() {
+        drop(cluster.lock().map(|mut c| c.take()));
+    }
+}
+
+/// Runs `f` with the process's PostgreSQL cluster, starting it on first use.
+pub fn with_cluster<T>(f: impl FnOnce(&Postgres) -> T) -> T {
+    let cluster = CLUSTER.get_or_init(|| {
+        let pg = Postgres::start().expect("start a throwaway PostgreSQL cluster");
+        unsafe { libc::atexit(stop_cluster) };
+        Mutex::new(Some(pg))
+    });
+    let guard = cluster.lock().unwrap_or_else(|e| e.into_inner());
+    f(guard.as_ref().expect("the cluster is running"))
+}
+
+/// A fresh, empty database in the suite's store: a SQLite path in `dir` or a new PostgreSQL
+/// database's URL.
+pub fn fresh_db(dir: &std::path::Path) -> String {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    if on_postgres() {
+        let name = format!(
+            "t{}_{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        );
+        with_cluster(|pg| {
+            pg.create_database(&name).expect("create a test database");
+            pg.url(&name)
+        })
+    } else {
+        dir.join(format!("server{}.db", N.fetch_add(1, Ordering::Relaxed)))
+            .display()
+            .to_string()
+    }
+}
 
 pub struct Server {
     pub child: Child,
     pub base: String,
-    pub db: PathBuf,
+    /// The `--db` value: a SQLite path or a PostgreSQL URL.
+    pub db: String,
     _dir: Option<tempfile::TempDir>,
 }
 
@@ -24,17 +78,16 @@ impl Server {
 
     pub fn start_with(extra: &[&str]) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let db = dir.path().join("server.db");
+        let db = fresh_db(dir.path());
         let mut s = Self::start_on(&db, extra);
         s._dir = Some(dir);
         s
     }
 
-    /// Starts a server on an existing (or new) database file.
-    pub fn start_on(db: &Path, extra: &[&str]) -> Self {
+    /// Starts a server on an existing (or new) database.
+    pub fn start_on(db: &str, extra: &[&str]) -> Self {
         let mut child = Command::new(BIN)
-            .args(["serve", "--listen", "127.0.0.1:0", "--db"])
-            .arg(db)
+            .args(["serve", "--listen", "127.0.0.1:0", "--db", db])
             .args(extra)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
@@ -96,11 +149,10 @@ impl Drop for Server {
 }
 
 /// Runs an operator command against `db` and returns its stdout.
-pub fn cli(db: &Path, args: &[&str]) -> String {
+pub fn cli(db: &str, args: &[&str]) -> String {
     let out = Command::new(BIN)
         .args(args)
-        .arg("--db")
-        .arg(db)
+        .args(["--db", db])
         .env("RUST_LOG", "warn")
         .output()
         .unwrap();
@@ -110,6 +162,24 @@ pub fn cli(db: &Path, args: &[&str]) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8(out.stdout).unwrap()
+}
+
+/// Polls `ok` every 50 ms until it holds or `limit` passes; whether it held.
+pub async fn wait_until<F, Fut>(limit: Duration, mut ok: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if ok().await {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 pub fn client() -> reqwest::Client {
