@@ -86,6 +86,21 @@ impl Postgres {
         Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
     }
 
+    /// Creates a login role that must give `password` (scram-sha-256) over loopback, while every
+    /// other role stays trusted: for testing what a wrong password looks like.
+    pub fn add_password_role(&self, role: &str, password: &str) -> Result<()> {
+        self.psql(
+            "postgres",
+            &format!("CREATE ROLE \"{role}\" LOGIN PASSWORD '{password}'"),
+        )?;
+        let hba = self.dir.path().join("data").join("pg_hba.conf");
+        let old = std::fs::read_to_string(&hba).map_err(Error::io("reading pg_hba.conf"))?;
+        // The first matching line decides, so the role's line goes first.
+        let new = format!("host all \"{role}\" 127.0.0.1/32 scram-sha-256\n{old}");
+        std::fs::write(&hba, new).map_err(Error::io("writing pg_hba.conf"))?;
+        self.psql("postgres", "SELECT pg_reload_conf()").map(drop)
+    }
+
     /// Stops and starts the server on the same port (a PostgreSQL restart under load).
     pub fn restart(&self) -> Result<()> {
         self.server_ctl(&["-D", &self.data(), "-m", "fast", "-w", "restart"])
