@@ -9,17 +9,7 @@ async fn concurrent_posts_never_overshoot_a_hard_limit() {
     let c = client();
     let posts = (0..200).map(|n| {
         let (c, token, url) = (c.clone(), token.clone(), s.url("/builds"));
-        tokio::spawn(async move {
-            let res = c
-                .post(url)
-                .bearer_auth(token)
-                .json(&build_body("web", n))
-                .send()
-                .await
-                .unwrap();
-            let status = res.status().as_u16();
-            (status, res.json::<serde_json::Value>().await.unwrap())
-        })
+        tokio::spawn(async move { post_to(&c, url, &token, &build_body("web", n)).await })
     });
     let mut by_status: HashMap<u16, usize> = HashMap::new();
     for p in posts.collect::<Vec<_>>() {

@@ -201,8 +201,13 @@ pub async fn post_build(
     token: &str,
     body: &Value,
 ) -> (u16, Value) {
+    post_to(c, s.url("/builds"), token, body).await
+}
+
+/// `POST` of a build body to `url` (owned, so that a spawned task can post).
+pub async fn post_to(c: &reqwest::Client, url: String, token: &str, body: &Value) -> (u16, Value) {
     let res = c
-        .post(s.url("/builds"))
+        .post(url)
         .bearer_auth(token)
         .json(body)
         .send()

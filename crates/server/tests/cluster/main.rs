@@ -87,16 +87,7 @@ async fn three_instances_never_overshoot_a_hard_limit() {
         .map(|n| {
             let s = &cluster.servers[n % 3];
             let (c, token, url) = (c.clone(), token.clone(), s.url("/builds"));
-            tokio::spawn(async move {
-                let res = c
-                    .post(url)
-                    .bearer_auth(token)
-                    .json(&build_body("web", n))
-                    .send()
-                    .await
-                    .unwrap();
-                res.status().as_u16()
-            })
+            tokio::spawn(async move { post_to(&c, url, &token, &build_body("web", n)).await.0 })
         })
         .collect();
     let mut by_status: HashMap<u16, usize> = HashMap::new();
