@@ -276,19 +276,21 @@ pub fn period_ended(sql: &mut dyn Sql, now: i64, limit: u64) -> Result<Vec<i64>,
     .collect()
 }
 
-/// Rolls the user's period forward to the one containing `now`, if it has ended: a no-op when
-/// someone (a build, another instance) already did, so it happens once.
-pub fn roll_if_ended(
+/// The account as of `now`, its period rolled forward first if it has ended (with the
+/// `quota.reset` that announces it). A no-op roll when someone (a build, another instance)
+/// already did it, so a period rolls once.
+pub fn current(
     sql: &mut dyn Sql,
     user_id: i64,
     now: i64,
-) -> Result<Option<StoredEvent>, StoreError> {
+) -> Result<(Account, Option<StoredEvent>), StoreError> {
     let acct = load(sql, user_id)?;
     if now < acct.period_end {
-        return Ok(None);
+        return Ok((acct, None));
     }
     let (start, end) = period::advance_to(acct.period_start, acct.period_end, now);
-    start_period(sql, user_id, start, end, now).map(Some)
+    let reset = start_period(sql, user_id, start, end, now)?;
+    Ok((load(sql, user_id)?, Some(reset)))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]

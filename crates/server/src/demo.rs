@@ -17,31 +17,29 @@ const DEMO_APPS: [&str; 4] = ["storefront", "checkout", "design-system", "search
 
 /// Makes sure the demo user exists with a fresh token and a fresh billing period (so every
 /// demo run crosses its thresholds again). Returns the token; only its hash is stored.
-pub fn prepare_user(sql: &mut dyn Sql, now: i64) -> Result<String, StoreError> {
+///
+/// Runs in the caller's transaction; also returns the wake-up for the events it wrote.
+pub fn prepare_user(
+    sql: &mut dyn Sql,
+    now: i64,
+) -> Result<(String, Vec<(i64, u64)>), StoreError> {
     let token = auth::generate();
-    sql.write(|sql| {
-        let user = match account::id_by_email(sql, DEMO_EMAIL) {
-            Ok(id) => {
-                account::set_token_hash(sql, id, &auth::hash(&token))?;
-                id
-            }
-            Err(StoreError::NoSuchUser(_)) => {
-                account::create(sql, DEMO_EMAIL, "free", &auth::hash(&token), now)?
-            }
-            Err(e) => return Err(e),
-        };
-        account::lock(sql, &[user])?;
-        account::set_plan(sql, user, "free", now)?;
-        sql.execute("DELETE FROM apps WHERE user_id = $1", params![user])?;
-        sql.execute("DELETE FROM crossings WHERE user_id = $1", params![user])?;
-        let rolled = account::roll_period(sql, user, now)?;
-        follow::wake(
-            sql,
-            &rolled.iter().map(|e| (user, e.id)).collect::<Vec<_>>(),
-        )?;
-        Ok(())
-    })?;
-    Ok(token)
+    let user = match account::id_by_email(sql, DEMO_EMAIL) {
+        Ok(id) => {
+            account::set_token_hash(sql, id, &auth::hash(&token))?;
+            id
+        }
+        Err(StoreError::NoSuchUser(_)) => {
+            account::create(sql, DEMO_EMAIL, "free", &auth::hash(&token), now)?
+        }
+        Err(e) => return Err(e),
+    };
+    account::lock(sql, &[user])?;
+    let mut events = account::set_plan(sql, user, "free", now)?;
+    sql.execute("DELETE FROM apps WHERE user_id = $1", params![user])?;
+    sql.execute("DELETE FROM crossings WHERE user_id = $1", params![user])?;
+    events.extend(account::roll_period(sql, user, now)?);
+    Ok((token, follow::newest(&events)))
 }
 
 /// Writes the token to `path`, readable by the owner only. The file is created with mode 0600

@@ -52,7 +52,7 @@ pub fn run_once(sql: &mut dyn Sql, now: i64, retention: Retention) -> Result<usi
     for user in account::period_ended(sql, now, PER_RUN)? {
         announced += sql.write(|sql| {
             account::lock(sql, &[user])?;
-            let rolled = account::roll_if_ended(sql, user, now)?;
+            let (_, rolled) = account::current(sql, user, now)?;
             if let Some(ev) = &rolled {
                 follow::wake(sql, &[(user, ev.id)])?;
             }

@@ -216,9 +216,7 @@ fn run(cli: Cli) -> Result<(), BoxError> {
                 .db
                 .clone()
                 .unwrap_or_else(|| Location::Sqlite(paths::demo_db()));
-            let token = write(Some(location.clone()), |sql| {
-                Ok((demo::prepare_user(sql, now())?, Vec::new()))
-            })?;
+            let token = write(Some(location.clone()), |sql| demo::prepare_user(sql, now()))?;
             let token_file = token_file.unwrap_or_else(paths::demo_token_file);
             demo::write_token_file(&token_file, &token)?;
             println!("demo user: {}", demo::DEMO_EMAIL);

@@ -54,9 +54,8 @@ pub fn record_build(
     build: &NewBuild,
     now: i64,
 ) -> Result<BuildOutcome, StoreError> {
-    let mut staged = Vec::new();
-    staged.extend(account::roll_if_ended(sql, user_id, now)?);
-    let mut acct = account::load(sql, user_id)?;
+    let (mut acct, reset) = account::current(sql, user_id, now)?;
+    let mut staged: Vec<StoredEvent> = reset.into_iter().collect();
 
     let app_known = sql
         .query_opt(
