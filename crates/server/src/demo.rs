@@ -19,10 +19,7 @@ const DEMO_APPS: [&str; 4] = ["storefront", "checkout", "design-system", "search
 /// demo run crosses its thresholds again). Returns the token; only its hash is stored.
 ///
 /// Runs in the caller's transaction; also returns the wake-up for the events it wrote.
-pub fn prepare_user(
-    sql: &mut dyn Sql,
-    now: i64,
-) -> Result<(String, Vec<(i64, u64)>), StoreError> {
+pub fn prepare_user(sql: &mut dyn Sql, now: i64) -> Result<(String, Vec<(i64, u64)>), StoreError> {
     let token = auth::generate();
     let user = match account::id_by_email(sql, DEMO_EMAIL) {
         Ok(id) => {

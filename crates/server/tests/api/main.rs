@@ -4,6 +4,7 @@
 mod support;
 
 mod crash;
+mod demo;
 mod idempotency;
 mod input;
 mod quota;
