@@ -30,7 +30,10 @@ pub struct ServerOptions {
 
 /// A running backend, killed when dropped. Its stderr goes to `server.log` next to the db.
 pub struct Backend {
+    /// The `--db` value: a SQLite path or a `postgres://` URL.
     pub db: PathBuf,
+    /// Where `server.log` goes (next to a SQLite file by default).
+    log_dir: PathBuf,
     /// `host:port` once started; `127.0.0.1:0` asks for an ephemeral port.
     pub addr: String,
     bin: PathBuf,
@@ -41,8 +44,20 @@ pub struct Backend {
 impl Backend {
     /// Starts `BIN serve --listen 127.0.0.1:0 --db DB ARGS` and waits for its address.
     pub fn launch(bin: &Path, db: &Path, options: ServerOptions) -> Result<Self> {
+        let log_dir = db.parent().unwrap_or(Path::new(".")).to_owned();
+        Self::launch_at(bin, db.as_os_str(), &log_dir, options)
+    }
+
+    /// The same on any `--db` value (a PostgreSQL URL too), its log in `log_dir`.
+    pub fn launch_at(
+        bin: &Path,
+        db: &std::ffi::OsStr,
+        log_dir: &Path,
+        options: ServerOptions,
+    ) -> Result<Self> {
         let mut b = Self {
-            db: db.to_owned(),
+            db: PathBuf::from(db),
+            log_dir: log_dir.to_owned(),
             addr: "127.0.0.1:0".into(),
             bin: bin.to_owned(),
             options,
@@ -135,7 +150,7 @@ impl Backend {
     }
 
     fn log_path(&self) -> PathBuf {
-        self.db.with_file_name("server.log")
+        self.log_dir.join("server.log")
     }
 
     /// The last `n` lines the server wrote to stderr.
