@@ -104,6 +104,46 @@ impl Launcher {
     }
 }
 
+impl Launcher {
+    /// Starts `n` instances on the PostgreSQL database at `url`, each with its own log
+    /// directory, placed as `start` places one.
+    pub fn start_cluster(
+        &self,
+        label: &str,
+        url: &str,
+        n: usize,
+        args: &[String],
+    ) -> Result<Vec<ServerChild>, BoxError> {
+        (0..n)
+            .map(|i| {
+                let dir = tempfile::Builder::new()
+                    .prefix(&format!("quotabell-bench-{label}-{i}-"))
+                    .tempdir()?;
+                let mask = if self.cpu.is_none() {
+                    self.original_mask
+                } else {
+                    None
+                };
+                let options = ServerOptions {
+                    args: args.to_vec(),
+                    cpu: self.cpu,
+                    placement: Self::placement(mask),
+                    ..ServerOptions::default()
+                };
+                let backend = Backend::launch_at(&self.bin, url.as_ref(), dir.path(), options)?;
+                let addr = backend.addr.parse::<SocketAddr>()?;
+                let pid = backend.pid().ok_or("the server is not running")?;
+                Ok(ServerChild {
+                    backend,
+                    addr,
+                    pid,
+                    _dir: dir,
+                })
+            })
+            .collect()
+    }
+}
+
 impl ServerChild {
     /// `None` while running; the exit status once it has stopped.
     pub fn exited(&mut self) -> Option<std::process::ExitStatus> {

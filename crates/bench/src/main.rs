@@ -26,6 +26,7 @@ mod posts;
 mod report;
 mod sse;
 mod stats;
+mod stores;
 mod sys;
 mod vs_nchan;
 
@@ -127,6 +128,9 @@ enum Bench {
     },
     /// Backend: fanout against Quotabell and against nginx + nchan in one run, with ratios.
     FanoutVsNchan(vs_nchan::Args),
+    /// Backend: build posts on 1 instance on SQLite, 1 on PostgreSQL and several on one
+    /// PostgreSQL, side by side.
+    Stores(stores::Args),
     /// Engine: build POST → D-Bus `Notify` call of `quotabell watch`.
     NotifyLatency {
         #[command(flatten)]
@@ -276,6 +280,7 @@ struct Plan {
     posts: Option<posts::Config>,
     fanout: Option<fanout::Config>,
     vs_nchan: Option<vs_nchan::Config>,
+    stores: Option<stores::Config>,
     notify: Option<notify::Config>,
     catchup: Option<catchup::Config>,
     idle: Option<idle::Config>,
@@ -292,6 +297,7 @@ struct Reports {
     idle: Option<idle::Report>,
     app: Option<app::Report>,
     vs_nchan: Option<vs_nchan::Report>,
+    stores: Option<stores::Report>,
 }
 
 fn plan(cli: &Cli, bins: &Binaries, launcher: &Launcher) -> Plan {
@@ -305,6 +311,7 @@ fn plan(cli: &Cli, bins: &Binaries, launcher: &Launcher) -> Plan {
             p.fanout = Some(fanout.config(c));
         }
         Bench::FanoutVsNchan(a) => p.vs_nchan = Some(a.config(c)),
+        Bench::Stores(a) => p.stores = Some(a.config(c)),
         Bench::NotifyLatency { notify, engine } => {
             p.notify = Some(notify.config(c, engine, bins.engine(), launcher))
         }
@@ -390,6 +397,9 @@ fn run(cli: Cli) -> Result<(), BoxError> {
         if let Some(cfg) = &plan.vs_nchan {
             r.vs_nchan = Some(vs_nchan::run(&launcher, cfg).await?);
         }
+        if let Some(cfg) = &plan.stores {
+            r.stores = Some(stores::run(&launcher, cfg).await?);
+        }
         if let Some(cfg) = &plan.notify {
             r.notify = Some(notify::run(&launcher, cfg).await?);
         }
@@ -446,6 +456,9 @@ fn print(r: &Reports) {
     }
     if let Some(v) = &r.vs_nchan {
         v.section(&report::command_line()).print();
+    }
+    if let Some(s) = &r.stores {
+        s.section(&report::command_line()).print();
     }
     let errors = r.posts.as_ref().map_or(0, posts::Report::errors)
         + r.vs_nchan.as_ref().map_or(0, vs_nchan::Report::errors)

@@ -202,7 +202,11 @@ pub async fn run(launcher: &Launcher, cfg: &Config) -> Result<Report, BoxError> 
 
     if cfg.warmup_secs > 0.0 {
         let token = server.add_user("posts-warmup@bench.invalid", "pro")?;
-        let w = round(&client, &url, &token, cfg.concurrency, cfg.warmup_secs).await;
+        let targets = [Target {
+            url: url.clone(),
+            token,
+        }];
+        let w = round(&client, &targets, cfg.concurrency, cfg.warmup_secs).await;
         println!(
             "[posts] warm-up {:.1} s: {} accepted, {} error(s)",
             cfg.warmup_secs, w.0.accepted, w.0.errors
@@ -216,7 +220,11 @@ pub async fn run(launcher: &Launcher, cfg: &Config) -> Result<Report, BoxError> 
         let email = format!("posts-round{}@bench.invalid", r + 1);
         let token = server.add_user(&email, "pro")?;
         let cpu0 = sys::cpu_seconds(server.pid);
-        let (round, samples) = round(&client, &url, &token, cfg.concurrency, cfg.seconds).await;
+        let targets = [Target {
+            url: url.clone(),
+            token,
+        }];
+        let (round, samples) = round(&client, &targets, cfg.concurrency, cfg.seconds).await;
         let cpu1 = sys::cpu_seconds(server.pid);
         let round = Round {
             server_cpu: cpu0.zip(cpu1).map(|(a, b)| (b - a) / round.secs),
@@ -251,11 +259,18 @@ pub async fn run(launcher: &Launcher, cfg: &Config) -> Result<Report, BoxError> 
     Ok(report)
 }
 
-/// Posts for `seconds` with `concurrency` clients; returns the round and error samples.
-async fn round(
+/// Where one client posts: a server's builds URL and a user's token.
+#[derive(Clone)]
+pub struct Target {
+    pub url: String,
+    pub token: String,
+}
+
+/// Posts for `seconds` with `concurrency` clients, client `w` to `targets[w % len]`; returns
+/// the round and error samples.
+pub async fn round(
     client: &reqwest::Client,
-    url: &str,
-    token: &str,
+    targets: &[Target],
     concurrency: usize,
     seconds: f64,
 ) -> (Round, Vec<String>) {
@@ -263,7 +278,8 @@ async fn round(
     let deadline = start + Duration::from_secs_f64(seconds);
     let mut tasks = tokio::task::JoinSet::new();
     for w in 0..concurrency {
-        let (client, url, auth) = (client.clone(), url.to_owned(), format!("Bearer {token}"));
+        let t = &targets[w % targets.len()];
+        let (client, url, auth) = (client.clone(), t.url.clone(), format!("Bearer {}", t.token));
         tasks.spawn(async move {
             let mut out = Worker::default();
             let mut n = 0u64;

@@ -125,6 +125,25 @@ pub fn load(sql: &mut dyn Sql, user_id: i64) -> Result<Account, StoreError> {
     account(&r)
 }
 
+/// The account and whether it already has the application `app`, in one round trip (the
+/// quota check needs both).
+pub fn load_with_app(
+    sql: &mut dyn Sql,
+    user_id: i64,
+    app: &str,
+) -> Result<(Account, bool), StoreError> {
+    let r = sql.query_one(
+        "user",
+        "SELECT u.id, u.email, p.id, p.name, p.hard_limit, p.builds_per_period, p.applications,
+                u.period_start, u.period_end, u.builds_used, u.last_event_id, u.stream_epoch,
+                (SELECT count(*) FROM apps a WHERE a.user_id = u.id),
+                (SELECT count(*) FROM apps a WHERE a.user_id = u.id AND a.name = $1)
+         FROM users u JOIN plans p ON p.id = u.plan_id WHERE u.id = $2",
+        params![app, user_id],
+    )?;
+    Ok((account(&r)?, r.int(13)? > 0))
+}
+
 pub fn id_by_email(sql: &mut dyn Sql, email: &str) -> Result<i64, StoreError> {
     sql.query_opt("SELECT id FROM users WHERE email = $1", params![email])?
         .ok_or_else(|| StoreError::NoSuchUser(email.to_owned()))?
@@ -284,13 +303,24 @@ pub fn current(
     user_id: i64,
     now: i64,
 ) -> Result<(Account, Option<StoredEvent>), StoreError> {
-    let acct = load(sql, user_id)?;
+    current_with(sql, user_id, now, |sql| Ok((load(sql, user_id)?, ()))).map(|(a, (), e)| (a, e))
+}
+
+/// `current`, loading with `load` (which also gives back what else it read).
+pub fn current_with<T>(
+    sql: &mut dyn Sql,
+    user_id: i64,
+    now: i64,
+    mut load: impl FnMut(&mut dyn Sql) -> Result<(Account, T), StoreError>,
+) -> Result<(Account, T, Option<StoredEvent>), StoreError> {
+    let (acct, extra) = load(sql)?;
     if now < acct.period_end {
-        return Ok((acct, None));
+        return Ok((acct, extra, None));
     }
     let (start, end) = period::advance_to(acct.period_start, acct.period_end, now);
     let reset = start_period(sql, user_id, start, end, now)?;
-    Ok((load(sql, user_id)?, Some(reset)))
+    let (acct, extra) = load(sql)?;
+    Ok((acct, extra, Some(reset)))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]

@@ -17,9 +17,9 @@ use crate::live::hub::Hubs;
 use crate::store::{Location, ReadPool, WriteConn, postgres, sqlite};
 use crate::writer::{Retention, Writer};
 
-/// Connections each instance keeps to PostgreSQL besides its two dedicated ones: the writer
-/// takes one per batch, handlers and jobs the rest.
-const PG_POOL: usize = 12;
+/// Connections each instance keeps to PostgreSQL for handlers and jobs, besides one per writer
+/// thread and its two dedicated ones.
+const PG_READERS: usize = 12;
 /// Request handlers' SQLite read connections.
 const SQLITE_READERS: u32 = 8;
 
@@ -33,6 +33,9 @@ pub struct ServeConfig {
     /// refresh of live streams.
     pub jobs_every: Duration,
     pub backstop: Duration,
+    /// Writer threads on PostgreSQL: each waits on its own round trips to the database, so
+    /// several keep it busy while one waits (SQLite has one writer).
+    pub pg_writers: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -53,7 +56,7 @@ pub struct Server {
     listener: TcpListener,
     state: Arc<AppState>,
     stop: watch::Sender<bool>,
-    writer_thread: std::thread::JoinHandle<()>,
+    writer_threads: Vec<std::thread::JoinHandle<()>>,
     watcher_thread: Option<std::thread::JoinHandle<()>>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -67,12 +70,12 @@ impl Server {
             Location::Postgres(_) => Leadership::default(),
         });
         let mut tasks = Vec::new();
-        let (pool, writer, writer_thread, watcher_thread) = match &cfg.db {
+        let (pool, writer, writer_threads, watcher_thread) = match &cfg.db {
             Location::Sqlite(path) => {
                 let conn = sqlite::open_writer(path)?;
                 let pool = ReadPool::Sqlite(sqlite::read_pool(path, SQLITE_READERS)?);
                 let (writer, writer_thread) =
-                    Writer::spawn(WriteConn::Sqlite(conn), hubs.clone(), cfg.retention)?;
+                    Writer::spawn(vec![WriteConn::Sqlite(conn)], hubs.clone(), cfg.retention)?;
                 let watcher = follow::watch_sqlite(
                     sqlite::open_follower(path)?,
                     hubs.clone(),
@@ -81,10 +84,13 @@ impl Server {
                 (pool, writer, writer_thread, Some(watcher))
             }
             Location::Postgres(url) => {
-                let store = postgres::Store::open(url, PG_POOL).await?;
+                let store = postgres::Store::open(url, PG_READERS + cfg.pg_writers).await?;
                 let pool = ReadPool::Postgres(store.clone());
+                let rt = tokio::runtime::Handle::current();
                 let (writer, writer_thread) = Writer::spawn(
-                    WriteConn::Postgres(store.clone(), tokio::runtime::Handle::current()),
+                    (0..cfg.pg_writers.max(1))
+                        .map(|_| WriteConn::Postgres(store.clone(), rt.clone()))
+                        .collect(),
                     hubs.clone(),
                     cfg.retention,
                 )?;
@@ -124,7 +130,7 @@ impl Server {
             listener,
             state,
             stop,
-            writer_thread,
+            writer_threads,
             watcher_thread,
             tasks,
         })
@@ -148,7 +154,12 @@ impl Server {
             let _ = watcher.join();
         }
         // The writer's PostgreSQL connections need this runtime: join it off the async threads.
-        let _ = tokio::task::spawn_blocking(move || self.writer_thread.join()).await;
+        let _ = tokio::task::spawn_blocking(move || {
+            for t in self.writer_threads {
+                let _ = t.join();
+            }
+        })
+        .await;
         Ok(())
     }
 }

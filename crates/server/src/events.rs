@@ -64,18 +64,22 @@ pub fn append(
     build_id: Option<i64>,
     now: i64,
 ) -> Result<StoredEvent, StoreError> {
+    let data = data.to_string();
+    // The next id of the user's sequence; the insert trigger advances the counter (see the
+    // migration), so an append is one round trip. (The casts give PostgreSQL the parameters'
+    // types, which a select list does not.) Callers hold the user's row (the writer's
+    // batch lock, `account::lock`) or the only write lock (SQLite).
     let id = sql
         .query_one(
             "user",
-            "UPDATE users SET last_event_id = last_event_id + 1 WHERE id = $1 RETURNING last_event_id",
-            params![user_id],
+            "INSERT INTO events (user_id, id, type, data, build_id, created_at)
+             SELECT CAST($1 AS BIGINT), last_event_id + 1, CAST($2 AS TEXT), CAST($3 AS TEXT),
+                    CAST($4 AS BIGINT), CAST($5 AS BIGINT)
+             FROM users WHERE id = $1
+             RETURNING id",
+            params![user_id, kind, &data, build_id, now],
         )?
         .id(0)?;
-    let data = data.to_string();
-    sql.execute(
-        "INSERT INTO events (user_id, id, type, data, build_id, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
-        params![user_id, id, kind, &data, build_id, now],
-    )?;
     Ok(StoredEvent {
         user_id,
         id,

@@ -104,6 +104,10 @@ struct ServeArgs {
     /// was lost.
     #[arg(long, default_value_t = 1000)]
     backstop_ms: u64,
+    /// PostgreSQL: writer threads, each with its own connection (a user's builds always go to
+    /// the same one).
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pg_writers: u32,
 }
 
 #[derive(Subcommand)]
@@ -326,6 +330,7 @@ fn serve(
         },
         jobs_every: Duration::from_millis(args.jobs_interval_ms.clamp(10, 3_600_000)),
         backstop: Duration::from_millis(args.backstop_ms.clamp(10, 3_600_000)),
+        pg_writers: args.pg_writers as usize,
     };
     // The read pool has 8 connections: more blocking threads would only wait for them (and
     // each costs a stack and a malloc arena).

@@ -54,15 +54,11 @@ pub fn record_build(
     build: &NewBuild,
     now: i64,
 ) -> Result<BuildOutcome, StoreError> {
-    let (mut acct, reset) = account::current(sql, user_id, now)?;
+    let (mut acct, app_known, reset) = account::current_with(sql, user_id, now, |sql| {
+        account::load_with_app(sql, user_id, &build.app)
+    })?;
     let mut staged: Vec<StoredEvent> = reset.into_iter().collect();
 
-    let app_known = sql
-        .query_opt(
-            "SELECT 1 FROM apps WHERE user_id = $1 AND name = $2",
-            params![user_id, &build.app],
-        )?
-        .is_some();
     let apps_full = !app_known && acct.apps_used >= acct.plan.applications;
     let hard = acct.plan.hard_limit;
 

@@ -1,4 +1,5 @@
-//! The single writer: one thread that owns the write connection and commits builds in groups.
+//! The writer: threads that own the write connections and commit builds in groups (one on
+//! SQLite, a few per instance on PostgreSQL; each user belongs to one of them).
 //!
 //! SQLite allows one writer at a time, so instead of many handlers queueing on its lock, they
 //! send jobs here. The thread takes every job waiting (up to `MAX_BATCH`), runs each in its own
@@ -39,7 +40,9 @@ struct Job {
 /// Handle used by request handlers to submit builds.
 #[derive(Clone)]
 pub struct Writer {
-    tx: mpsc::Sender<Job>,
+    /// One queue per writer thread; a user's builds always go to the same one, so they are
+    /// committed in the order they arrived and never wait on each other's row locks.
+    lanes: Vec<mpsc::Sender<Job>>,
 }
 
 /// Settings the writer applies after each commit.
@@ -50,21 +53,32 @@ pub struct Retention {
 }
 
 impl Writer {
+    /// One writer thread per connection. SQLite gets one (it has one writer at a time);
+    /// PostgreSQL several, so that one instance's commits do not wait for each other's round
+    /// trips to the database.
     pub fn spawn(
-        conn: WriteConn,
+        conns: Vec<WriteConn>,
         hubs: Arc<Hubs>,
         retention: Retention,
-    ) -> std::io::Result<(Self, JoinHandle<()>)> {
-        let (tx, rx) = mpsc::channel(4096);
-        let handle = std::thread::Builder::new()
-            .name("quotabell-writer".into())
-            .spawn(move || run(conn, rx, &hubs, retention))?;
-        Ok((Self { tx }, handle))
+    ) -> std::io::Result<(Self, Vec<JoinHandle<()>>)> {
+        let mut lanes = Vec::with_capacity(conns.len());
+        let mut handles = Vec::with_capacity(conns.len());
+        for (i, conn) in conns.into_iter().enumerate() {
+            let (tx, rx) = mpsc::channel(4096);
+            let hubs = hubs.clone();
+            handles.push(
+                std::thread::Builder::new()
+                    .name(format!("quotabell-writer-{i}"))
+                    .spawn(move || run(conn, rx, &hubs, retention))?,
+            );
+            lanes.push(tx);
+        }
+        Ok((Self { lanes }, handles))
     }
 
-    /// Whether the writer thread still takes jobs.
+    /// Whether every writer thread still takes jobs.
     pub fn is_running(&self) -> bool {
-        !self.tx.is_closed()
+        !self.lanes.is_empty() && self.lanes.iter().all(|tx| !tx.is_closed())
     }
 
     pub async fn record_build(
@@ -75,16 +89,16 @@ impl Writer {
         now: i64,
     ) -> Result<Recorded, StoreError> {
         let (reply, answer) = oneshot::channel();
-        self.tx
-            .send(Job {
-                user_id,
-                key,
-                build,
-                now,
-                reply,
-            })
-            .await
-            .map_err(|_| StoreError::ShuttingDown)?;
+        let lane = &self.lanes[user_id.unsigned_abs() as usize % self.lanes.len()];
+        lane.send(Job {
+            user_id,
+            key,
+            build,
+            now,
+            reply,
+        })
+        .await
+        .map_err(|_| StoreError::ShuttingDown)?;
         answer.await.map_err(|_| StoreError::ShuttingDown)?
     }
 }

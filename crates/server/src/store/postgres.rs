@@ -19,9 +19,10 @@ use crate::error::StoreError;
 
 /// The schema, in order; the version is the number of files applied (as SQLite's
 /// `user_version` counts them for rusqlite_migration).
-const MIGRATIONS: [&str; 2] = [
+const MIGRATIONS: [&str; 3] = [
     include_str!("../migrations/postgres/001_init.sql"),
     include_str!("../migrations/postgres/002_idempotency.sql"),
+    include_str!("../migrations/postgres/003_event_counter_trigger.sql"),
 ];
 
 /// Advisory lock keys (one 64-bit namespace per database): schema migration at start-up, and

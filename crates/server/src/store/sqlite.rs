@@ -21,6 +21,9 @@ fn migrations() -> Migrations<'static> {
     Migrations::new(vec![
         M::up(include_str!("../migrations/sqlite/001_init.sql")),
         M::up(include_str!("../migrations/sqlite/002_idempotency.sql")),
+        M::up(include_str!(
+            "../migrations/sqlite/003_event_counter_trigger.sql"
+        )),
     ])
 }
 
