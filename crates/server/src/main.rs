@@ -106,7 +106,7 @@ struct ServeArgs {
     backstop_ms: u64,
     /// PostgreSQL: writer threads, each with its own connection (a user's builds always go to
     /// the same one).
-    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=64))]
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=64))]
     pg_writers: u32,
 }
 
