@@ -145,6 +145,11 @@ impl Launcher {
 }
 
 impl ServerChild {
+    /// SIGKILL, as a crash of the machine's process would.
+    pub fn kill9(&mut self) {
+        self.backend.kill9();
+    }
+
     /// `None` while running; the exit status once it has stopped.
     pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
         self.backend.exited()

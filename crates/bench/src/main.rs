@@ -23,6 +23,7 @@ mod monitor;
 mod nchan;
 mod notify;
 mod posts;
+mod recovery;
 mod report;
 mod sse;
 mod stats;
@@ -131,6 +132,9 @@ enum Bench {
     /// Backend: build posts on 1 instance on SQLite, 1 on PostgreSQL and several on one
     /// PostgreSQL, side by side.
     Stores(stores::Args),
+    /// Backend: SIGKILL of one of several instances on PostgreSQL; time until its streams
+    /// resume elsewhere.
+    Recovery(recovery::Args),
     /// Engine: build POST → D-Bus `Notify` call of `quotabell watch`.
     NotifyLatency {
         #[command(flatten)]
@@ -281,6 +285,7 @@ struct Plan {
     fanout: Option<fanout::Config>,
     vs_nchan: Option<vs_nchan::Config>,
     stores: Option<stores::Config>,
+    recovery: Option<recovery::Config>,
     notify: Option<notify::Config>,
     catchup: Option<catchup::Config>,
     idle: Option<idle::Config>,
@@ -298,6 +303,7 @@ struct Reports {
     app: Option<app::Report>,
     vs_nchan: Option<vs_nchan::Report>,
     stores: Option<stores::Report>,
+    recovery: Option<recovery::Report>,
 }
 
 fn plan(cli: &Cli, bins: &Binaries, launcher: &Launcher) -> Plan {
@@ -312,6 +318,7 @@ fn plan(cli: &Cli, bins: &Binaries, launcher: &Launcher) -> Plan {
         }
         Bench::FanoutVsNchan(a) => p.vs_nchan = Some(a.config(c)),
         Bench::Stores(a) => p.stores = Some(a.config(c)),
+        Bench::Recovery(a) => p.recovery = Some(a.config(c)),
         Bench::NotifyLatency { notify, engine } => {
             p.notify = Some(notify.config(c, engine, bins.engine(), launcher))
         }
@@ -400,6 +407,9 @@ fn run(cli: Cli) -> Result<(), BoxError> {
         if let Some(cfg) = &plan.stores {
             r.stores = Some(stores::run(&launcher, cfg).await?);
         }
+        if let Some(cfg) = &plan.recovery {
+            r.recovery = Some(recovery::run(&launcher, cfg).await?);
+        }
         if let Some(cfg) = &plan.notify {
             r.notify = Some(notify::run(&launcher, cfg).await?);
         }
@@ -458,6 +468,9 @@ fn print(r: &Reports) {
         v.section(&report::command_line()).print();
     }
     if let Some(s) = &r.stores {
+        s.section(&report::command_line()).print();
+    }
+    if let Some(s) = &r.recovery {
         s.section(&report::command_line()).print();
     }
     let errors = r.posts.as_ref().map_or(0, posts::Report::errors)

@@ -92,7 +92,7 @@ struct ServeArgs {
     #[arg(long, default_value_t = 15.0)]
     keepalive_secs: f64,
     /// Reconnection delay suggested to clients in the stream's `retry:` field.
-    #[arg(long, default_value_t = 3000)]
+    #[arg(long, default_value_t = 1000)]
     retry_ms: u64,
     /// Events kept per user; a cursor older than that gets `sync.reset` / 410.
     #[arg(long, default_value_t = 1_000_000)]
