@@ -1,21 +1,27 @@
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use rand::Rng;
 
+use crate::cluster::Deployment;
 use crate::support::*;
 
-/// Posts builds of one app until the Free plan's 100 are used; posts fail while the backend
-/// is down and are retried.
+/// Posts builds of one app until the Free plan's 100 are used, never beyond `allowed` builds
+/// until that is raised; posts fail while the backend is down and are retried.
 fn post_until_full(
     base: String,
     token: String,
+    allowed: Arc<AtomicUsize>,
     done: Arc<AtomicBool>,
 ) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
         let mut n = 0;
         loop {
+            if n >= allowed.load(Ordering::SeqCst) {
+                std::thread::sleep(Duration::from_millis(20));
+                continue;
+            }
             match post_build(&base, &token, "web", n) {
                 Ok(201) => n += 1,
                 Ok(402) => break,
@@ -27,27 +33,41 @@ fn post_until_full(
     })
 }
 
+/// The server side of a [`Filling`] run.
+enum Store {
+    Sqlite,
+    /// This many instances on one PostgreSQL database, behind a round-robin balancer.
+    Postgres(usize),
+}
+
 /// A watched Free account (the backend on half-second keepalives, the engine's backoff capped at
-/// a second) and a poster filling its 100 builds in the background: what the two soak tests
-/// below do their faults to.
+/// a second) and a poster filling its 100 builds in the background: what the soak tests below
+/// do their faults to.
 struct Filling<'d> {
     desktop: &'d Desktop,
+    engine: Engine<'d>,
+    backend: Deployment,
     // Held for the backend's database and the engine's profile.
     _dir: tempfile::TempDir,
-    backend: Backend,
     token: String,
-    engine: Engine<'d>,
+    allowed: Arc<AtomicUsize>,
     done: Arc<AtomicBool>,
     poster: Option<std::thread::JoinHandle<()>>,
 }
 
 impl<'d> Filling<'d> {
-    fn start(desktop: &'d Desktop, email: &str) -> Self {
+    fn start(desktop: &'d Desktop, email: &str, store: Store) -> Self {
+        Self::start_holding_at(desktop, email, store, usize::MAX)
+    }
+
+    /// Starts with the poster held after `allowed` builds (see [`Filling::release`]).
+    fn start_holding_at(desktop: &'d Desktop, email: &str, store: Store, allowed: usize) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let backend = Backend::start(
-            dir.path(),
-            &["--keepalive-secs", "0.5", "--retry-ms", "100"],
-        );
+        let args = ["--keepalive-secs", "0.5", "--retry-ms", "100"];
+        let backend = match store {
+            Store::Sqlite => Deployment::sqlite(dir.path(), &args),
+            Store::Postgres(n) => Deployment::postgres(dir.path(), n, &args),
+        };
         let token = backend.add_user(email, "free");
         let mut engine = Engine::new(desktop, &dir.path().join("profile"));
         engine
@@ -56,25 +76,42 @@ impl<'d> Filling<'d> {
         engine.login(&backend.url(), &token);
         quiet_rejections(&engine);
         engine.start_watch();
+        let allowed = Arc::new(AtomicUsize::new(allowed));
         let done = Arc::new(AtomicBool::new(false));
-        let poster = post_until_full(backend.url(), token.clone(), done.clone());
+        let poster = post_until_full(backend.url(), token.clone(), allowed.clone(), done.clone());
         Self {
             desktop,
-            _dir: dir,
-            backend,
-            token,
             engine,
+            backend,
+            _dir: dir,
+            token,
+            allowed,
             done,
             poster: Some(poster),
         }
     }
 
+    /// Lets the poster go on to `allowed` builds.
+    fn release(&self, allowed: usize) {
+        self.allowed.store(allowed, Ordering::SeqCst);
+    }
+
+    /// How many builds the engine has stored.
+    fn builds_seen(&self) -> usize {
+        self.engine
+            .events()
+            .iter()
+            .filter(|e| e.1 == "build.accepted")
+            .count()
+    }
+
     /// Waits for the poster to fill the account, checks that the engine's log is the server's
     /// and waits for the limit notification (and two seconds more, for a late repeat).
     fn finish(&mut self) {
+        self.release(usize::MAX);
         self.poster.take().expect("finished once").join().unwrap();
         assert!(self.done.load(Ordering::SeqCst));
-        engine_matches_server(&self.engine, &self.backend, &self.token);
+        engine_matches_server_at(&self.engine, &self.backend.url(), &self.token);
         wait_until("the limit notification", Duration::from_secs(20), || {
             self.desktop.count_mentions(BUILDS_100) >= 1
         });
@@ -85,20 +122,60 @@ impl<'d> Filling<'d> {
 #[test]
 fn backend_restarted_20_times_loses_and_repeats_nothing() {
     let desktop = Desktop::start();
-    let mut run = Filling::start(&desktop, "restarts@example.com");
+    let mut run = Filling::start(&desktop, "restarts@example.com", Store::Sqlite);
     let mut rng = rand::rng();
     for _ in 0..20 {
         std::thread::sleep(Duration::from_millis(rng.random_range(50..400)));
-        run.backend.restart();
+        run.backend.instances[0].restart();
     }
     run.finish();
     each_crossing_shown_once(&desktop);
 }
 
+/// The same account on three instances sharing one PostgreSQL database behind a round-robin
+/// balancer: builds posted to any instance reach the engine's stream on another, and when the
+/// instance holding that stream is killed (SIGKILL) mid-fill, before either crossing, the
+/// engine reconnects through the balancer to a survivor; the killed one comes back on its port
+/// for the rest. Nothing is lost or repeated, and each crossing is shown once.
+#[test]
+fn three_postgres_instances_one_killed_under_the_stream_lose_and_repeat_nothing() {
+    let desktop = Desktop::start();
+    let mut run =
+        Filling::start_holding_at(&desktop, "cluster@example.com", Store::Postgres(3), 50);
+    wait_until(
+        "the first 50 builds streamed to the engine",
+        Duration::from_secs(60),
+        || run.builds_seen() == 50 && run.backend.balancer().open_streams().len() == 1,
+    );
+    let victim = run.backend.balancer().open_streams()[0];
+    run.backend.instances[victim].kill9();
+    wait_until(
+        "the engine's stream to reopen on another instance",
+        Duration::from_secs(30),
+        || {
+            let open = run.backend.balancer().open_streams();
+            !open.is_empty() && !open.contains(&victim)
+        },
+    );
+    // Back on its port, the instance takes its share of the rest, crossings included.
+    run.backend.instances[victim].restart();
+    run.release(usize::MAX);
+    run.finish();
+    each_crossing_shown_once(&desktop);
+    assert_eq!(
+        run.backend.psql(
+            "SELECT u.builds_used, (SELECT count(*) FROM builds b WHERE b.user_id = u.id)
+             FROM users u WHERE email = 'cluster@example.com'"
+        ),
+        "100|100",
+        "counter|rows"
+    );
+}
+
 #[test]
 fn engine_killed_9_at_random_points_loses_and_repeats_nothing() {
     let desktop = Desktop::start();
-    let mut run = Filling::start(&desktop, "kills@example.com");
+    let mut run = Filling::start(&desktop, "kills@example.com", Store::Sqlite);
     let mut rng = rand::rng();
     for _ in 0..20 {
         // Short lives hit the start-up catch-up; longer ones the live stream.

@@ -4,6 +4,7 @@
 mod support;
 
 mod app_launch;
+mod cluster;
 mod companion;
 mod conformance;
 mod desktop_app;

@@ -93,7 +93,7 @@ impl Deref for Desktop {
     }
 }
 
-/// The reference backend on a fixed file; restartable on the same port.
+/// The reference backend on a fixed file (or a PostgreSQL URL); restartable on the same port.
 pub struct Backend(quotabell_testbed::Backend);
 
 impl Backend {
@@ -107,6 +107,24 @@ impl Backend {
             quotabell_testbed::Backend::launch(
                 &bin("quotabell-server"),
                 &dir.join("server.db"),
+                options,
+            )
+            .unwrap_or_else(|e| panic!("{e}")),
+        )
+    }
+
+    /// One instance on any `--db` value (a PostgreSQL URL), its log in `log_dir`.
+    pub fn start_at(db: &str, log_dir: &Path, args: &[&str]) -> Self {
+        let options = quotabell_testbed::ServerOptions {
+            args: args.iter().map(|s| s.to_string()).collect(),
+            rust_log: Some("warn".into()),
+            ..Default::default()
+        };
+        Self(
+            quotabell_testbed::Backend::launch_at(
+                &bin("quotabell-server"),
+                db.as_ref(),
+                log_dir,
                 options,
             )
             .unwrap_or_else(|e| panic!("{e}")),
@@ -376,9 +394,14 @@ fn post_build_with(
 /// Waits until the engine's cached event log equals the server's, then checks it has no
 /// duplicate ids; on timeout it shows the first difference and the engine's log tail.
 pub fn engine_matches_server(engine: &Engine<'_>, backend: &Backend, token: &str) {
+    engine_matches_server_at(engine, &backend.url(), token);
+}
+
+/// `engine_matches_server` for the server behind `base`.
+pub fn engine_matches_server_at(engine: &Engine<'_>, base: &str, token: &str) {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let (local, server) = (engine.events(), server_events(&backend.url(), token));
+        let (local, server) = (engine.events(), server_events(base, token));
         if local == server {
             break;
         }
