@@ -16,8 +16,16 @@
 //! - the engine's wall clock jumps (libfaketime with a rewritable offset; monotonic time is
 //!   left alone, as on a real machine whose clock is set).
 //!
-//! Long, so plain `cargo test` skips it. `make soak` runs it for 5 minutes; the test command
-//! (scripts/test) for 2 (`QUOTABELL_SOAK_SECS`).
+//! With `QUOTABELL_SOAK_STORE=postgres` the backend is three instances on one throwaway
+//! PostgreSQL database behind a round-robin balancer (the fault proxy in front of it), and the
+//! backend faults are those of such a deployment instead:
+//! - one instance is killed (`kill -9`) and left down for a few seconds of other faults before
+//!   it is restarted on its port; the others serve meanwhile;
+//! - every instance's LISTEN connection is terminated (`pg_terminate_backend`), so wake-ups
+//!   across instances are lost until it reconnects (its backstop re-read covers the gap).
+//!
+//! Long, so plain `cargo test` skips it. `make soak` runs it for 5 minutes (`make soak-pg` on
+//! PostgreSQL); the test command (scripts/test) for 2 (`QUOTABELL_SOAK_SECS`).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs::OpenOptions;
@@ -30,10 +38,9 @@ use std::time::{Duration, Instant};
 use rand::Rng;
 use serde_json::Value;
 
+use crate::cluster::Deployment;
 use crate::proxy::Proxy;
-use crate::support::{
-    Backend, Desktop, Engine, bin, post_build_keyed, server_events, unescape_markup,
-};
+use crate::support::{Desktop, Engine, bin, post_build_keyed, server_events, unescape_markup};
 
 const DEFAULT_SECS: u64 = 300;
 /// The default run must inject at least this many; shorter runs proportionally fewer.
@@ -49,10 +56,16 @@ const CLOCK_OFFSETS: [i64; 6] = [-7200, -900, 0, 900, 3600, 90_000];
 /// Rejected builds in a period before the plugin simulation rolls to the next one.
 const REJECTIONS_PER_PERIOD: u32 = 3;
 const EMAIL: &str = "soak@example.test";
+/// Instances of the PostgreSQL deployment.
+const INSTANCES: usize = 3;
+/// How long a killed instance stays down (ms) before it is restarted.
+const DOWN_MS: std::ops::Range<u64> = 500..5000;
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
 enum Fault {
     BackendKill,
+    InstanceKill,
+    ListenerKill,
     Cut,
     Stall,
     EngineKill,
@@ -60,8 +73,18 @@ enum Fault {
     ClockJump,
 }
 
-const FAULTS: [Fault; 6] = [
+const SQLITE_FAULTS: [Fault; 6] = [
     Fault::BackendKill,
+    Fault::Cut,
+    Fault::Stall,
+    Fault::EngineKill,
+    Fault::EngineStop,
+    Fault::ClockJump,
+];
+
+const POSTGRES_FAULTS: [Fault; 7] = [
+    Fault::InstanceKill,
+    Fault::ListenerKill,
     Fault::Cut,
     Fault::Stall,
     Fault::EngineKill,
@@ -73,6 +96,8 @@ impl Fault {
     fn label(self) -> &'static str {
         match self {
             Self::BackendKill => "backend kill -9",
+            Self::InstanceKill => "instance kill -9",
+            Self::ListenerKill => "listener kill",
             Self::Cut => "cut",
             Self::Stall => "stall",
             Self::EngineKill => "engine kill -9",
@@ -93,11 +118,24 @@ fn fault_soak() {
         Path::new(FAKETIME).exists(),
         "{FAKETIME} is missing: install the faketime package (scripts/test does)"
     );
+    let store = std::env::var("QUOTABELL_SOAK_STORE").unwrap_or_else(|_| "sqlite".into());
     let desktop = Desktop::start();
     let dir = desktop.dir.path().to_owned();
-    let mut backend = Backend::start(&dir, &["--keepalive-secs", KEEPALIVE_SECS]);
-    let token = backend.add_user(EMAIL, "free");
-    let proxy = Proxy::start(&backend.addr);
+    let args = ["--keepalive-secs", KEEPALIVE_SECS];
+    let (deployment, faults_drawn): (_, &[Fault]) = match store.as_str() {
+        "sqlite" => (Deployment::sqlite(&dir, &args), &SQLITE_FAULTS),
+        "postgres" => (
+            Deployment::postgres(&dir, INSTANCES, &args),
+            &POSTGRES_FAULTS,
+        ),
+        other => panic!("QUOTABELL_SOAK_STORE is sqlite or postgres, not {other:?}"),
+    };
+    let mut backend = Backends {
+        deployment,
+        down: None,
+    };
+    let token = backend.deployment.add_user(EMAIL, "free");
+    let proxy = Proxy::start(&backend.deployment.addr());
     let engine = Engine::new(&desktop, &dir.join("engine"));
     std::fs::create_dir_all(&engine.data).unwrap();
     engine.login(&proxy.url(), &token);
@@ -111,21 +149,25 @@ fn fault_soak() {
     let stop = Arc::new(AtomicBool::new(false));
     let plugin = {
         let (base, token, db, stop) = (
-            backend.url(),
+            backend.deployment.url(),
             token.clone(),
-            backend.db.clone(),
+            backend.deployment.db(),
             stop.clone(),
         );
         std::thread::spawn(move || simulate_plugin(&base, &token, &db, &stop))
     };
 
-    println!("soak: {secs} s of faults; data in {}", dir.display());
+    println!(
+        "soak: {secs} s of faults on {store}; data in {}",
+        dir.display()
+    );
     let mut rng = rand::rng();
     let mut faults: BTreeMap<Fault, u64> = BTreeMap::new();
     let deadline = Instant::now() + Duration::from_secs(secs);
     while Instant::now() < deadline {
         watch.check_alive();
-        let fault = FAULTS[rng.random_range(0..FAULTS.len())];
+        backend.restart_when_due();
+        let fault = faults_drawn[rng.random_range(0..faults_drawn.len())];
         if inject(fault, &mut rng, &mut backend, &proxy, &mut watch) {
             *faults.entry(fault).or_default() += 1;
         }
@@ -136,16 +178,23 @@ fn fault_soak() {
     proxy.no_cuts();
     proxy.resume();
     watch.resume();
+    backend.restart_down();
     stop.store(true, Ordering::SeqCst);
     let plugin = plugin.join().expect("plugin simulation");
-    let server = server_events(&backend.url(), &token);
+    let server = server_events(&backend.deployment.url(), &token);
     settle(&engine, &watch, &server);
     // The last notification's D-Bus call may still be on its way to the daemon.
     sleep_ms(1500);
     watch.check_alive();
     watch.terminate();
 
-    let ledger = Ledger::new(&faults, &server, &engine, &desktop, &backend.db);
+    let ledger = Ledger::new(
+        &faults,
+        &server,
+        &engine,
+        &desktop,
+        &backend.server_integrity(),
+    );
     println!(
         "soak: plugin posted {} builds ({} accepted, {} rejected, {} unanswered; {} retries), {} periods",
         plugin.posted,
@@ -215,15 +264,31 @@ fn sleep_ms(ms: u64) {
 fn inject(
     fault: Fault,
     rng: &mut impl Rng,
-    backend: &mut Backend,
+    backend: &mut Backends,
     proxy: &Proxy,
     watch: &mut Watch<'_>,
 ) -> bool {
     match fault {
         Fault::BackendKill => {
-            backend.kill9();
+            let only = &mut backend.deployment.instances[0];
+            only.kill9();
             sleep_ms(rng.random_range(0..1500));
-            backend.restart();
+            only.restart();
+        }
+        Fault::InstanceKill => {
+            // One down at a time: the balancer always has instances to send to.
+            backend.restart_down();
+            let i = rng.random_range(0..backend.deployment.instances.len());
+            backend.deployment.instances[i].kill9();
+            let back_at = Instant::now() + Duration::from_millis(rng.random_range(DOWN_MS));
+            backend.down = Some((i, back_at));
+        }
+        Fault::ListenerKill => {
+            let killed = backend.deployment.psql(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+                 WHERE application_name = 'quotabell listener' AND datname = current_database()",
+            );
+            return killed.parse::<u64>().is_ok_and(|n| n > 0);
         }
         Fault::Cut => {
             let before = proxy.cuts();
@@ -259,6 +324,47 @@ fn inject(
         }
     }
     true
+}
+
+/// The backend and, on PostgreSQL, the instance a kill left down and when it comes back.
+struct Backends {
+    deployment: Deployment,
+    down: Option<(usize, Instant)>,
+}
+
+impl Backends {
+    fn restart_when_due(&mut self) {
+        if self.down.is_some_and(|(_, at)| Instant::now() >= at) {
+            self.restart_down();
+        }
+    }
+
+    fn restart_down(&mut self) {
+        if let Some((i, _)) = self.down.take() {
+            self.deployment.instances[i].restart();
+        }
+    }
+
+    /// `ok` when the server's store is sound: SQLite's `PRAGMA integrity_check`; on PostgreSQL,
+    /// the user's event log holds every id up to its counter, once.
+    fn server_integrity(&self) -> String {
+        if self.deployment.pg.is_none() {
+            return integrity_check(&self.deployment.db());
+        }
+        self.deployment.psql(&format!(
+            "SELECT CASE WHEN count(e.id) = u.last_event_id - u.pruned_through
+                          AND count(DISTINCT e.id) = count(e.id)
+                          AND coalesce(max(e.id), 0) = u.last_event_id
+                     THEN 'ok'
+                     ELSE format('%s events, %s distinct, newest %s, counter %s, pruned through %s',
+                                 count(e.id), count(DISTINCT e.id), max(e.id),
+                                 u.last_event_id, u.pruned_through)
+                END
+             FROM users u LEFT JOIN events e ON e.user_id = u.id AND e.id > u.pruned_through
+             WHERE u.email = '{EMAIL}'
+             GROUP BY u.id"
+        ))
+    }
 }
 
 /// `quotabell watch` run by the soak itself (so it can carry libfaketime), its log appended
@@ -428,7 +534,8 @@ fn simulate_plugin(base: &str, token: &str, db: &Path, stop: &AtomicBool) -> Plu
 }
 
 /// `quotabell-server period roll`, writing the database directly as an operator would (the
-/// backend may be down at that moment; a running one notices the commit and streams it).
+/// backend may be down at that moment; a running one notices the commit and streams it). `db`
+/// is the SQLite file or the PostgreSQL URL.
 fn roll_period(db: &Path) {
     for _ in 0..50 {
         let ok = Command::new(bin("quotabell-server"))
@@ -502,7 +609,7 @@ impl Ledger {
         server: &[(String, String, Value)],
         engine: &Engine<'_>,
         desktop: &Desktop,
-        server_db: &Path,
+        server_integrity: &str,
     ) -> Self {
         let mut problems = Vec::new();
 
@@ -665,9 +772,8 @@ impl Ledger {
 
         let engine_db = engine.data.join("quotabell.db");
         let integrity = format!(
-            "engine {}, server {}",
+            "engine {}, server {server_integrity}",
             integrity_check(&engine_db),
-            integrity_check(server_db)
         );
         if integrity != "engine ok, server ok" {
             problems.push(format!("PRAGMA integrity_check: {integrity}"));
