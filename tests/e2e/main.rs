@@ -1,5 +1,6 @@
-//! End-to-end: the real backend, the real `quotabell` engine binary, a real SQLite file, and a
-//! private desktop session with a real Secret Service and notification daemon.
+//! End-to-end: the real backend (on a SQLite file, or several instances on one PostgreSQL
+//! database), the real `quotabell` engine binary, and a private desktop session with a real
+//! Secret Service and notification daemon.
 
 mod support;
 
