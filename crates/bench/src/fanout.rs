@@ -83,7 +83,8 @@ pub struct Config {
 pub struct Target {
     /// "quotabell" or "nchan", for the log lines.
     pub name: &'static str,
-    pub sub: Arc<Subscription>,
+    /// Where stream `i` subscribes: `subs[i % len]` (several instances of one deployment).
+    pub subs: Vec<Arc<Subscription>>,
     pub publish: Publish,
     /// The process whose CPU and memory are the server's: Quotabell's server, nginx's worker.
     pub pid: u32,
@@ -463,20 +464,25 @@ pub fn quotabell_target(server: &ServerChild) -> Result<Target, BoxError> {
     let addr = server.addr;
     Ok(Target {
         name: "quotabell",
-        sub: Arc::new(Subscription {
-            addr,
-            request: format!(
-                "GET /api/v1/stream HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\n\
-                 Accept: text/event-stream\r\nCache-Control: no-cache\r\n\r\n"
-            ),
-            kind: "build.accepted",
-        }),
+        subs: vec![stream_subscription(addr, &token)],
         publish: Publish::Build {
             url: format!("http://{addr}/api/v1/builds"),
             auth: format!("Bearer {token}"),
         },
         pid: server.pid,
         helper_pid: None,
+    })
+}
+
+/// A stream of Quotabell's user with `token`, on the server at `addr`.
+pub fn stream_subscription(addr: std::net::SocketAddr, token: &str) -> Arc<Subscription> {
+    Arc::new(Subscription {
+        addr,
+        request: format!(
+            "GET /api/v1/stream HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\n\
+             Accept: text/event-stream\r\nCache-Control: no-cache\r\n\r\n"
+        ),
+        kind: "build.accepted",
     })
 }
 
@@ -488,7 +494,7 @@ pub async fn measure(target: &Target, cfg: &Config) -> Result<Report, BoxError> 
         .collect();
     println!(
         "[{tag}] server pid {} on {}; opening {} streams ({} at a time)",
-        target.pid, target.sub.addr, cfg.streams, cfg.connect_parallel
+        target.pid, target.subs[0].addr, cfg.streams, cfg.connect_parallel
     );
     let mut report = Report {
         streams: cfg.streams,
@@ -524,7 +530,7 @@ pub async fn measure(target: &Target, cfg: &Config) -> Result<Report, BoxError> 
             .await
             .map_err(|_| "timed out opening streams")?
             .map_err(|_| "connection gate closed")?;
-        let (tx, sub) = (tx.clone(), target.sub.clone());
+        let (tx, sub) = (tx.clone(), target.subs[i % target.subs.len()].clone());
         streams.spawn(async move {
             let reason = match sse::stream(i, sub, tx.clone(), permit).await {
                 Ok(()) => "stream ended".to_owned(),

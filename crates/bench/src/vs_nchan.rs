@@ -41,6 +41,11 @@ pub struct Args {
     /// The nchan module (Debian package `libnginx-mod-nchan`).
     #[arg(long, default_value = nchan::DEFAULT_MODULE)]
     pub nchan_module: PathBuf,
+    /// Also measure this many Quotabell instances on one PostgreSQL (a throwaway cluster),
+    /// the subscribers spread round-robin over them and the build posted to the first, in
+    /// every block after the two single servers (0: not at all).
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=16))]
+    pub postgres_instances: u32,
 }
 
 impl Args {
@@ -48,6 +53,7 @@ impl Args {
         Config {
             fanout: self.pace.config(common, self.streams),
             blocks: self.blocks as usize,
+            postgres_instances: self.postgres_instances as usize,
             setup: Setup {
                 nginx: self.nginx_bin.clone(),
                 module: self.nchan_module.clone(),
@@ -66,12 +72,16 @@ const COLUMNS: &[Column] = &[
 pub struct Config {
     pub fanout: fanout::Config,
     pub blocks: usize,
+    pub postgres_instances: usize,
     pub setup: Setup,
 }
 
 pub struct Report {
     pub quotabell: Vec<fanout::Report>,
     pub nchan: Vec<fanout::Report>,
+    /// Several Quotabell instances on one PostgreSQL, if measured.
+    pub cluster: Vec<fanout::Report>,
+    pub cluster_instances: usize,
     pub versions: String,
     pub streams: usize,
     pub rounds_per_block: usize,
@@ -90,9 +100,14 @@ pub async fn run(launcher: &Launcher, cfg: &Config) -> Result<Report, BoxError> 
         "[vs-nchan] {versions}; {} block(s) of {} rounds per server, {} subscribers",
         cfg.blocks, cfg.fanout.rounds, cfg.fanout.streams
     );
+    let pg = (cfg.postgres_instances > 0)
+        .then(quotabell_testbed::Postgres::start)
+        .transpose()?;
     let mut report = Report {
         quotabell: Vec::new(),
         nchan: Vec::new(),
+        cluster: Vec::new(),
+        cluster_instances: cfg.postgres_instances,
         versions,
         streams: cfg.fanout.streams,
         rounds_per_block: cfg.fanout.rounds,
@@ -110,8 +125,51 @@ pub async fn run(launcher: &Launcher, cfg: &Config) -> Result<Report, BoxError> 
                 Server::Nchan => report.nchan.push(nchan(launcher, cfg).await?),
             }
         }
+        if let Some(pg) = &pg {
+            println!(
+                "[vs-nchan] block {}/{}: {} instances on PostgreSQL",
+                block + 1,
+                cfg.blocks,
+                cfg.postgres_instances
+            );
+            report
+                .cluster
+                .push(cluster(launcher, cfg, pg, block).await?);
+        }
     }
     Ok(report)
+}
+
+/// Quotabell as several instances on one PostgreSQL database: stream `i` on instance
+/// `i % n`, the build posted to the first, so most streams get their event through the
+/// other instances' wake-ups (`NOTIFY`).
+async fn cluster(
+    launcher: &Launcher,
+    cfg: &Config,
+    pg: &quotabell_testbed::Postgres,
+    block: usize,
+) -> Result<fanout::Report, BoxError> {
+    let db = format!("fanout{block}");
+    pg.create_database(&db)?;
+    let servers =
+        launcher.start_cluster("vs-nchan-pg", &pg.url(&db), cfg.postgres_instances, &[])?;
+    let token = servers[0].add_user("fanout@bench.invalid", "pro")?;
+    let target = Target {
+        name: "quotabell-pg",
+        subs: servers
+            .iter()
+            .map(|s| fanout::stream_subscription(s.addr, &token))
+            .collect(),
+        publish: Publish::Build {
+            url: format!("http://{}/api/v1/builds", servers[0].addr),
+            auth: format!("Bearer {token}"),
+        },
+        pid: servers[0].pid,
+        helper_pid: None,
+    };
+    fanout::measure(&target, &cfg.fanout)
+        .await
+        .map_err(|e| format!("{e}\nfirst instance's log:\n{}", servers[0].log_tail(20)).into())
 }
 
 async fn quotabell(launcher: &Launcher, cfg: &Config) -> Result<fanout::Report, BoxError> {
@@ -127,7 +185,7 @@ async fn nchan(launcher: &Launcher, cfg: &Config) -> Result<fanout::Report, BoxE
     let addr = nginx.addr;
     let target = Target {
         name: "nchan",
-        sub: Arc::new(Subscription {
+        subs: vec![Arc::new(Subscription {
             addr,
             // What a browser's EventSource sends; nchan answers anything else with 403 here,
             // since the location offers no other subscriber type.
@@ -137,7 +195,7 @@ async fn nchan(launcher: &Launcher, cfg: &Config) -> Result<fanout::Report, BoxE
                 nchan::SUBSCRIBE_PATH
             ),
             kind: "message",
-        }),
+        })],
         publish: Publish::Message {
             url: format!("http://{addr}{}", nchan::PUBLISH_PATH),
         },
@@ -225,6 +283,44 @@ impl Report {
             };
             out.row([figure.to_owned(), cell(a), cell(b), ratio(a, b)]);
         };
+        if !r.cluster.is_empty() {
+            let c = Side(&r.cluster);
+            let cell = |s: Option<Spread>| {
+                s.map_or("n/a".into(), |s| {
+                    format!("{} ({} – {})", ms(s.median), ms(s.min), ms(s.max))
+                })
+            };
+            out.after("");
+            out.after(format!(
+                "{} Quotabell instances on one PostgreSQL, the same subscribers spread over them, in the same run ({} rounds):",
+                r.cluster_instances,
+                c.round_count()
+            ));
+            out.after("");
+            out.after("| Figure | Quotabell, several instances on PostgreSQL | Quotabell, one on SQLite | nginx + nchan | several / nchan |");
+            out.after("| --- | ---: | ---: | ---: | ---: |");
+            for (name, f) in [
+                (
+                    "client-observed latency p50",
+                    (|x: &fanout::Round| x.p50_ms) as fn(&fanout::Round) -> f64,
+                ),
+                ("client-observed latency p99", |x: &fanout::Round| x.p99_ms),
+            ] {
+                out.after(format!(
+                    "| {name} | {} | {} | {} | {} |",
+                    cell(c.rounds(f)),
+                    cell(q.rounds(f)),
+                    cell(n.rounds(f)),
+                    ratio(c.rounds(f), n.rounds(f))
+                ));
+            }
+            out.after(format!(
+                "| events missed (rounds with a stream that missed it) | {} | {} | {} | – |",
+                c.rounds_missing(),
+                q.rounds_missing(),
+                n.rounds_missing()
+            ));
+        }
         let rounds_label = format!("{} + {} rounds", q.round_count(), n.round_count());
         row(
             &mut out,
