@@ -17,8 +17,8 @@ use crate::live::hub::Hubs;
 use crate::store::{Location, ReadPool, WriteConn, postgres, sqlite};
 use crate::writer::{Retention, Writer};
 
-/// Connections each instance keeps to PostgreSQL for handlers and jobs, besides one per writer
-/// thread and its two dedicated ones.
+/// Connections each instance keeps to PostgreSQL for handlers and jobs (its writer threads
+/// and the listener and leader have their own).
 const PG_READERS: usize = 12;
 /// Request handlers' SQLite read connections.
 const SQLITE_READERS: u32 = 8;
@@ -84,12 +84,11 @@ impl Server {
                 (pool, writer, writer_thread, Some(watcher))
             }
             Location::Postgres(url) => {
-                let store = postgres::Store::open(url, PG_READERS + cfg.pg_writers).await?;
+                let store = postgres::Store::open(url, PG_READERS).await?;
                 let pool = ReadPool::Postgres(store.clone());
-                let rt = tokio::runtime::Handle::current();
                 let (writer, writer_thread) = Writer::spawn(
                     (0..cfg.pg_writers.max(1))
-                        .map(|_| WriteConn::Postgres(store.clone(), rt.clone()))
+                        .map(|_| WriteConn::postgres(store.clone()))
                         .collect(),
                     hubs.clone(),
                     cfg.retention,

@@ -121,23 +121,32 @@ fn begin(dialect: Dialect, access: Access) -> &'static str {
     }
 }
 
-/// The writer's connection: its own SQLite connection, or a pooled PostgreSQL one per batch
-/// (so a lost connection costs one attempt at one batch, never the writer).
+/// The writer's connection: its own SQLite connection, or a PostgreSQL connection driven on
+/// the writer's own thread (`postgres::LocalConn`), made again when it was lost (so a lost
+/// connection costs one attempt at one batch, never the writer).
 pub enum WriteConn {
     Sqlite(rusqlite::Connection),
-    Postgres(postgres::Store, tokio::runtime::Handle),
+    Postgres(postgres::Store, Option<postgres::LocalConn>),
 }
 
 impl WriteConn {
+    pub fn postgres(store: postgres::Store) -> Self {
+        Self::Postgres(store, None)
+    }
+
     pub fn with<T>(
         &mut self,
         f: impl FnOnce(&mut dyn Sql) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
         match self {
             Self::Sqlite(conn) => f(conn),
-            Self::Postgres(store, rt) => {
-                let mut conn = rt.block_on(store.conn())?;
-                f(&mut conn)
+            Self::Postgres(store, slot) => {
+                if slot.as_ref().is_none_or(postgres::LocalConn::is_closed) {
+                    *slot = None;
+                    *slot = Some(postgres::LocalConn::connect(store)?);
+                }
+                let conn = slot.as_mut().expect("connected just now");
+                f(conn)
             }
         }
     }

@@ -306,6 +306,73 @@ impl Sql for PgConn {
     }
 }
 
+/// A connection whose protocol work runs on the thread that uses it: a current-thread runtime
+/// of its own drives the connection inside each `block_on`, so a statement costs no hop to
+/// another thread and back (the writer threads run thousands of statements a second; a pooled
+/// client's connection task runs on the shared runtime's workers).
+pub struct LocalConn {
+    rt: tokio::runtime::Runtime,
+    client: tokio_postgres::Client,
+    statements: std::collections::HashMap<&'static str, tokio_postgres::Statement>,
+}
+
+impl LocalConn {
+    pub fn connect(store: &Store) -> Result<Self, StoreError> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| StoreError::Pool(format!("a writer runtime: {e}")))?;
+        let config = store.url.config()?;
+        let (client, conn) = rt
+            .block_on(config.connect(NoTls))
+            .map_err(|e| connect_error(&store.url, &e))?;
+        rt.spawn(async move {
+            let _ = conn.await;
+        });
+        Ok(Self {
+            rt,
+            client,
+            statements: std::collections::HashMap::new(),
+        })
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.client.is_closed()
+    }
+
+    fn statement(&mut self, sql: &'static str) -> Result<tokio_postgres::Statement, StoreError> {
+        if let Some(st) = self.statements.get(sql) {
+            return Ok(st.clone());
+        }
+        let st = self.rt.block_on(self.client.prepare(sql))?;
+        self.statements.insert(sql, st.clone());
+        Ok(st)
+    }
+}
+
+impl Sql for LocalConn {
+    fn dialect(&self) -> Dialect {
+        Dialect::Postgres
+    }
+
+    fn query(&mut self, sql: &'static str, params: &[Param<'_>]) -> Result<Vec<Row>, StoreError> {
+        let st = self.statement(sql)?;
+        let refs = PgConn::refs(params);
+        let rows = self.rt.block_on(self.client.query(&st, &refs))?;
+        rows.iter().map(row).collect()
+    }
+
+    fn execute(&mut self, sql: &'static str, params: &[Param<'_>]) -> Result<u64, StoreError> {
+        let st = self.statement(sql)?;
+        let refs = PgConn::refs(params);
+        Ok(self.rt.block_on(self.client.execute(&st, &refs))?)
+    }
+
+    fn batch(&mut self, sql: &str) -> Result<(), StoreError> {
+        Ok(self.rt.block_on(self.client.batch_execute(sql))?)
+    }
+}
+
 /// A conflict with another transaction (serialization failure, deadlock): the same
 /// transaction tried again can succeed at once.
 pub fn is_conflict(e: &StoreError) -> bool {
