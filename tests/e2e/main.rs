@@ -11,6 +11,7 @@ mod conformance;
 mod desktop_app;
 mod engine;
 mod faults;
+mod foresight;
 mod loopback;
 mod proxy;
 mod scripted;

@@ -40,13 +40,13 @@ use serde_json::Value;
 
 use crate::cluster::Deployment;
 use crate::proxy::Proxy;
+use quotabell_testbed::FakeClock;
+
 use crate::support::{Desktop, Engine, bin, post_build_keyed, server_events, unescape_markup};
 
 const DEFAULT_SECS: u64 = 300;
 /// The default run must inject at least this many; shorter runs proportionally fewer.
 const FAULTS_PER_5_MIN: u64 = 100;
-/// libfaketime's multithreading-safe variant (the engine runs Tokio worker threads).
-const FAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1";
 /// The server's keepalive; the engine calls a connection dead after 2.5 times that.
 const KEEPALIVE_SECS: &str = "1";
 /// Stalls and stops last longer than the engine's 2.5 s watchdog.
@@ -114,10 +114,6 @@ fn fault_soak() {
         .ok()
         .map(|s| s.parse().expect("QUOTABELL_SOAK_SECS is whole seconds"))
         .unwrap_or(DEFAULT_SECS);
-    assert!(
-        Path::new(FAKETIME).exists(),
-        "{FAKETIME} is missing: install the faketime package (scripts/test does)"
-    );
     let store = std::env::var("QUOTABELL_SOAK_STORE").unwrap_or_else(|_| "sqlite".into());
     let desktop = Desktop::start();
     let dir = desktop.dir.path().to_owned();
@@ -371,7 +367,7 @@ impl Backends {
 /// across restarts.
 struct Watch<'a> {
     engine: &'a Engine<'a>,
-    clock_file: PathBuf,
+    clock: FakeClock,
     clock_offset: i64,
     child: Option<Child>,
     starts: u32,
@@ -381,7 +377,7 @@ impl<'a> Watch<'a> {
     fn new(engine: &'a Engine<'a>, clock_file: PathBuf) -> Self {
         let mut me = Self {
             engine,
-            clock_file,
+            clock: FakeClock::new(&clock_file).unwrap_or_else(|e| panic!("{e}")),
             clock_offset: 0,
             child: None,
             starts: 0,
@@ -391,11 +387,7 @@ impl<'a> Watch<'a> {
     }
 
     fn set_clock_offset(&mut self, secs: i64) {
-        // libfaketime reads the file on every call (FAKETIME_NO_CACHE): write it whole, by
-        // renaming, so it never reads half a number.
-        let tmp = self.clock_file.with_extension("tmp");
-        std::fs::write(&tmp, format!("{secs:+}\n")).unwrap();
-        std::fs::rename(&tmp, &self.clock_file).unwrap();
+        self.clock.set_offset(secs).unwrap_or_else(|e| panic!("{e}"));
         self.clock_offset = secs;
     }
 
@@ -405,20 +397,16 @@ impl<'a> Watch<'a> {
             .append(true)
             .open(self.engine.data.join("watch.stderr"))
             .unwrap();
-        let child = self
+        let mut cmd = self
             .engine
-            .cmd(&["watch", "--keepalive-secs", KEEPALIVE_SECS])
-            .args(["--max-backoff-secs", "2"])
+            .cmd(&["watch", "--keepalive-secs", KEEPALIVE_SECS]);
+        cmd.args(["--max-backoff-secs", "2"])
             .env("RUST_LOG", "info,quotabell_core=debug")
-            .env("LD_PRELOAD", FAKETIME)
-            .env("FAKETIME_TIMESTAMP_FILE", &self.clock_file)
-            .env("FAKETIME_NO_CACHE", "1")
-            .env("FAKETIME_DONT_FAKE_MONOTONIC", "1")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
+            .stderr(log);
+        self.clock.apply(&mut cmd);
+        let child = cmd.spawn().unwrap();
         self.child = Some(child);
         self.starts += 1;
     }

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use quotabell_testbed::{Profile, Session, Watch};
+use quotabell_testbed::{FakeClock, Profile, Session, Watch};
 use serde_json::Value;
 
 pub use quotabell_testbed::process::{cmdline, descendants, parent_of};
@@ -57,11 +57,22 @@ impl Desktop {
         Self::start_with(Duration::from_secs(60))
     }
 
+    /// Every engine command of the session runs on `clock`.
+    pub fn start_on(clock: &FakeClock) -> Self {
+        Self::launch(Session {
+            clock: Some(clock.clone()),
+            ..Session::default()
+        })
+    }
+
     fn start_with(shown: Duration) -> Self {
-        let session = Session {
+        Self::launch(Session {
             shown,
             ..Session::default()
-        };
+        })
+    }
+
+    fn launch(session: Session) -> Self {
         Self(
             quotabell_testbed::Desktop::launch(&session)
                 .unwrap_or_else(|e| panic!("desktop session: {e}")),
@@ -98,9 +109,19 @@ pub struct Backend(quotabell_testbed::Backend);
 
 impl Backend {
     pub fn start(dir: &Path, args: &[&str]) -> Self {
+        Self::launch(dir, args, None)
+    }
+
+    /// The backend on `clock` (its periods and build times follow it).
+    pub fn start_on(dir: &Path, args: &[&str], clock: &FakeClock) -> Self {
+        Self::launch(dir, args, Some(clock.clone()))
+    }
+
+    fn launch(dir: &Path, args: &[&str], clock: Option<FakeClock>) -> Self {
         let options = quotabell_testbed::ServerOptions {
             args: args.iter().map(|s| s.to_string()).collect(),
             rust_log: Some("warn".into()),
+            clock,
             ..Default::default()
         };
         Self(

@@ -14,6 +14,13 @@ export interface ChartRange {
   end: number;
 }
 
+/** Where a metric's pace leads: a straight dashed line from its reading now to the period's end. */
+export interface Projection {
+  metric: string;
+  from: { at: number; used: number };
+  to: { at: number; used: number };
+}
+
 function pct(used: number, limit: number): number {
   return limit > 0 ? (used / limit) * 100 : 0;
 }
@@ -43,11 +50,13 @@ export function summary(series: UsageSeries[]): string {
     .join("; ");
 }
 
-export function usageChart(series: UsageSeries[], range: ChartRange | null): HTMLElement {
+export function usageChart(series: UsageSeries[], range: ChartRange | null, projected: Projection[] = []): HTMLElement {
   const drawn = series.filter((x) => x.points.length > 0);
   const xr = xRange(drawn, range);
+  const limitOf = (metric: string) => series.find((x) => x.metric === metric)?.limit ?? 0;
   let maxPct = 100;
   for (const x of drawn) for (const p of x.points) maxPct = Math.max(maxPct, pct(p.used, x.limit));
+  for (const p of projected) maxPct = Math.max(maxPct, pct(p.to.used, limitOf(p.metric)));
   const yMax = Math.ceil(maxPct / 25) * 25;
   const iw = W - PAD.left - PAD.right;
   const ih = H - PAD.top - PAD.bottom;
@@ -92,6 +101,23 @@ export function usageChart(series: UsageSeries[], range: ChartRange | null): HTM
       s("title", null, `${x.label}: ${count(x.points[x.points.length - 1]!.used)} of ${count(x.limit)}`),
     );
     svg.appendChild(line);
+    const ahead = projected.find((p) => p.metric === x.metric);
+    if (ahead && x.limit > 0) {
+      svg.appendChild(
+        s(
+          "line",
+          {
+            class: `chart-projection series-${i % 6}`,
+            x1: f(X(ahead.from.at)),
+            y1: f(Y(pct(ahead.from.used, x.limit))),
+            x2: f(X(ahead.to.at)),
+            y2: f(Y(pct(ahead.to.used, x.limit))),
+            "data-testid": `chart-projection-${x.metric}`,
+          },
+          s("title", null, `${x.label} at this pace: ${count(ahead.to.used)} of ${count(x.limit)} by the period's end`),
+        ),
+      );
+    }
   });
 
   const legend = h(

@@ -10,7 +10,7 @@ export const NOW = 1_795_000_000; // 2026-11-18
 export const XSS = "<img src=x onerror=alert(1)>";
 
 export function meter(over: Partial<Meter> = {}): Meter {
-  return { metric: "builds", label: "Builds", used: 42, limit: 100, percent: 42, level: "ok", note: null, ...over };
+  return { metric: "builds", label: "Builds", used: 42, limit: 100, percent: 42, level: "ok", note: null, pace: null, forecast: null, ...over };
 }
 
 export function snapshot(over: Partial<Snapshot> = {}): Snapshot {
@@ -79,6 +79,11 @@ export function settings(over: Partial<SettingsForm> = {}): SettingsForm {
     urgent_through_quiet: true,
     notify_rejected_builds: true,
     start_at_login: false,
+    early_warning_days: 3,
+    early_warning_margin_hours: 24,
+    runaway_factor: 5,
+    runaway_min_builds: 10,
+    refill_notice: "after_top_threshold",
     ...over,
   };
 }

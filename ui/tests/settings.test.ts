@@ -40,6 +40,11 @@ describe("settings", () => {
       urgent_through_quiet: true,
       notify_rejected_builds: true,
       start_at_login: true,
+      early_warning_days: 3,
+      early_warning_margin_hours: 24,
+      runaway_factor: 5,
+      runaway_min_builds: 10,
+      refill_notice: "after_top_threshold",
     } satisfies SettingsForm);
     expect(byTestId("settings-saved").textContent).toBe("Saved.");
     expect(input("settings-thresholds").value).toBe("50, 90, 100");
@@ -58,6 +63,25 @@ describe("settings", () => {
     expect(byTestId("settings-error-thresholds").hidden).toBe(true);
     expect(byTestId("settings-error-quiet_end").textContent).toBe("Set both ends of quiet hours, or neither.");
     expect(backend.callsOf("save_settings")).toHaveLength(0);
+  });
+
+  it("turns foresight alerts off with an empty box and checks the numbers", async () => {
+    const backend = new FakeBackend();
+    await openSettings(backend);
+    expect(input("settings-early-days").value).toBe("3");
+    input("settings-early-days").value = "";
+    input("settings-runaway-factor").value = "8x";
+    await click(byTestId("settings-save"));
+    expect(byTestId("settings-error-runaway_factor").textContent).toBe("Use a whole number, or leave it empty.");
+    expect(backend.callsOf("save_settings")).toHaveLength(0);
+    input("settings-runaway-factor").value = "8";
+    (byTestId("settings-refill") as HTMLSelectElement).value = "always";
+    await click(byTestId("settings-save"));
+    expect(backend.callsOf("save_settings")[0]!.args).toMatchObject({
+      early_warning_days: null,
+      runaway_factor: 8,
+      refill_notice: "always",
+    });
   });
 
   it("puts the engine's field errors next to that field, others as an alert", async () => {

@@ -49,6 +49,28 @@ describe("usage", () => {
     expect(chart.querySelector("title")!.textContent).toContain("Builds: 42 of 100");
   });
 
+  it("shows the forecast under its meter and draws the projection dashed to the period's end", async () => {
+    const pace = { kind: "limit_before_end" as const, per_day: 5, limit_at: NOW + 4 * 86400, at_period_end: 160 };
+    const snap = snapshot({
+      meters: [meter({ pace, forecast: "At this pace: limit on Nov 27, in about 4 days" }), meter({ metric: "applications", label: "Applications", used: 4, limit: 5, percent: 80, level: "warning" })],
+    });
+    await mount(new FakeBackend({ snap, history: history() }));
+    expect(byTestId("meter-builds-forecast").textContent).toBe("At this pace: limit on Nov 27, in about 4 days");
+    expect(queryTestId("meter-applications-forecast")).toBeNull();
+    const line = byTestId("chart-projection-builds");
+    expect(line.getAttribute("class")).toContain("chart-projection");
+    // It starts at the reading now (42%) and ends higher (160%), at the chart's right edge.
+    expect(Number(line.getAttribute("y2"))).toBeLessThan(Number(line.getAttribute("y1")));
+    expect(Number(line.getAttribute("x2"))).toBeGreaterThan(Number(line.getAttribute("x1")));
+    expect(line.querySelector("title")!.textContent).toBe("Builds at this pace: 160 of 100 by the period's end");
+    expect(queryTestId("chart-projection-applications")).toBeNull();
+    // Without a projection (too little data), no dashed line.
+    const none = snapshot({ meters: [meter({ pace: { kind: "not_enough_data", builds: 1, history_secs: 60 }, forecast: "Not enough history yet for a forecast" })] });
+    await mount(new FakeBackend({ snap: none, history: history() }));
+    expect(queryTestId("chart-projection-builds")).toBeNull();
+    expect(byTestId("meter-builds-forecast").textContent).toBe("Not enough history yet for a forecast");
+  });
+
   it("extends the chart from live snapshots without asking for history again", async () => {
     const backend = new FakeBackend({ history: history() });
     await mount(backend);

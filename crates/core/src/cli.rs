@@ -12,7 +12,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::clock::{Clock, SystemClock};
 use crate::dashboard::{self, Moment};
 use crate::engine::{EngineConfig, Exit};
-use crate::ipc::{BuildStatus, Snapshot};
+use crate::ipc::{BuildStatus, RefillNotice, Snapshot};
 use crate::notifier::DesktopNotifier;
 use crate::paths::Paths;
 use crate::secret::{Keychain, OsKeychain, Token};
@@ -111,7 +111,34 @@ pub enum Command {
         urgent_through_quiet: Option<bool>,
         #[arg(long)]
         notify_rejected: Option<bool>,
+        /// Warn this many days before the pace reaches a limit, or "off".
+        #[arg(long)]
+        early_warning_days: Option<String>,
+        /// ...when that is at least this many hours before the period ends.
+        #[arg(long)]
+        early_warning_margin_hours: Option<u16>,
+        /// Alert when builds come this many times faster than usual, or "off".
+        #[arg(long)]
+        runaway_factor: Option<String>,
+        /// ...and at least this many in a quarter hour.
+        #[arg(long)]
+        runaway_min_builds: Option<u16>,
+        /// When a refilled quota is announced.
+        #[arg(long, value_enum)]
+        refill_notice: Option<RefillNotice>,
     },
+}
+
+/// "off" or a whole number, for the options that can be turned off.
+fn number_or_off(option: &str, value: &str) -> Result<Option<u8>, String> {
+    if value.trim().eq_ignore_ascii_case("off") {
+        return Ok(None);
+    }
+    value
+        .trim()
+        .parse()
+        .map(Some)
+        .map_err(|_| format!("{option}: {value:?} is not a number from 1 to 255, or off"))
 }
 
 /// Runs a subcommand; the caller has installed the tracing subscriber.
@@ -264,6 +291,11 @@ fn dispatch(cmd: Command, paths: &Paths) -> Result<ExitCode, BoxError> {
             pause_minutes,
             urgent_through_quiet,
             notify_rejected,
+            early_warning_days,
+            early_warning_margin_hours,
+            runaway_factor,
+            runaway_min_builds,
+            refill_notice,
         } => {
             let store = Store::open(&paths.db())?;
             let current = store.settings()?;
@@ -282,12 +314,28 @@ fn dispatch(cmd: Command, paths: &Paths) -> Result<ExitCode, BoxError> {
             if let Some(n) = notify_rejected {
                 form.notify_rejected_builds = n;
             }
+            if let Some(d) = early_warning_days {
+                form.early_warning_days = number_or_off("--early-warning-days", &d)?;
+            }
+            if let Some(h) = early_warning_margin_hours {
+                form.early_warning_margin_hours = h;
+            }
+            if let Some(f) = runaway_factor {
+                form.runaway_factor = number_or_off("--runaway-factor", &f)?;
+            }
+            if let Some(n) = runaway_min_builds {
+                form.runaway_min_builds = n;
+            }
+            if let Some(r) = refill_notice {
+                form.refill_notice = r;
+            }
             let mut s = dashboard::apply_form(&current, &form).map_err(|e| {
-                // The form's fields that can be wrong, as the options that set them.
+                // The form's fields that can be wrong, as the options that set them (the
+                // others are named as their option, `_` for `-`).
                 match e.field.as_deref() {
                     Some("quiet_start" | "quiet_end") => format!("--quiet: {e}"),
-                    Some("thresholds") => format!("--thresholds: {e}"),
-                    _ => e.to_string(),
+                    Some(field) => format!("--{}: {e}", field.replace('_', "-")),
+                    None => e.to_string(),
                 }
             })?;
             if let Some(m) = pause_minutes {
@@ -398,6 +446,9 @@ fn status_text(s: &Snapshot) -> String {
             "  {:<13} {:>6} / {:<6}{note}",
             m.label, m.used, m.limit
         ));
+        if let Some(f) = &m.forecast {
+            line(format!("  {:<13} {f}", ""));
+        }
     }
     match &s.period {
         Some(p) => line(format!("  period        {} → {}", p.start, p.end)),
@@ -532,6 +583,40 @@ mod tests {
         assert_eq!(after, ok);
         let off = settings(dir.path(), &["--quiet", "off"]).unwrap();
         assert!(off.contains(r#""quiet_hours":null"#), "{off}");
+    }
+
+    #[test]
+    fn foresight_settings_are_validated_by_field() {
+        let dir = tempfile::tempdir().unwrap();
+        let ok = settings(
+            dir.path(),
+            &[
+                "--early-warning-days",
+                "7",
+                "--runaway-factor",
+                "off",
+                "--refill-notice",
+                "always",
+                "--runaway-min-builds",
+                "20",
+            ],
+        )
+        .unwrap();
+        assert!(ok.contains(r#""early_warning_days":7"#), "{ok}");
+        assert!(ok.contains(r#""runaway_factor":null"#), "{ok}");
+        assert!(ok.contains(r#""refill_notice":"always""#), "{ok}");
+        assert!(ok.contains(r#""runaway_min_builds":20"#), "{ok}");
+        let err = settings(dir.path(), &["--early-warning-days", "0"]).unwrap_err();
+        assert!(err.starts_with("--early-warning-days: 0 days is no horizon"), "{err}");
+        let err = settings(dir.path(), &["--runaway-factor", "1"]).unwrap_err();
+        assert!(err.starts_with("--runaway-factor: 1× is not a factor"), "{err}");
+        let err = settings(dir.path(), &["--runaway-factor", "fast"]).unwrap_err();
+        assert!(err.starts_with("--runaway-factor: \"fast\" is not a number"), "{err}");
+        let err = settings(dir.path(), &["--early-warning-margin-hours", "999"]).unwrap_err();
+        assert!(err.starts_with("--early-warning-margin-hours: use 0 to 240"), "{err}");
+        assert_eq!(settings(dir.path(), &[]).unwrap(), ok, "nothing refused was saved");
+        let off = settings(dir.path(), &["--early-warning-days", "off"]).unwrap();
+        assert!(off.contains(r#""early_warning_days":null"#), "{off}");
     }
 
     #[test]

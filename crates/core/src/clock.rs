@@ -8,8 +8,23 @@ pub trait Clock: Send + Sync {
     fn now_unix(&self) -> i64;
     /// Monotonic time, for measuring intervals.
     fn instant(&self) -> Instant;
+    /// Seconds east of UTC of the local time zone at `unix`.
+    fn utc_offset(&self, unix: i64) -> i32;
+
     /// Minutes since local midnight at `unix` (quiet hours are in local time).
-    fn local_minute(&self, unix: i64) -> u16;
+    fn local_minute(&self, unix: i64) -> u16 {
+        let local = unix.saturating_add(i64::from(self.utc_offset(unix)));
+        (local.rem_euclid(86_400) / 60) as u16
+    }
+
+    /// The local date and time at `unix`, for dates shown to the user ("Nov 27").
+    fn local_time(&self, unix: i64) -> jiff::civil::DateTime {
+        let local = unix.saturating_add(i64::from(self.utc_offset(unix)));
+        jiff::Timestamp::from_second(local)
+            .unwrap_or(jiff::Timestamp::UNIX_EPOCH)
+            .to_zoned(jiff::tz::TimeZone::UTC)
+            .datetime()
+    }
 }
 
 pub struct SystemClock;
@@ -23,10 +38,9 @@ impl Clock for SystemClock {
         Instant::now()
     }
 
-    fn local_minute(&self, unix: i64) -> u16 {
+    fn utc_offset(&self, unix: i64) -> i32 {
         jiff::Timestamp::from_second(unix)
-            .map(|t| t.to_zoned(jiff::tz::TimeZone::system()))
-            .map(|z| z.hour() as u16 * 60 + z.minute() as u16)
+            .map(|t| jiff::tz::TimeZone::system().to_offset(t).seconds())
             .unwrap_or(0)
     }
 }

@@ -2,6 +2,7 @@
 //! cache alone (so every view works offline) and the time passed in (never an implicit now).
 
 use crate::clock::Clock;
+use crate::foresight;
 use crate::ipc::{
     AccountInfo, BillingPeriod, BuildEntry, BuildPage, BuildQuery, Connection, IpcError, Level,
     Meter, NotificationEntry, NotificationPage, PageQuery, PauseChoice, SettingsForm, Snapshot,
@@ -41,7 +42,7 @@ pub fn snapshot(store: &Store, at: &Moment<'_>) -> Result<Snapshot, StoreError> 
         connection = Connection::Offline;
         detail = Some("no engine is running".into());
     }
-    let meters: Vec<Meter> = state
+    let mut meters: Vec<Meter> = state
         .usage
         .as_ref()
         .map(|u| {
@@ -51,6 +52,18 @@ pub fn snapshot(store: &Store, at: &Moment<'_>) -> Result<Snapshot, StoreError> 
                 .collect()
         })
         .unwrap_or_default();
+    // The paces foresight computed when data last arrived (never recomputed per snapshot:
+    // the same data gives the same pace); only their words follow the time.
+    if let Some(u) = &state.usage {
+        let watch = store.watch(account.id)?;
+        let end = u.period.end.parse::<jiff::Timestamp>().ok().map(|t| t.as_second());
+        for m in &mut meters {
+            if let (Some(pace), Some(end)) = (watch.pace(&m.metric, &u.period.start), end) {
+                m.forecast = foresight::pace_line(pace, m.limit, end, at.now, at.clock);
+                m.pace = Some(pace.clone());
+            }
+        }
+    }
     let period = state.usage.as_ref().map(|u| BillingPeriod {
         start: u.period.start.clone(),
         end: u.period.end.clone(),
@@ -135,6 +148,8 @@ pub fn meter(metric: &str, used: i64, limit: i64) -> Meter {
         percent,
         level,
         note,
+        pace: None,
+        forecast: None,
     }
 }
 
@@ -174,8 +189,10 @@ fn tray_model(
                 line.push_str(" — ");
                 line.push_str(note);
             }
-            line
+            // The forecast goes under its metric's line.
+            std::iter::once(line).chain(m.forecast.iter().map(|f| format!("  {f}")))
         })
+        .flatten()
         .collect();
     match connection {
         Connection::SignedOut => lines.push("Signed out".into()),
@@ -371,6 +388,11 @@ pub fn settings_form(s: &Settings, start_at_login: bool) -> SettingsForm {
         urgent_through_quiet: s.urgent_through_quiet,
         notify_rejected_builds: s.notify_rejected_builds,
         start_at_login,
+        early_warning_days: s.early_warning_days,
+        early_warning_margin_hours: s.early_warning_margin_hours,
+        runaway_factor: s.runaway_factor,
+        runaway_min_builds: s.runaway_min_builds,
+        refill_notice: s.refill_notice,
     }
 }
 
@@ -418,12 +440,41 @@ pub fn apply_form(current: &Settings, form: &SettingsForm) -> Result<Settings, I
             ));
         }
     };
+    if let Some(d) = form.early_warning_days.filter(|d| !(1..=30).contains(d)) {
+        return Err(IpcError::invalid(
+            "early_warning_days",
+            format!("{d} days is no horizon: look 1 to 30 days ahead, or turn the warning off"),
+        ));
+    }
+    if form.early_warning_margin_hours > 240 {
+        return Err(IpcError::invalid(
+            "early_warning_margin_hours",
+            "use 0 to 240 hours before the period ends",
+        ));
+    }
+    if let Some(f) = form.runaway_factor.filter(|f| !(2..=100).contains(f)) {
+        return Err(IpcError::invalid(
+            "runaway_factor",
+            format!("{f}× is not a factor for an unusual rate: use 2 to 100, or turn the alert off"),
+        ));
+    }
+    if !(2..=1000).contains(&form.runaway_min_builds) {
+        return Err(IpcError::invalid(
+            "runaway_min_builds",
+            "use 2 to 1000 builds in a quarter hour",
+        ));
+    }
     Ok(Settings {
         thresholds,
         quiet_hours,
         urgent_through_quiet: form.urgent_through_quiet,
         notify_rejected_builds: form.notify_rejected_builds,
-        paused_until: current.paused_until,
+        early_warning_days: form.early_warning_days,
+        early_warning_margin_hours: form.early_warning_margin_hours,
+        runaway_factor: form.runaway_factor,
+        runaway_min_builds: form.runaway_min_builds,
+        refill_notice: form.refill_notice,
+        ..current.clone()
     })
 }
 

@@ -20,6 +20,7 @@ use tokio::sync::watch;
 use crate::backoff::{Backoff, HEALTHY_AFTER};
 use crate::client::{ApiClient, ApiError};
 use crate::clock::Clock;
+use crate::foresight;
 use crate::ipc::{Connection, NotificationState};
 use crate::notifier::Notifier;
 use crate::page::{Applied, Gap, Page};
@@ -357,9 +358,32 @@ impl Engine {
             );
         }
         let builds = ingested.builds;
+        let news = ingested.stored > 0;
         self.show(ingested.pending).await?;
+        // A catch-up looks ahead once, at its end, over everything it fetched.
+        if news && source == Source::Stream {
+            self.foresee(false).await?;
+        }
         let _ = self.updates.send(Update::Synced);
         Ok(builds)
+    }
+
+    /// The early warning and the runaway check, after new data (never on a timer: the same
+    /// cache gives the same answer).
+    async fn foresee(&mut self, catching_up: bool) -> Result<(), EngineError> {
+        let settings = self.store.settings()?;
+        let plan_name = self.account.plan.name.clone();
+        let ctx = self.context(&settings, catching_up, &plan_name);
+        let clock = self.clock.clone();
+        let pending = self
+            .store
+            .foresee(self.account.id, ctx.now_unix, &mut |data, watch, known| {
+                data.metrics()
+                    .iter()
+                    .flat_map(|m| foresight::decide(&ctx, clock.as_ref(), m, watch, known))
+                    .collect()
+            })?;
+        self.show(pending).await
     }
 
     async fn record_usage(&mut self, usage: &Usage, catching_up: bool) -> Result<(), EngineError> {
@@ -491,6 +515,7 @@ impl Engine {
         let usage = self.api.usage().await?;
         self.record_usage(&usage, true).await?;
         self.sync_builds().await?;
+        self.foresee(true).await?;
         if let Some(digest) = self
             .store
             .digest_held(account, builds_seen, self.clock.now_unix())?
@@ -1275,7 +1300,7 @@ mod tests {
         fn instant(&self) -> Instant {
             Instant::now()
         }
-        fn local_minute(&self, _: i64) -> u16 {
+        fn utc_offset(&self, _: i64) -> i32 {
             0
         }
     }

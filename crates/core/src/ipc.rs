@@ -123,6 +123,11 @@ pub struct Meter {
     pub level: Level,
     /// "at limit" / "over limit", when one applies.
     pub note: Option<String>,
+    /// Where the current pace leads by the period's end (per-period metrics only).
+    pub pace: Option<crate::forecast::Pace>,
+    /// `pace` in words ("At this pace: limit on Nov 27, in about 4 days"), as the tray and
+    /// `quotabell status` say it.
+    pub forecast: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, TS)]
@@ -317,6 +322,12 @@ pub enum NotificationKind {
     PlanChanged,
     /// The one summary at the end of a catch-up.
     Digest,
+    /// At the current pace a limit is reached before the period ends.
+    PaceWarning,
+    /// Builds arrive many times faster than the account's usual rate.
+    Runaway,
+    /// A new period began: the quota is full again.
+    Refill,
 }
 
 impl NotificationKind {
@@ -328,6 +339,9 @@ impl NotificationKind {
             Self::Notice => "notice",
             Self::PlanChanged => "plan_changed",
             Self::Digest => "digest",
+            Self::PaceWarning => "pace_warning",
+            Self::Runaway => "runaway",
+            Self::Refill => "refill",
         }
     }
 }
@@ -359,6 +373,17 @@ pub struct NotificationPage {
     pub rows: Vec<NotificationEntry>,
 }
 
+/// When a period roll is worth a notification.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, TS, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+#[ts(export)]
+pub enum RefillNotice {
+    Never,
+    /// Only after a period that reached the top threshold (otherwise a refill is no news).
+    AfterTopThreshold,
+    Always,
+}
+
 /// The Settings view's form.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, TS)]
 #[ts(export)]
@@ -371,6 +396,15 @@ pub struct SettingsForm {
     pub urgent_through_quiet: bool,
     pub notify_rejected_builds: bool,
     pub start_at_login: bool,
+    /// Warn when the pace reaches a limit within this many days (1–30); `null`: never.
+    pub early_warning_days: Option<u8>,
+    /// ...and at least this many hours before the period ends (0–240).
+    pub early_warning_margin_hours: u16,
+    /// Alert when builds come this many times faster than usual (2–100); `null`: never.
+    pub runaway_factor: Option<u8>,
+    /// ...and at least this many in a quarter hour (2–1000).
+    pub runaway_min_builds: u16,
+    pub refill_notice: RefillNotice,
 }
 
 #[derive(Clone, PartialEq, Serialize, Deserialize, TS)]

@@ -9,6 +9,8 @@ pub mod clock;
 pub mod companion;
 pub mod dashboard;
 pub mod engine;
+pub mod forecast;
+pub mod foresight;
 pub mod ipc;
 pub mod lock;
 pub mod notifier;

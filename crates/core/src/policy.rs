@@ -7,6 +7,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+pub use crate::ipc::RefillNotice;
 use crate::ipc::{NotificationKind, NotificationState};
 use crate::protocol::{QuotaObservation, Usage, kind, metric_label};
 
@@ -23,7 +24,18 @@ pub struct Settings {
     pub notify_rejected_builds: bool,
     /// Unix seconds until which notifications are paused.
     pub paused_until: Option<i64>,
+    /// Warn when the pace reaches a limit within this many days (`None`: never).
+    pub early_warning_days: Option<u8>,
+    /// ...and at least this many hours before the period ends (about the end is no news).
+    pub early_warning_margin_hours: u16,
+    /// Alert when the last quarter hour's builds are this many times the usual (`None`: never).
+    pub runaway_factor: Option<u8>,
+    /// ...and at least this many (a quiet account's second build is no runaway).
+    pub runaway_min_builds: u16,
+    /// When a new period's refilled quota is announced.
+    pub refill_notice: RefillNotice,
 }
+
 
 impl Default for Settings {
     fn default() -> Self {
@@ -33,6 +45,11 @@ impl Default for Settings {
             urgent_through_quiet: true,
             notify_rejected_builds: true,
             paused_until: None,
+            early_warning_days: Some(3),
+            early_warning_margin_hours: 24,
+            runaway_factor: Some(5),
+            runaway_min_builds: 10,
+            refill_notice: RefillNotice::AfterTopThreshold,
         }
     }
 }
@@ -81,7 +98,7 @@ impl Context<'_> {
         inside.then_some("quiet hours")
     }
 
-    fn finish(&self, mut d: Decision) -> Decision {
+    pub(crate) fn finish(&self, mut d: Decision) -> Decision {
         if d.state == NotificationState::Suppressed {
             return d;
         }

@@ -141,6 +141,7 @@ pub(crate) fn settings() -> impl Strategy<Value = Settings> {
                 urgent_through_quiet: urgent,
                 notify_rejected_builds: rejected,
                 paused_until: paused,
+                ..Settings::default()
             },
         )
 }

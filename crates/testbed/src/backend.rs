@@ -26,6 +26,8 @@ pub struct ServerOptions {
     /// `RUST_LOG` for the server; `None` leaves the environment's (the server's default is
     /// `info`, which the bench measures with).
     pub rust_log: Option<String>,
+    /// A wall clock of the test's (the instance's periods and timestamps follow it).
+    pub clock: Option<crate::FakeClock>,
 }
 
 /// A running backend, killed when dropped. Its stderr goes to `server.log` next to the db.
@@ -121,6 +123,9 @@ impl Backend {
             .stderr(log);
         if let Some(level) = &self.options.rust_log {
             cmd.env("RUST_LOG", level);
+        }
+        if let Some(clock) = &self.options.clock {
+            clock.apply(&mut cmd);
         }
         self.options.placement.apply(&mut cmd);
         let mut child = cmd

@@ -43,6 +43,8 @@ pub struct Session {
     pub placement: Placement,
     /// Names the session's directory (`quotabell-<label>-…` in the temp directory).
     pub label: String,
+    /// A wall clock of the test's for every [`Desktop::command`] (the daemons keep real time).
+    pub clock: Option<crate::FakeClock>,
 }
 
 impl Default for Session {
@@ -51,6 +53,7 @@ impl Default for Session {
             shown: Duration::from_secs(1),
             placement: Placement::default(),
             label: "desktop".into(),
+            clock: None,
         }
     }
 }
@@ -61,6 +64,7 @@ pub struct Desktop {
     /// The bus address, for `DBUS_SESSION_BUS_ADDRESS` and zbus connections.
     pub bus: String,
     placement: Placement,
+    clock: Option<crate::FakeClock>,
     /// The notification daemon's pid (the bench reads its CPU time).
     dunst: u32,
     children: Vec<Child>,
@@ -86,6 +90,7 @@ impl Desktop {
             dir,
             bus: String::new(),
             placement: session.placement,
+            clock: session.clock.clone(),
             dunst: 0,
             children: Vec::new(),
         };
@@ -199,6 +204,9 @@ impl Desktop {
             .env("XDG_RUNTIME_DIR", self.dir.path())
             .env_remove("XDG_CONFIG_HOME")
             .env_remove("XDG_STATE_HOME");
+        if let Some(clock) = &self.clock {
+            clock.apply(&mut c);
+        }
         self.placement.apply(&mut c);
         c
     }

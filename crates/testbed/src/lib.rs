@@ -10,6 +10,7 @@
 //! - [`X`]: the X server's view of the app's windows, and closing one as a window manager does;
 //! - [`Postgres`]: a throwaway PostgreSQL cluster on a free loopback port, for the backend's
 //!   PostgreSQL store;
+//! - [`FakeClock`]: a wall clock the backend and the engine share, moved by the test;
 //! - [`process`]: the few /proc readings and process knobs both need.
 //!
 //! Starting a part returns a [`Result`]: the bench reports a broken setup and exits, a test
@@ -19,6 +20,7 @@
 //! everything under `xvfb-run -a`.
 
 mod backend;
+mod clock;
 mod desktop;
 mod postgres;
 pub mod process;
@@ -30,6 +32,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 pub use backend::{Backend, ServerOptions};
+pub use clock::{FAKETIME, FakeClock};
 pub use desktop::{Desktop, Session};
 pub use postgres::Postgres;
 pub use profile::{Profile, Ran, Watch};

@@ -3,4 +3,4 @@
 /**
  * What a decided notification is about: the policy's rule that raised it.
  */
-export type NotificationKind = "quota" | "build_rejected" | "notice" | "plan_changed" | "digest";
+export type NotificationKind = "quota" | "build_rejected" | "notice" | "plan_changed" | "digest" | "pace_warning" | "runaway" | "refill";

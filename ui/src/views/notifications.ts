@@ -28,6 +28,9 @@ const KIND_TEXT: Record<NotificationKind, string> = {
   notice: "Notice from the service",
   plan_changed: "Plan change",
   digest: "Catch-up digest",
+  pace_warning: "Early warning",
+  runaway: "Unusual build rate",
+  refill: "Quota refilled",
 };
 
 function row(n: NotificationEntry): HTMLElement {

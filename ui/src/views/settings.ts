@@ -1,5 +1,7 @@
-// Settings: notification thresholds, quiet hours, toggles; Save (errors by field) and Sign out.
+// Settings: notification thresholds, quiet hours, foresight, toggles; Save (errors by field)
+// and Sign out.
 import type { IpcError } from "../bindings/IpcError";
+import type { RefillNotice } from "../bindings/RefillNotice";
 import type { SettingsForm } from "../bindings/SettingsForm";
 import { errorState } from "../components/error-state";
 import { field, type Field } from "../components/field";
@@ -39,13 +41,37 @@ export function settingsView(ctx: ViewContext): ViewInstance {
     const urgent = check("Urgent notifications come through quiet hours", initial.urgent_through_quiet, "settings-urgent", "urgent_through_quiet");
     const rejected = check("Notify when a build is rejected", initial.notify_rejected_builds, "settings-rejected", "notify_rejected_builds");
     const login = check("Start Quotabell at login", initial.start_at_login, "settings-login", "start_at_login");
-    const fields: Record<string, Field<HTMLInputElement>> = {
+    // Whole numbers; an empty box turns an optional alert off.
+    const number = (label: string, value: number | null, testid: string, name: string, hint: string) =>
+      field(label, h("input", { type: "text", inputmode: "numeric", value: value === null ? "" : String(value), "data-testid": testid }), {
+        hint,
+        errorTestid: `settings-error-${name}`,
+      });
+    const earlyDays = number("Warn before a limit, days ahead", initial.early_warning_days, "settings-early-days", "early_warning_days", "When the pace reaches a limit within this many days (1–30). Empty: no early warning.");
+    const earlyMargin = number("…if at least this many hours before the period ends", initial.early_warning_margin_hours, "settings-early-margin", "early_warning_margin_hours", "0 to 240.");
+    const runawayFactor = number("Alert at this many times the usual build rate", initial.runaway_factor, "settings-runaway-factor", "runaway_factor", "2 to 100. Empty: no alert for an unusual rate.");
+    const runawayMin = number("…and at least this many builds in 15 minutes", initial.runaway_min_builds, "settings-runaway-min", "runaway_min_builds", "2 to 1000.");
+    const refill = field(
+      "Tell me when a quota refills",
+      h(
+        "select",
+        { "data-testid": "settings-refill" },
+        ...REFILL_CHOICES.map(([value, text]) => h("option", { value, selected: value === initial.refill_notice }, text)),
+      ),
+      { errorTestid: "settings-error-refill_notice" },
+    );
+    const fields: Record<string, Field<HTMLInputElement | HTMLSelectElement>> = {
       thresholds,
       quiet_start: quietStart,
       quiet_end: quietEnd,
       urgent_through_quiet: urgent,
       notify_rejected_builds: rejected,
       start_at_login: login,
+      early_warning_days: earlyDays,
+      early_warning_margin_hours: earlyMargin,
+      runaway_factor: runawayFactor,
+      runaway_min_builds: runawayMin,
+      refill_notice: refill,
     };
     const save = h("button", { type: "submit", class: "btn primary", "data-testid": "settings-save" }, "Save");
     const formError = h("div", { "data-testid": "settings-error-form" });
@@ -74,6 +100,14 @@ export function settingsView(ctx: ViewContext): ViewInstance {
       if (qe && !isHhMm(qe)) return showError({ code: "invalid", message: "Use HH:MM.", field: "quiet_end" });
       if ((qs === "") !== (qe === ""))
         return showError({ code: "invalid", message: "Set both ends of quiet hours, or neither.", field: qs === "" ? "quiet_start" : "quiet_end" });
+      const days = wholeOrEmpty(earlyDays.control.value);
+      if (days === undefined) return showError({ code: "invalid", message: "Use a whole number of days, or leave it empty.", field: "early_warning_days" });
+      const margin = wholeOrEmpty(earlyMargin.control.value);
+      if (margin === undefined || margin === null) return showError({ code: "invalid", message: "Use a whole number of hours.", field: "early_warning_margin_hours" });
+      const factor = wholeOrEmpty(runawayFactor.control.value);
+      if (factor === undefined) return showError({ code: "invalid", message: "Use a whole number, or leave it empty.", field: "runaway_factor" });
+      const minBuilds = wholeOrEmpty(runawayMin.control.value);
+      if (minBuilds === undefined || minBuilds === null) return showError({ code: "invalid", message: "Use a whole number of builds.", field: "runaway_min_builds" });
       const form: SettingsForm = {
         thresholds: t,
         quiet_start: qs || null,
@@ -81,6 +115,11 @@ export function settingsView(ctx: ViewContext): ViewInstance {
         urgent_through_quiet: urgent.control.checked,
         notify_rejected_builds: rejected.control.checked,
         start_at_login: login.control.checked,
+        early_warning_days: days,
+        early_warning_margin_hours: margin,
+        runaway_factor: factor,
+        runaway_min_builds: minBuilds,
+        refill_notice: refill.control.value as RefillNotice,
       };
       save.disabled = true;
       try {
@@ -91,6 +130,11 @@ export function settingsView(ctx: ViewContext): ViewInstance {
         urgent.control.checked = stored.urgent_through_quiet;
         rejected.control.checked = stored.notify_rejected_builds;
         login.control.checked = stored.start_at_login;
+        earlyDays.control.value = stored.early_warning_days === null ? "" : String(stored.early_warning_days);
+        earlyMargin.control.value = String(stored.early_warning_margin_hours);
+        runawayFactor.control.value = stored.runaway_factor === null ? "" : String(stored.runaway_factor);
+        runawayMin.control.value = String(stored.runaway_min_builds);
+        refill.control.value = stored.refill_notice;
         saved.textContent = "Saved.";
       } catch (err) {
         showError(err as IpcError);
@@ -104,6 +148,7 @@ export function settingsView(ctx: ViewContext): ViewInstance {
       { class: "form settings-form", novalidate: true, on: { submit: (e) => void onSubmit(e) } },
       h("fieldset", null, h("legend", null, "Notifications"), thresholds.row, rejected.row),
       h("fieldset", null, h("legend", null, "Quiet hours"), h("div", { class: "row" }, quietStart.row, quietEnd.row), urgent.row),
+      h("fieldset", null, h("legend", null, "Foresight"), earlyDays.row, earlyMargin.row, runawayFactor.row, runawayMin.row, refill.row),
       h("fieldset", null, h("legend", null, "System"), login.row),
       formError,
       h("div", { class: "actions" }, save, saved),
@@ -155,4 +200,20 @@ export function settingsView(ctx: ViewContext): ViewInstance {
       destroyed = true;
     },
   };
+}
+
+// The refill notice's choices, in the words of the form (each of `RefillNotice` once: the
+// compiler checks the record).
+const REFILL_TEXT: Record<RefillNotice, string> = {
+  never: "Never",
+  after_top_threshold: "After a period that reached my top threshold",
+  always: "At every new period",
+};
+const REFILL_CHOICES = Object.entries(REFILL_TEXT) as [RefillNotice, string][];
+
+/** A whole number from the box; `null` when empty; `undefined` when not a whole number. */
+function wholeOrEmpty(text: string): number | null | undefined {
+  const t = text.trim();
+  if (t === "") return null;
+  return /^\d{1,5}$/.test(t) ? Number(t) : undefined;
 }

@@ -6,7 +6,7 @@ import type { Meter } from "../bindings/Meter";
 import type { PauseChoice } from "../bindings/PauseChoice";
 import type { Snapshot } from "../bindings/Snapshot";
 import type { UsageSeries } from "../bindings/UsageSeries";
-import { usageChart, type ChartRange } from "../chart";
+import { usageChart, type ChartRange, type Projection } from "../chart";
 import { errorState } from "../components/error-state";
 import { h, replace } from "../dom";
 import { count, rfcDate, unixDateTime } from "../format";
@@ -58,7 +58,19 @@ export function meterEl(m: Meter): HTMLElement {
     ),
     bar,
     m.note && m.note !== "at limit" ? h("p", { class: "meter-note", "data-testid": `meter-${m.metric}-note` }, m.note) : null,
+    m.forecast ? h("p", { class: "meter-forecast", "data-testid": `meter-${m.metric}-forecast` }, m.forecast) : null,
   );
+}
+
+/** Each meter's projection, from its reading now to the period's end, for the chart. */
+export function projections(s: Snapshot): Projection[] {
+  const range = periodRange(s);
+  if (!range || s.now >= range.end) return [];
+  return s.meters.flatMap((m) => {
+    const p = m.pace;
+    if (!p || (p.kind !== "limit_before_end" && p.kind !== "within_limit")) return [];
+    return [{ metric: m.metric, from: { at: s.now, used: m.used }, to: { at: range.end, used: p.at_period_end } }];
+  });
 }
 
 function periodRange(s: Snapshot): ChartRange | null {
@@ -174,7 +186,7 @@ export function usageView(ctx: ViewContext): ViewInstance {
       replace(chartBox, h("p", { class: "empty", "data-testid": "chart-empty" }, "No usage history yet."));
       return;
     }
-    replace(chartBox, usageChart(history, periodRange(s)));
+    replace(chartBox, usageChart(history, periodRange(s), projections(s)));
   }
 
   async function loadHistory(): Promise<void> {
@@ -199,7 +211,11 @@ export function usageView(ctx: ViewContext): ViewInstance {
       renderSummary(next);
       renderMeters(next);
       renderPause(next);
-      if (history && extendHistory(history, next)) renderChart(next);
+      // The projection moves with every snapshot, so the chart is drawn again for each.
+      if (history) {
+        extendHistory(history, next);
+        renderChart(next);
+      }
     },
   };
 }

@@ -7,8 +7,10 @@
 
 mod queries;
 mod states;
+mod watch;
 
 pub use queries::{BuildFilter, BuildRow, EventRow, NotificationRow, UsageSample};
+pub use watch::{ForesightData, Foresee};
 
 use std::path::Path;
 use std::time::Duration;
@@ -128,6 +130,7 @@ fn migrations() -> Migrations<'static> {
     Migrations::new(vec![
         M::up(include_str!("001_init.sql")),
         M::up(include_str!("002_notification_in_flight.sql")),
+        M::up(include_str!("003_watch.sql")),
     ])
 }
 

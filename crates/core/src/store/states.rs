@@ -95,6 +95,9 @@ mod tests {
             NotificationKind::Notice,
             NotificationKind::PlanChanged,
             NotificationKind::Digest,
+            NotificationKind::PaceWarning,
+            NotificationKind::Runaway,
+            NotificationKind::Refill,
         ]);
         round_trips(&[
             BuildStatus::Accepted,
