@@ -1,6 +1,7 @@
 //! Foresight end to end: a build plugin at a steady pace over simulated days gets one early
-//! warning naming the projected date; a burst gets one runaway alert per episode; restarts of
-//! the engine and of the backend repeat neither.
+//! warning naming the projected date; a burst gets one runaway alert per episode; a period
+//! roll after a month that hit the limit gives one refill notice, live or in the digest of an
+//! engine that was stopped across it; restarts of the engine and of the backend repeat none.
 //!
 //! The backend and the engine share a wall clock the test moves (libfaketime, `FakeClock`).
 //! Each simulated day the engine is started afresh on the new day (a laptop opened in the
@@ -49,11 +50,30 @@ struct Days<'d> {
     /// Noon of the next period's first day: day 0.
     first: i64,
     posted: usize,
+    /// The clock's offset from real time, as last set.
+    offset: i64,
 }
 
 impl<'d> Days<'d> {
-    fn start(desktop: &'d Desktop, clock: &'d FakeClock, dir: &std::path::Path, email: &str) -> Self {
-        let backend = Backend::start_on(dir, &["--keepalive-secs", "0.5", "--retry-ms", "100"], clock);
+    fn start(
+        desktop: &'d Desktop,
+        clock: &'d FakeClock,
+        dir: &std::path::Path,
+        email: &str,
+    ) -> Self {
+        // Background jobs often, so that a period ends (rolls) soon after the clock passes it.
+        let backend = Backend::start_on(
+            dir,
+            &[
+                "--keepalive-secs",
+                "0.5",
+                "--retry-ms",
+                "100",
+                "--jobs-interval-ms",
+                "200",
+            ],
+            clock,
+        );
         let token = backend.add_user(email, "free");
         let usage = http_get(&format!("{}/api/v1/usage", backend.url()), &token);
         let first = unix(usage["period"]["end"].as_str().unwrap()) + DAY / 2;
@@ -66,7 +86,18 @@ impl<'d> Days<'d> {
             token,
             first,
             posted: 0,
+            offset: 0,
         }
+    }
+
+    /// The shared clock's time now.
+    fn now(&self) -> i64 {
+        real_now() + self.offset
+    }
+
+    fn set_clock(&mut self, at: i64) {
+        self.offset = at - real_now();
+        self.clock.set_offset(self.offset).unwrap();
     }
 
     fn at(&self, day: i64) -> i64 {
@@ -76,11 +107,13 @@ impl<'d> Days<'d> {
     /// Moves the clock to `at`, starts the engine afresh and waits for its start-up sync.
     fn wake_at(&mut self, at: i64) {
         self.engine.kill9();
-        self.clock.set_offset(at - real_now()).unwrap();
+        self.set_clock(at);
         self.engine.start_watch();
-        wait_until("the engine's start-up sync", Duration::from_secs(30), || {
-            self.engine.status_json()["last_synced_at"].as_i64() >= Some(at)
-        });
+        wait_until(
+            "the engine's start-up sync",
+            Duration::from_secs(30),
+            || self.engine.status_json()["last_synced_at"].as_i64() >= Some(at),
+        );
     }
 
     /// Posts `n` builds and waits until the engine has them.
@@ -90,15 +123,43 @@ impl<'d> Days<'d> {
             assert_eq!(status, 201, "build {} refused", self.posted);
             self.posted += 1;
         }
-        let want = self.posted as i64;
+        // The period's count as the backend has it (a roll starts it over).
+        let usage = http_get(&format!("{}/api/v1/usage", self.backend.url()), &self.token);
+        let want = usage["quotas"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|q| q["metric"] == "builds")
+            .unwrap()["used"]
+            .as_i64();
         wait_until("the engine has the builds", Duration::from_secs(30), || {
-            builds_used(&self.engine) == Some(want)
+            builds_used(&self.engine) == want
         });
     }
 
     fn day(&mut self, day: i64, builds: usize) {
         self.wake_at(self.at(day));
         self.post(builds);
+    }
+
+    /// The backend's current period (start, end) as `/usage` says.
+    fn period(&self) -> (String, String) {
+        let usage = http_get(&format!("{}/api/v1/usage", self.backend.url()), &self.token);
+        (
+            usage["period"]["start"].as_str().unwrap().to_owned(),
+            usage["period"]["end"].as_str().unwrap().to_owned(),
+        )
+    }
+
+    /// Moves the clock ten minutes past the current period's end and waits for the backend's
+    /// jobs to roll it; returns the new period's end.
+    fn roll(&mut self) -> i64 {
+        let (start, end) = self.period();
+        self.set_clock(unix(&end) + 600);
+        wait_until("the period roll", Duration::from_secs(30), || {
+            self.period().0 != start
+        });
+        unix(&self.period().1)
     }
 
     fn decided(&self, kind: &str) -> Vec<Value> {
@@ -160,17 +221,29 @@ fn a_steady_pace_gets_one_early_warning_naming_the_date() {
     let expected = day_text(days.at(16) + 3 * DAY);
     let warnings = days.decided("pace_warning");
     assert_eq!(warnings.len(), 1, "{warnings:#?}");
-    assert_eq!(warnings[0]["state"], "shown", "shown as it came, not in a digest");
+    assert_eq!(
+        warnings[0]["state"], "shown",
+        "shown as it came, not in a digest"
+    );
     let body = warnings[0]["body"].as_str().unwrap();
-    assert!(body.contains(&format!("you reach 100 on {expected}")), "{body}");
-    assert!(body.contains("About 1 build a day keeps you under 100"), "{body}");
+    assert!(
+        body.contains(&format!("you reach 100 on {expected}")),
+        "{body}"
+    );
+    assert!(
+        body.contains("About 1 build a day keeps you under 100"),
+        "{body}"
+    );
     let (title, daemon_body) = desktop
         .notifications()
         .into_iter()
         .find(|(t, _)| t.contains("at this pace"))
         .unwrap();
     assert_eq!(title, format!("Builds: limit on {expected} at this pace"));
-    assert!(unescape_markup(&daemon_body).contains(&expected), "{daemon_body}");
+    assert!(
+        unescape_markup(&daemon_body).contains(&expected),
+        "{daemon_body}"
+    );
 
     // A backend restart (the stream reconnects and catches up) and one more build: still once.
     days.backend.restart();
@@ -189,7 +262,11 @@ fn a_burst_gets_one_runaway_alert_per_episode() {
     for d in 0..3 {
         days.day(d, 5);
     }
-    assert_eq!(desktop.count_mentions("unusually fast"), 0, "five a day is the usual");
+    assert_eq!(
+        desktop.count_mentions("unusually fast"),
+        0,
+        "five a day is the usual"
+    );
     // Day 3: the usual five, then a loop posts twelve more, then five more in the same
     // quarter hour: one episode, one alert.
     days.day(3, 5);
@@ -221,10 +298,78 @@ fn a_burst_gets_one_runaway_alert_per_episode() {
     let alerts = days.decided("runaway");
     assert_eq!(alerts.len(), 2, "{alerts:#?}");
     assert!(
-        alerts
-            .iter()
-            .all(|a| a["state"] == "shown" && a["body"].as_str().unwrap().contains("in the last 15 minutes")),
+        alerts.iter().all(|a| a["state"] == "shown"
+            && a["body"]
+                .as_str()
+                .unwrap()
+                .contains("in the last 15 minutes")),
         "{alerts:#?}"
     );
-    assert_eq!(days.decided("pace_warning").len(), 0, "the pace stays five a day");
+    assert_eq!(
+        days.decided("pace_warning").len(),
+        0,
+        "the pace stays five a day"
+    );
+}
+
+#[test]
+fn a_full_period_gets_one_refill_notice_live_and_after_a_stop() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = FakeClock::new(&dir.path().join("clock")).unwrap();
+    let desktop = Desktop::start_on(&clock);
+    let mut days = Days::start(&desktop, &clock, dir.path(), "refill@example.test");
+    // A hundred builds in a day would be a runaway: not what this test is about.
+    let (ok, _, err) = days
+        .engine
+        .run(&["settings", "--runaway-factor", "off"], None);
+    assert!(ok, "{err}");
+    // A month that reaches the limit, the engine running when it ends: one notice, live.
+    days.day(0, 100);
+    let end = days.roll();
+    wait_until("the refill notice", Duration::from_secs(30), || {
+        desktop.count_mentions("quota refilled") >= 1
+    });
+    let title = format!("Builds quota refilled: 0 of 100 until {}", day_text(end));
+    let shown: Vec<_> = desktop
+        .notifications()
+        .into_iter()
+        .filter(|(t, _)| t.contains("quota refilled"))
+        .collect();
+    assert_eq!(shown.len(), 1, "{shown:#?}");
+    assert_eq!(days.decided("refill")[0]["state"], "shown");
+    assert_eq!(shown[0].0, title);
+    assert!(
+        shown[0].1.contains("Last period you used 100 of 100"),
+        "{shown:?}"
+    );
+
+    // The next month reaches the limit too, but the engine is stopped when it ends: the notice
+    // comes in the digest of the catch-up, never on its own.
+    days.wake_at(unix(&days.period().0) + DAY / 2);
+    days.post(100);
+    days.engine.kill9();
+    let end = days.roll();
+    let digests_before = days.decided("digest").len();
+    days.wake_at(days.now());
+    wait_until("the digest", Duration::from_secs(30), || {
+        days.decided("digest").len() > digests_before
+    });
+    let refills = days.decided("refill");
+    assert_eq!(refills.len(), 2, "{refills:#?}");
+    assert_eq!(refills[1]["state"], "digested", "{refills:#?}");
+    let title = format!("Builds quota refilled: 0 of 100 until {}", day_text(end));
+    assert_eq!(refills[1]["title"], title.as_str());
+    assert_eq!(
+        desktop.count_mentions("quota refilled"),
+        2,
+        "one live notice, one digest naming it: {:#?}",
+        desktop.notifications()
+    );
+
+    // Restarts repeat none of it.
+    days.wake_at(days.now() + 60);
+    days.backend.restart();
+    days.post(1);
+    assert_eq!(days.decided("refill").len(), 2);
+    assert_eq!(desktop.count_mentions("quota refilled"), 2);
 }

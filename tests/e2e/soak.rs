@@ -387,7 +387,9 @@ impl<'a> Watch<'a> {
     }
 
     fn set_clock_offset(&mut self, secs: i64) {
-        self.clock.set_offset(secs).unwrap_or_else(|e| panic!("{e}"));
+        self.clock
+            .set_offset(secs)
+            .unwrap_or_else(|e| panic!("{e}"));
         self.clock_offset = secs;
     }
 

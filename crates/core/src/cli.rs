@@ -607,14 +607,30 @@ mod tests {
         assert!(ok.contains(r#""refill_notice":"always""#), "{ok}");
         assert!(ok.contains(r#""runaway_min_builds":20"#), "{ok}");
         let err = settings(dir.path(), &["--early-warning-days", "0"]).unwrap_err();
-        assert!(err.starts_with("--early-warning-days: 0 days is no horizon"), "{err}");
+        assert!(
+            err.starts_with("--early-warning-days: 0 days is no horizon"),
+            "{err}"
+        );
         let err = settings(dir.path(), &["--runaway-factor", "1"]).unwrap_err();
-        assert!(err.starts_with("--runaway-factor: 1× is not a factor"), "{err}");
+        assert!(
+            err.starts_with("--runaway-factor: 1× is not a factor"),
+            "{err}"
+        );
         let err = settings(dir.path(), &["--runaway-factor", "fast"]).unwrap_err();
-        assert!(err.starts_with("--runaway-factor: \"fast\" is not a number"), "{err}");
+        assert!(
+            err.starts_with("--runaway-factor: \"fast\" is not a number"),
+            "{err}"
+        );
         let err = settings(dir.path(), &["--early-warning-margin-hours", "999"]).unwrap_err();
-        assert!(err.starts_with("--early-warning-margin-hours: use 0 to 240"), "{err}");
-        assert_eq!(settings(dir.path(), &[]).unwrap(), ok, "nothing refused was saved");
+        assert!(
+            err.starts_with("--early-warning-margin-hours: use 0 to 240"),
+            "{err}"
+        );
+        assert_eq!(
+            settings(dir.path(), &[]).unwrap(),
+            ok,
+            "nothing refused was saved"
+        );
         let off = settings(dir.path(), &["--early-warning-days", "off"]).unwrap();
         assert!(off.contains(r#""early_warning_days":null"#), "{off}");
     }

@@ -56,7 +56,12 @@ pub fn snapshot(store: &Store, at: &Moment<'_>) -> Result<Snapshot, StoreError> 
     // the same data gives the same pace); only their words follow the time.
     if let Some(u) = &state.usage {
         let watch = store.watch(account.id)?;
-        let end = u.period.end.parse::<jiff::Timestamp>().ok().map(|t| t.as_second());
+        let end = u
+            .period
+            .end
+            .parse::<jiff::Timestamp>()
+            .ok()
+            .map(|t| t.as_second());
         for m in &mut meters {
             if let (Some(pace), Some(end)) = (watch.pace(&m.metric, &u.period.start), end) {
                 m.forecast = foresight::pace_line(pace, m.limit, end, at.now, at.clock);
@@ -455,7 +460,9 @@ pub fn apply_form(current: &Settings, form: &SettingsForm) -> Result<Settings, I
     if let Some(f) = form.runaway_factor.filter(|f| !(2..=100).contains(f)) {
         return Err(IpcError::invalid(
             "runaway_factor",
-            format!("{f}× is not a factor for an unusual rate: use 2 to 100, or turn the alert off"),
+            format!(
+                "{f}× is not a factor for an unusual rate: use 2 to 100, or turn the alert off"
+            ),
         ));
     }
     if !(2..=1000).contains(&form.runaway_min_builds) {

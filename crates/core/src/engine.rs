@@ -375,14 +375,14 @@ impl Engine {
         let plan_name = self.account.plan.name.clone();
         let ctx = self.context(&settings, catching_up, &plan_name);
         let clock = self.clock.clone();
-        let pending = self
-            .store
-            .foresee(self.account.id, ctx.now_unix, &mut |data, watch, known| {
-                data.metrics()
-                    .iter()
-                    .flat_map(|m| foresight::decide(&ctx, clock.as_ref(), m, watch, known))
-                    .collect()
-            })?;
+        let pending =
+            self.store
+                .foresee(self.account.id, ctx.now_unix, &mut |data, watch, known| {
+                    data.metrics()
+                        .iter()
+                        .flat_map(|m| foresight::decide(&ctx, clock.as_ref(), m, watch, known))
+                        .collect()
+                })?;
         self.show(pending).await
     }
 

@@ -73,9 +73,8 @@ impl Pace {
     /// The projected use at the period's end, when there is a projection.
     pub fn at_period_end(&self) -> Option<i64> {
         match *self {
-            Self::LimitBeforeEnd { at_period_end, .. } | Self::WithinLimit { at_period_end, .. } => {
-                Some(at_period_end)
-            }
+            Self::LimitBeforeEnd { at_period_end, .. }
+            | Self::WithinLimit { at_period_end, .. } => Some(at_period_end),
             _ => None,
         }
     }

@@ -88,7 +88,13 @@ impl Metric<'_> {
 
 /// The pace in one line, or `None` when there is nothing to say (no limit; the limit is
 /// reached, which the meter says already).
-pub fn pace_line(pace: &Pace, limit: i64, period_end: i64, now: i64, clock: &dyn Clock) -> Option<String> {
+pub fn pace_line(
+    pace: &Pace,
+    limit: i64,
+    period_end: i64,
+    now: i64,
+    clock: &dyn Clock,
+) -> Option<String> {
     match *pace {
         Pace::NoLimit | Pace::Reached => None,
         Pace::NotEnoughData { .. } => Some("Not enough history yet for a forecast".into()),
@@ -334,7 +340,10 @@ fn runaway(
     let usual = if r.usual < 0.05 {
         "almost none usually at this time of week".to_owned()
     } else {
-        format!("about {} usually at this time of week", per_day_text(r.usual))
+        format!(
+            "about {} usually at this time of week",
+            per_day_text(r.usual)
+        )
     };
     let decision = Decision {
         dedupe_key: key,
@@ -408,7 +417,10 @@ mod tests {
     /// `per_day` builds a day from Nov 1 to `to`.
     fn steady(to: i64, per_day: i64) -> Vec<i64> {
         let step = DAY / per_day;
-        (0..).map(|i| NOV_1 + step / 2 + i * step).take_while(|&t| t < to).collect()
+        (0..)
+            .map(|i| NOV_1 + step / 2 + i * step)
+            .take_while(|&t| t < to)
+            .collect()
     }
 
     fn check(
@@ -418,7 +430,9 @@ mod tests {
         watch: &mut Watch,
         seen: &mut HashSet<String>,
     ) -> Vec<Decision> {
-        let out = decide(&ctx(settings, now), &Utc, m, watch, &mut |k| seen.contains(k));
+        let out = decide(&ctx(settings, now), &Utc, m, watch, &mut |k| {
+            seen.contains(k)
+        });
         for d in &out {
             seen.insert(d.dedupe_key.clone());
         }
@@ -498,7 +512,10 @@ mod tests {
         let mut seen = HashSet::new();
         let now = NOV_1 + 22 * DAY;
         let b = steady(now, 4);
-        assert_eq!(check(&s, now, &metric(&b, 88), &mut watch, &mut seen).len(), 1);
+        assert_eq!(
+            check(&s, now, &metric(&b, 88), &mut watch, &mut seen).len(),
+            1
+        );
         // The plan's limit rises (out of danger) for 6 hours, then falls back: no new warning.
         let mut big = metric(&b, 88);
         big.limit = 1000;
@@ -522,12 +539,27 @@ mod tests {
             early_warning_days: None,
             ..Settings::default()
         };
-        assert!(check(&off, now, &metric(&b, 80), &mut Watch::default(), &mut HashSet::new()).is_empty());
+        assert!(
+            check(
+                &off,
+                now,
+                &metric(&b, 80),
+                &mut Watch::default(),
+                &mut HashSet::new()
+            )
+            .is_empty()
+        );
         let week = Settings {
             early_warning_days: Some(7),
             ..Settings::default()
         };
-        let d = check(&week, now, &metric(&b, 80), &mut Watch::default(), &mut HashSet::new());
+        let d = check(
+            &week,
+            now,
+            &metric(&b, 80),
+            &mut Watch::default(),
+            &mut HashSet::new(),
+        );
         assert_eq!(d.len(), 1);
         // A limit projected within the margin before the period's end is no warning: the
         // period ends about when it would be reached.
@@ -536,7 +568,16 @@ mod tests {
             early_warning_margin_hours: 24 * 6,
             ..Settings::default()
         };
-        assert!(check(&late, now, &metric(&b, 80), &mut Watch::default(), &mut HashSet::new()).is_empty());
+        assert!(
+            check(
+                &late,
+                now,
+                &metric(&b, 80),
+                &mut Watch::default(),
+                &mut HashSet::new()
+            )
+            .is_empty()
+        );
     }
 
     #[test]
@@ -552,11 +593,24 @@ mod tests {
         let d = check(&s, now, &metric(&b, used), &mut watch, &mut seen);
         assert_eq!(d.len(), 1, "{d:?}");
         assert_eq!(d[0].kind, NotificationKind::Runaway);
-        assert!(d[0].body.starts_with("20 builds in the last 15 minutes"), "{}", d[0].body);
+        assert!(
+            d[0].body.starts_with("20 builds in the last 15 minutes"),
+            "{}",
+            d[0].body
+        );
         // The burst goes on: the same episode.
         b.extend((0..20).map(|i| now + i * 30));
         let used = b.len() as i64;
-        assert!(check(&s, now + 10 * MINUTE, &metric(&b, used), &mut watch, &mut seen).is_empty());
+        assert!(
+            check(
+                &s,
+                now + 10 * MINUTE,
+                &metric(&b, used),
+                &mut watch,
+                &mut seen
+            )
+            .is_empty()
+        );
         // It stops; a quiet check ends the episode; a new burst is a new one.
         assert!(check(&s, now + HOUR, &metric(&b, used), &mut watch, &mut seen).is_empty());
         assert_eq!(watch.runaway_since, None);
@@ -574,7 +628,16 @@ mod tests {
         let mut watch = Watch::default();
         let mut seen = HashSet::new();
         let b = steady(NOV_1 + 20 * DAY, 5);
-        assert!(check(&s, NOV_1 + 20 * DAY, &metric(&b, 100), &mut watch, &mut seen).is_empty());
+        assert!(
+            check(
+                &s,
+                NOV_1 + 20 * DAY,
+                &metric(&b, 100),
+                &mut watch,
+                &mut seen
+            )
+            .is_empty()
+        );
         // December: the cache saw November reach 100 of 100.
         let december = |previous| Metric {
             period_start_text: "2026-12-01T00:00:00Z",
@@ -624,10 +687,16 @@ mod tests {
             ..Watch::default()
         };
         let kinds = |s: &Settings| {
-            check(s, DEC_1 + HOUR, &december, &mut november(), &mut HashSet::new())
-                .into_iter()
-                .map(|d| d.kind)
-                .collect::<Vec<_>>()
+            check(
+                s,
+                DEC_1 + HOUR,
+                &december,
+                &mut november(),
+                &mut HashSet::new(),
+            )
+            .into_iter()
+            .map(|d| d.kind)
+            .collect::<Vec<_>>()
         };
         assert!(kinds(&Settings::default()).is_empty());
         let always = Settings {
@@ -649,8 +718,14 @@ mod tests {
         assert!(kinds(&never).is_empty());
         // A first check ever has no period before it.
         assert!(
-            check(&always, DEC_1 + HOUR, &december, &mut Watch::default(), &mut HashSet::new())
-                .is_empty()
+            check(
+                &always,
+                DEC_1 + HOUR,
+                &december,
+                &mut Watch::default(),
+                &mut HashSet::new()
+            )
+            .is_empty()
         );
     }
 }

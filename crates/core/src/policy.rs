@@ -36,7 +36,6 @@ pub struct Settings {
     pub refill_notice: RefillNotice,
 }
 
-
 impl Default for Settings {
     fn default() -> Self {
         Self {

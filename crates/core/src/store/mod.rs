@@ -10,7 +10,7 @@ mod states;
 mod watch;
 
 pub use queries::{BuildFilter, BuildRow, EventRow, NotificationRow, UsageSample};
-pub use watch::{ForesightData, Foresee};
+pub use watch::{Foresee, ForesightData};
 
 use std::path::Path;
 use std::time::Duration;

@@ -49,8 +49,8 @@ impl ForesightData {
 }
 
 /// The decision function `foresee` calls inside its transaction.
-pub type Foresee<'a> = dyn FnMut(&ForesightData, &mut Watch, &mut dyn FnMut(&str) -> bool) -> Vec<Decision>
-    + 'a;
+pub type Foresee<'a> =
+    dyn FnMut(&ForesightData, &mut Watch, &mut dyn FnMut(&str) -> bool) -> Vec<Decision> + 'a;
 
 fn unix(text: &str) -> Option<i64> {
     text.parse::<jiff::Timestamp>().ok().map(|t| t.as_second())
@@ -108,7 +108,12 @@ fn read(
     )?;
     let counted = stmt
         .query_map(
-            params![account, BuildStatus::Accepted, BuildStatus::Overage, rfc3339(since)],
+            params![
+                account,
+                BuildStatus::Accepted,
+                BuildStatus::Overage,
+                rfc3339(since)
+            ],
             |r| r.get::<_, Option<i64>>(0),
         )?
         .filter_map(|t| t.ok().flatten())
