@@ -170,7 +170,7 @@ async fn companion_serves_the_window_and_the_tray_from_the_real_backend() {
     assert!(
         s.tray
             .lines
-            .contains(&"Builds 100 / 100 — at limit".to_owned())
+            .contains(&"Builds 100 / 100 — at limit: new builds are refused".to_owned())
     );
     assert!(s.tray.lines.iter().any(|l| l.starts_with("Synced ")));
     // The window's "last synced …" is the tray's wording, not a second one.
@@ -222,6 +222,7 @@ async fn companion_serves_the_window_and_the_tray_from_the_real_backend() {
         Call::Notifications(PageQuery {
             offset: 0,
             limit: 50,
+            ..PageQuery::default()
         }),
     )
     .await

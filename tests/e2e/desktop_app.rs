@@ -14,11 +14,12 @@ use serde_json::json;
 use crate::support::*;
 use crate::support::{cmdline, descendants};
 use crate::webdriver::{Session, TauriDriver};
-use quotabell_testbed::{IconImage, ItemRef, TrayItem, TrayWatcher, X, load_png_rgba};
+use quotabell_testbed::{FakeClock, IconImage, ItemRef, TrayItem, TrayWatcher, X, load_png_rgba};
 
 const WAIT: Duration = Duration::from_secs(30);
 
-const REJECTED: &str = "Build rejected — builds are blocked";
+/// The first rejection of a run at the builds limit.
+const REJECTED: &str = "Build rejected — new builds are refused";
 const XSS: &str = "<img src=x onerror=alert(1)>";
 
 fn repo() -> PathBuf {
@@ -60,6 +61,8 @@ struct Harness {
     driver: TauriDriver,
     tray: TrayWatcher,
     backend: Backend,
+    /// The backend's wall clock (the app keeps real time).
+    clock: FakeClock,
     desktop: Desktop,
     dir: tempfile::TempDir,
 }
@@ -70,7 +73,12 @@ impl Harness {
         // Before the app: appindicator registers with whoever owns the watcher name then.
         let tray = TrayWatcher::start(&desktop.bus).unwrap();
         let dir = tempfile::tempdir().unwrap();
-        let backend = Backend::start(dir.path(), &["--keepalive-secs", "1", "--retry-ms", "100"]);
+        let clock = FakeClock::new(&dir.path().join("clock")).unwrap();
+        let backend = Backend::start_on(
+            dir.path(),
+            &["--keepalive-secs", "1", "--retry-ms", "100"],
+            &clock,
+        );
         let profile = dir.path().join("profile");
         let driver = TauriDriver::start(
             &desktop,
@@ -84,6 +92,7 @@ impl Harness {
             driver,
             tray,
             backend,
+            clock,
             desktop,
             dir,
         }
@@ -151,11 +160,36 @@ fn desktop_app_signs_in_follows_the_limit_live_and_resyncs_after_the_backend_ret
     let _app_slot = crate::support::one_app_at_a_time();
     let mut h = Harness::start();
     let email = "desk@example.com";
+    // History from before the sign-in (the backend's clock set back, within this period): 70
+    // of the Free plan's 100 builds, of two apps (it allows three), half up to two days ago and
+    // half since.
     let token = h.backend.add_user(email, "free");
-    // History from before the sign-in: two apps (the Free plan allows three), 70 of 100 builds.
+    let now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64
+    };
+    let period_start = {
+        let usage = http_get(&format!("{}/api/v1/usage", h.backend.url()), &token);
+        let start = usage["period"]["start"].as_str().unwrap().to_owned();
+        time::OffsetDateTime::parse(&start, &time::format_description::well_known::Rfc3339)
+            .unwrap()
+            .unix_timestamp()
+    };
+    let first = (now() - 2 * 86_400 - 3600)
+        .max(period_start + 60)
+        .min(now());
+    let second = (first + now()) / 2;
     for n in 0..70 {
+        let at = if n < 35 { first } else { second };
+        h.clock.set_offset(at - now()).unwrap();
         assert_eq!(h.post(&token, ["web", "api"][n % 2], n), 201);
     }
+    h.clock.set_offset(0).unwrap();
+    // In the first hour of a month there is too little of the period for a pace (within two
+    // hours of its start either answer may come, by a few seconds).
+    let young = now() - period_start < 2 * 3600;
 
     let (s, item) = h.open_app();
     let server = s.wait_for(&testid("signin-server"), WAIT);
@@ -174,6 +208,25 @@ fn desktop_app_signs_in_follows_the_limit_live_and_resyncs_after_the_backend_ret
         "the account line names the user: {}",
         s.page_text()
     );
+    // The Usage view says where this pace leads (the limit's date, or the use at the period's
+    // end, as the day of the month has it), with the projection dashed to the period's end.
+    wait_until("the forecast under the builds meter", WAIT, || {
+        s.text_of(&testid("meter-builds-forecast"))
+            .is_some_and(|t| {
+                let projected =
+                    t.starts_with("At this pace: limit on ") || t.starts_with("On pace to use ");
+                projected || (young && t == "Not enough history yet for a forecast")
+            })
+    });
+    if !young {
+        // A projection: its line on the chart, and the tray says it too.
+        s.wait_for(&testid("chart-projection-builds"), WAIT);
+        h.tray_shows(&item, "ok", |l| {
+            let l = l.trim_start();
+            l.starts_with("At this pace: limit on ") || l.starts_with("On pace to use ")
+        });
+    }
+    save_screenshot(&s, "usage");
     // Proof that what follows is live: a full reload would drop this.
     s.execute("window.__e2eNoReload = 'same page';", json!([]));
 
@@ -197,7 +250,9 @@ fn desktop_app_signs_in_follows_the_limit_live_and_resyncs_after_the_backend_ret
         &format!("{}[data-level=\"over\"]", testid("meter-builds")),
         WAIT,
     );
-    let t = h.tray_shows(&item, "over", |l| l == "Builds 100 / 100 — at limit");
+    let t = h.tray_shows(&item, "over", |l| {
+        l == "Builds 100 / 100 — at limit: new builds are refused"
+    });
     assert_eq!(
         t.menu_labels().first().map(String::as_str),
         Some("Open Quotabell"),
@@ -211,7 +266,6 @@ fn desktop_app_signs_in_follows_the_limit_live_and_resyncs_after_the_backend_ret
         json!("same page"),
         "the window updated in place, without a reload"
     );
-    save_screenshot(&s, "usage");
 
     // The other views, with this account's data.
     show(&s, "builds", &testid("build-row"));
@@ -225,6 +279,26 @@ fn desktop_app_signs_in_follows_the_limit_live_and_resyncs_after_the_backend_ret
         s.texts_of(&testid("notification-row"))
             .iter()
             .any(|r| r.contains(BUILDS_100))
+    });
+    // Each decision says what became of it; the server's 90 % is not one of the user's
+    // thresholds, and the filter of what was not shown says so.
+    assert!(
+        s.texts_of(&testid("notification-why"))
+            .iter()
+            .any(|w| w == "Shown as it came."),
+        "{}",
+        s.page_text()
+    );
+    s.execute(
+        "const f = document.querySelector('[data-testid=notifications-filter]'); \
+         f.value = 'not_shown'; f.dispatchEvent(new Event('change'));",
+        json!([]),
+    );
+    wait_until("the decisions not shown, with why", WAIT, || {
+        s.texts_of(&testid("notification-row")).iter().any(|r| {
+            r.contains("Builds at 90%")
+                && r.contains("Not shown: 90% is not one of your thresholds (80%, 100%).")
+        })
     });
     save_screenshot(&s, "notifications");
     show(&s, "settings", &testid("settings-save"));
@@ -312,14 +386,18 @@ fn desktop_app_shows_hostile_server_text_literally_in_every_view_and_notificatio
         NOTICE_BODY,
     ]);
     wait_text(&s, &testid("meter-builds-text"), "3 / 100");
-    h.tray_shows(&item, "over", |l| l == "Applications 3 / 3 — at limit");
+    // Only builds of new applications are refused: the line says so.
+    h.tray_shows(&item, "over", |l| {
+        l == "Applications 3 / 3 — at limit: builds of new applications are refused"
+    });
+    let rejected_app = format!("Build rejected — {REFUSED_APP} would be a new application");
     // Shown means stored: the engine writes the notification in the transaction that stores
     // the event (and the refused build), so the views below read all of it when they open.
     // (An open Builds or Notifications view would also refresh, on the snapshot's `revision`;
     // waiting here keeps this test about rendering, not about timing.)
     wait_until("the notice and the refusal at dunst", WAIT, || {
         let n = h.desktop.notifications();
-        n.iter().any(|(s, _)| s == XSS) && n.iter().any(|(s, _)| s == REJECTED)
+        n.iter().any(|(s, _)| s == XSS) && n.iter().any(|(s, _)| *s == rejected_app)
     });
 
     let no_elements = |view: &str| {
@@ -355,7 +433,7 @@ fn desktop_app_shows_hostile_server_text_literally_in_every_view_and_notificatio
             .any(|r| r.contains(XSS) && r.contains(NOTICE_BODY))
             && rows
                 .iter()
-                .any(|r| r.contains(REJECTED) && r.contains(REFUSED_APP))
+                .any(|r| r.contains(&rejected_app) && r.contains(REFUSED_APP))
     });
     no_elements("notifications");
 
@@ -378,7 +456,7 @@ fn desktop_app_shows_hostile_server_text_literally_in_every_view_and_notificatio
         if summary == XSS {
             assert_eq!(shown, NOTICE_BODY, "the notice's body as displayed");
         }
-        if summary == REJECTED {
+        if summary == rejected_app {
             assert!(
                 shown.contains(REFUSED_APP),
                 "the refusal names the app: {shown:?}"

@@ -18,3 +18,4 @@ mod scripted;
 mod soak;
 mod tray;
 mod webdriver;
+mod why;

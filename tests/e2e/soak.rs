@@ -580,7 +580,10 @@ struct Ledger {
     duplicated_events: usize,
     expected: usize,
     crossings: usize,
-    rejection_minutes: usize,
+    rejection_notices: usize,
+    /// Early warnings, runaway alerts and refill notices decided and shown (each is in the
+    /// daemon's exactly-once count below like every shown notification).
+    foresight: [usize; 3],
     notified: usize,
     direct: usize,
     digests: usize,
@@ -635,7 +638,8 @@ impl Ledger {
         }
 
         // What deserved a notification, from the server's log alone.
-        let (crossings, rejection_minutes) = expected_keys(server);
+        let (crossings, rejection_notices) = expected_keys(server);
+        let refills = possible_refills(server);
         let rows = engine.notifications();
         let by_key: HashMap<&str, &Value> = rows
             .iter()
@@ -653,21 +657,26 @@ impl Ledger {
                 _ => false,
             }
         };
-        let expected: BTreeSet<&String> = crossings.iter().chain(&rejection_minutes).collect();
+        let expected: BTreeSet<&String> = crossings.iter().chain(&rejection_notices).collect();
         let not_notified: Vec<&&String> = expected.iter().filter(|k| !covered(k)).collect();
         if !not_notified.is_empty() {
             problems.push(format!(
-                "{} crossings/rejection minutes never notified: {:?}",
+                "{} crossings/rejection notices never notified: {:?}",
                 not_notified.len(),
                 not_notified.iter().take(5).collect::<Vec<_>>()
             ));
         }
         let unexpected: Vec<&str> = rows
             .iter()
-            .filter(|n| matches!(n["kind"].as_str(), Some("quota" | "build_rejected")))
+            .filter(|n| {
+                matches!(
+                    n["kind"].as_str(),
+                    Some("quota" | "build_rejected" | "refill")
+                )
+            })
             .filter(|n| n["state"].as_str() != Some("suppressed"))
             .filter_map(|n| n["dedupe_key"].as_str())
-            .filter(|k| !expected.iter().any(|e| e.as_str() == *k))
+            .filter(|k| !expected.iter().any(|e| e.as_str() == *k) && !refills.contains(*k))
             .collect();
         if !unexpected.is_empty() {
             problems.push(format!(
@@ -783,7 +792,13 @@ impl Ledger {
             duplicated_events,
             expected: expected.len(),
             crossings: crossings.len(),
-            rejection_minutes: rejection_minutes.len(),
+            rejection_notices: rejection_notices.len(),
+            foresight: ["pace_warning", "runaway", "refill"].map(|kind| {
+                rows.iter()
+                    .filter(|n| n["kind"].as_str() == Some(kind))
+                    .filter(|n| matches!(n["state"].as_str(), Some("shown" | "digested")))
+                    .count()
+            }),
             notified: expected.len() - not_notified.len(),
             direct: state_count("shown") - digests,
             digests,
@@ -799,7 +814,7 @@ impl Ledger {
 
     fn line(&self) -> String {
         format!(
-            "soak ledger: faults {} ({}) | events on server {}, stored {}, lost {}, duplicated {} | notifications expected {} ({} crossings, {} minutes of rejections), notified exactly once {} | at the daemon {} (decided shown {}: {} direct, {} digests), repeats counted by the engine {}, duplicated beyond them {}, missing {} | integrity_check {}",
+            "soak ledger: faults {} ({}) | events on server {}, stored {}, lost {}, duplicated {} | notifications expected {} ({} crossings, {} rejection notices), notified exactly once {}; foresight shown {} early warnings, {} runaway alerts, {} refills | at the daemon {} (decided shown {}: {} direct, {} digests), repeats counted by the engine {}, duplicated beyond them {}, missing {} | integrity_check {}",
             self.faults,
             self.fault_text,
             self.server_events,
@@ -808,8 +823,11 @@ impl Ledger {
             self.duplicated_events,
             self.expected,
             self.crossings,
-            self.rejection_minutes,
+            self.rejection_notices,
             self.notified,
+            self.foresight[0],
+            self.foresight[1],
+            self.foresight[2],
             self.at_daemon,
             self.shown_rows,
             self.direct,
@@ -823,11 +841,17 @@ impl Ledger {
 }
 
 /// The dedupe keys the engine must decide, derived from the server's log alone: one per
-/// crossing the server announced (`quota.warning` / `quota.exceeded`), and one per minute in
-/// which builds were rejected (the engine coalesces a minute of rejections).
+/// crossing the server announced (`quota.warning` / `quota.exceeded`), and the rejection
+/// notices of each run of rejections (a run ends at an accepted build or a period roll): its
+/// first at once, then the first of each later hour, after a day the first of each day.
 fn expected_keys(server: &[(String, String, Value)]) -> (BTreeSet<String>, BTreeSet<String>) {
     let mut crossings = BTreeSet::new();
-    let mut minutes = BTreeSet::new();
+    let mut rejections = BTreeSet::new();
+    let secs = |t: &str| {
+        time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339)
+            .map_or(0, |t| t.unix_timestamp())
+    };
+    let mut run: Option<(String, u32)> = None;
     for (_, kind, data) in server {
         match kind.as_str() {
             "quota.warning" | "quota.exceeded" => {
@@ -842,14 +866,34 @@ fn expected_keys(server: &[(String, String, Value)]) -> (BTreeSet<String>, BTree
                     data["threshold_percent"]
                 ));
             }
+            "build.accepted" | "quota.reset" => run = None,
             "build.rejected" => {
-                let at = data["created_at"].as_str().unwrap_or("");
-                minutes.insert(format!("rejected:{}", at.get(..16).unwrap_or(at)));
+                let at = data["created_at"].as_str().unwrap_or("").to_owned();
+                let (first, count) = run.get_or_insert_with(|| (at.clone(), 0));
+                *count += 1;
+                let elapsed = secs(&at) - secs(first);
+                if *count == 1 {
+                    rejections.insert(format!("rejected:{first}"));
+                } else if (3600..86_400).contains(&elapsed) {
+                    rejections.insert(format!("rejected:{first}:h{}", elapsed / 3600));
+                } else if elapsed >= 86_400 {
+                    rejections.insert(format!("rejected:{first}:d{}", elapsed / 86_400));
+                }
             }
             _ => {}
         }
     }
-    (crossings, minutes)
+    (crossings, rejections)
+}
+
+/// The refill notices the engine may decide: one per period the server started.
+fn possible_refills(server: &[(String, String, Value)]) -> BTreeSet<String> {
+    server
+        .iter()
+        .filter(|(_, kind, _)| kind == "quota.reset")
+        .filter_map(|(_, _, data)| data.pointer("/period/start")?.as_str())
+        .map(|start| format!("refill:builds:{start}"))
+        .collect()
 }
 
 /// The keys of the same quota and period at the higher thresholds.

@@ -105,7 +105,9 @@ export class FakeBackend implements Transport {
         return reply(c.call, this.apps ?? (Array.isArray(this.builds) ? [...new Set(this.builds.map((b) => b.app))].sort() : ["app-0", "app-1", "app-2", "app-3", "app-4"]));
       case "notifications": {
         const q = c.args;
-        return reply(c.call, { total: this.notifications.length, offset: q.offset, rows: this.notifications.slice(q.offset, q.offset + Math.min(q.limit, 500)) });
+        // As the engine filters: "not shown" is every state but shown.
+        const all = q.filter === "not_shown" ? this.notifications.filter((n) => n.state !== "shown") : this.notifications;
+        return reply(c.call, { total: all.length, offset: q.offset, rows: all.slice(q.offset, q.offset + Math.min(q.limit, 500)) });
       }
       case "settings":
         return reply(c.call, this.settings);

@@ -10,7 +10,7 @@ export const NOW = 1_795_000_000; // 2026-11-18
 export const XSS = "<img src=x onerror=alert(1)>";
 
 export function meter(over: Partial<Meter> = {}): Meter {
-  return { metric: "builds", label: "Builds", used: 42, limit: 100, percent: 42, level: "ok", note: null, pace: null, forecast: null, ...over };
+  return { metric: "builds", label: "Builds", used: 42, limit: 100, percent: 42, level: "ok", note: null, effect: null, pace: null, forecast: null, ...over };
 }
 
 export function snapshot(over: Partial<Snapshot> = {}): Snapshot {
@@ -60,6 +60,7 @@ export function notification(id: number, over: Partial<NotificationEntry> = {}):
     urgent: false,
     state: "shown",
     reason: null,
+    why: "Shown as it came.",
     ...over,
   };
 }

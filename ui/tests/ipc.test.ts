@@ -24,7 +24,7 @@ describe("ipc", () => {
       { call: "usage_history" },
       { call: "builds", args: query },
       { call: "build_apps" },
-      { call: "notifications", args: { offset: 0, limit: 50 } },
+      { call: "notifications", args: { offset: 0, limit: 50, filter: "all" } },
       { call: "settings" },
       { call: "save_settings", args: settings() },
       { call: "pause", args: "one_hour" },

@@ -19,7 +19,7 @@ describe("notifications", () => {
   it("shows shown and suppressed entries with state and reason, newest first", async () => {
     const notifications = [
       notification(1, { title: "Builds over the limit", urgent: true }),
-      notification(2, { title: "Builds at 80%", state: "suppressed", reason: "quiet hours" }),
+      notification(2, { title: "Builds at 80%", state: "suppressed", reason: "quiet hours", why: "Not shown: quiet hours." }),
       notification(3, { title: "Build rejected", kind: "build_rejected", state: "digested", reason: "more than 8 in a minute" }),
     ];
     await mount(new FakeBackend({ notifications }));
@@ -31,12 +31,36 @@ describe("notifications", () => {
     expect(rows[0]!.textContent).toContain("5 min ago");
     expect(rows[1]!.dataset.state).toBe("suppressed");
     expect(rows[1]!.textContent).toContain("Suppressed");
-    expect(rows[1]!.textContent).toContain("Reason: quiet hours");
+    expect(byTestId("notification-why", rows[1]!).textContent).toBe("Not shown: quiet hours.");
     expect(rows[2]!.textContent).toContain("In a digest");
     // What each is about, in words, not the stored name.
     expect(rows[0]!.querySelector(".n-time")!.textContent).toContain("· Quota");
     expect(rows[2]!.querySelector(".n-time")!.textContent).toContain("· Rejected build");
     expect(rows[2]!.textContent).not.toContain("build_rejected");
+  });
+
+  it("lists what was not shown, each with why", async () => {
+    const notifications = [
+      notification(1, { title: "Builds at 90%", state: "suppressed", reason: "90% is not one of your thresholds (80%, 100%)", why: "Not shown: 90% is not one of your thresholds (80%, 100%)." }),
+      notification(2, { title: "Builds at 80%", state: "suppressed", reason: "paused", why: "Not shown: paused." }),
+      notification(3, { title: "Builds at 80%" }),
+    ];
+    const backend = new FakeBackend({ notifications });
+    await mount(backend);
+    await go("notifications");
+    expect(allByTestId("notification-row")).toHaveLength(3);
+    const select = byTestId<HTMLSelectElement>("notifications-filter");
+    select.value = "not_shown";
+    select.dispatchEvent(new Event("change"));
+    await settle();
+    expect(pages(backend).at(-1)).toEqual({ offset: 0, limit: 50, filter: "not_shown" });
+    const rows = allByTestId("notification-row");
+    expect(rows).toHaveLength(2);
+    expect(byTestId("notifications-total").textContent).toBe("2 decisions not shown as they came");
+    expect(allByTestId("notification-why").map((w) => w.textContent)).toEqual([
+      "Not shown: 90% is not one of your thresholds (80%, 100%).",
+      "Not shown: paused.",
+    ]);
   });
 
   it("pages by offset with Show older", async () => {
@@ -51,9 +75,9 @@ describe("notifications", () => {
     expect(allByTestId("notification-row")).toHaveLength(120);
     expect(byTestId("notifications-more").hidden).toBe(true);
     expect(pages(backend)).toEqual([
-      { offset: 0, limit: 50 },
-      { offset: 50, limit: 50 },
-      { offset: 100, limit: 50 },
+      { offset: 0, limit: 50, filter: "all" },
+      { offset: 50, limit: 50, filter: "all" },
+      { offset: 100, limit: 50, filter: "all" },
     ]);
   });
 
@@ -65,7 +89,7 @@ describe("notifications", () => {
     backend.emit("snapshot", snapshot({ now: NOW + 1 }));
     await settle();
     expect(allByTestId("notification-row")[0]!.textContent).toContain("New one");
-    expect(pages(backend).at(-1)).toEqual({ offset: 0, limit: 50 });
+    expect(pages(backend).at(-1)).toEqual({ offset: 0, limit: 50, filter: "all" });
   });
 
   it("shows an alert with Retry when loading fails", async () => {

@@ -7,7 +7,7 @@ describe("usage", () => {
   it("draws one bar per meter with text, percent, level and an accessible progressbar", async () => {
     const snap = snapshot({
       meters: [
-        meter({ used: 130, percent: 130, level: "over", note: "over limit" }),
+        meter({ used: 130, percent: 130, level: "over", note: "over limit", effect: "overage is charged" }),
         meter({ metric: "applications", label: "Applications", used: 4, limit: 5, percent: 80, level: "warning" }),
         meter({ metric: "seats", label: "Seats", used: 1, limit: 10, percent: 10, level: "ok" }),
       ],
@@ -28,6 +28,10 @@ describe("usage", () => {
     expect(byTestId("meter-applications-level").textContent).toBe("Warning");
     expect(byTestId("meter-seats-level").textContent).toBe("OK");
     expect(queryTestId("meter-seats-note")).toBeNull();
+    // What the reached limit does, in the engine's words.
+    expect(byTestId("meter-builds-effect").textContent).toBe("Overage is charged");
+    expect(bar.getAttribute("aria-valuetext")).toBe("130 / 100 (130%) — Over limit, over limit: overage is charged");
+    expect(queryTestId("meter-applications-effect")).toBeNull();
   });
 
   it("shows the period, connection status and last sync relative to the snapshot's now", async () => {
@@ -81,6 +85,13 @@ describe("usage", () => {
     expect(pts()).toBe(before + 2);
     expect(backend.callsOf("usage_history")).toHaveLength(1);
     expect(backend.callsOf("snapshot")).toHaveLength(1);
+  });
+
+  it("draws the snapshot's readings when the stored history is still empty", async () => {
+    await mount(new FakeBackend({ snap: snapshot(), history: [] }));
+    await settle();
+    expect(queryTestId("chart-empty")).toBeNull();
+    expect(byTestId("chart-series-builds").getAttribute("points")).not.toBe("");
   });
 
   it("is empty without meters or history", async () => {

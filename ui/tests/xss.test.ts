@@ -16,7 +16,7 @@ function hostile(): FakeBackend {
     }),
     history: [{ metric: XSS, label: XSS, limit: 10, points: [{ at: 1, used: 2 }] }],
     builds: [build(1, { app: XSS, version: XSS, commit: XSS, reason: XSS, created_at: XSS })],
-    notifications: [notification(1, { title: XSS, body: XSS, reason: XSS })],
+    notifications: [notification(1, { title: XSS, body: XSS, reason: XSS, why: `Not shown: ${XSS}.` })],
   });
 }
 
@@ -55,7 +55,7 @@ describe("XSS", () => {
     const row = allByTestId("notification-row")[0]!;
     expect(row.querySelector(".n-title")!.textContent).toBe(XSS);
     expect(row.querySelector(".n-body")!.textContent).toBe(XSS);
-    expect(row.textContent).toContain(`Reason: ${XSS}`);
+    expect(row.textContent).toContain(`Not shown: ${XSS}.`);
     noInjectedElements();
     await go("settings");
     expect(document.querySelector(".signout")!.textContent).toContain(`Signed in as ${XSS}`);

@@ -12,7 +12,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::clock::{Clock, SystemClock};
 use crate::dashboard::{self, Moment};
 use crate::engine::{EngineConfig, Exit};
-use crate::ipc::{BuildStatus, RefillNotice, Snapshot};
+use crate::ipc::{BuildStatus, NotificationState, RefillNotice, Snapshot};
 use crate::notifier::DesktopNotifier;
 use crate::paths::Paths;
 use crate::secret::{Keychain, OsKeychain, Token};
@@ -95,6 +95,9 @@ pub enum Command {
     Notifications {
         #[arg(long)]
         json: bool,
+        /// Only the decisions that were not shown as they came, each with why.
+        #[arg(long)]
+        why: bool,
     },
     /// Notification settings.
     Settings {
@@ -266,11 +269,23 @@ fn dispatch(cmd: Command, paths: &Paths) -> Result<ExitCode, BoxError> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Notifications { json } => {
+        Command::Notifications { json, why } => {
             let (store, account) = open_cache(paths)?;
             let mut out = std::io::stdout().lock();
             for n in store.notifications(account.id, None, 100_000)? {
-                if json {
+                if why {
+                    if n.state == NotificationState::Shown {
+                        continue;
+                    }
+                    writeln!(
+                        out,
+                        "{}  #{:<5} {}\n        {}",
+                        fmt_time(n.created_at),
+                        n.id,
+                        n.title,
+                        dashboard::why(n.state, n.reason.as_deref()),
+                    )?;
+                } else if json {
                     writeln!(out, "{}", serde_json::to_string(&n)?)?;
                 } else {
                     writeln!(
@@ -662,7 +677,7 @@ mod tests {
             plan: "Free".into(),
             hard_limit: true,
         });
-        s.meters = vec![dashboard::meter("build_minutes", 100, 100)];
+        s.meters = vec![dashboard::meter("build_minutes", 100, 100, true)];
         s.period = Some(BillingPeriod {
             start: "2026-11-01T00:00:00Z".into(),
             end: "2026-12-01T00:00:00Z".into(),

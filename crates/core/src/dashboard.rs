@@ -5,11 +5,11 @@ use crate::clock::Clock;
 use crate::foresight;
 use crate::ipc::{
     AccountInfo, BillingPeriod, BuildEntry, BuildPage, BuildQuery, Connection, IpcError, Level,
-    Meter, NotificationEntry, NotificationPage, PageQuery, PauseChoice, SettingsForm, Snapshot,
-    TrayModel, TrayState, UsagePoint, UsageSeries,
+    Meter, NotificationEntry, NotificationFilter, NotificationPage, NotificationState, PageQuery,
+    PauseChoice, SettingsForm, Snapshot, TrayModel, TrayState, UsagePoint, UsageSeries,
 };
 use crate::policy::Settings;
-use crate::protocol::metric_label;
+use crate::protocol::{limit_effect, metric_label};
 use crate::store::{AccountRow, BuildFilter, Store, StoreError};
 
 /// The most rows one page call returns: enough for a screenful many times over.
@@ -48,7 +48,7 @@ pub fn snapshot(store: &Store, at: &Moment<'_>) -> Result<Snapshot, StoreError> 
         .map(|u| {
             u.quotas
                 .iter()
-                .map(|q| meter(&q.metric, q.used, q.limit))
+                .map(|q| meter(&q.metric, q.used, q.limit, u.plan.hard_limit))
                 .collect()
         })
         .unwrap_or_default();
@@ -130,7 +130,7 @@ fn account_info(a: &AccountRow) -> AccountInfo {
     }
 }
 
-pub fn meter(metric: &str, used: i64, limit: i64) -> Meter {
+pub fn meter(metric: &str, used: i64, limit: i64, hard_limit: bool) -> Meter {
     let percent = if limit > 0 {
         (used.max(0) as u128 * 100 / limit as u128).min(u32::MAX as u128) as u32
     } else {
@@ -152,6 +152,7 @@ pub fn meter(metric: &str, used: i64, limit: i64) -> Meter {
         limit,
         percent,
         level,
+        effect: (level == Level::Over).then(|| limit_effect(metric, hard_limit).to_owned()),
         note,
         pace: None,
         forecast: None,
@@ -193,6 +194,10 @@ fn tray_model(
             if let Some(note) = &m.note {
                 line.push_str(" — ");
                 line.push_str(note);
+            }
+            if let Some(effect) = &m.effect {
+                line.push_str(": ");
+                line.push_str(effect);
             }
             // The forecast goes under its metric's line.
             std::iter::once(line).chain(m.forecast.iter().map(|f| format!("  {f}")))
@@ -363,25 +368,47 @@ pub fn notifications(
         account,
         q.offset as usize,
         q.limit.clamp(1, MAX_PAGE) as usize,
+        q.filter == NotificationFilter::NotShown,
     )?;
+    let mut entries = Vec::with_capacity(rows.len());
+    for n in rows {
+        entries.push(NotificationEntry {
+            id: n.id,
+            at: n.created_at,
+            ago: ago(now, n.created_at),
+            kind: n.kind,
+            why: why(n.state, n.reason.as_deref()),
+            title: n.title,
+            body: n.body,
+            urgent: n.urgent,
+            state: n.state,
+            reason: n.reason,
+        });
+    }
     Ok(NotificationPage {
         total: total.min(u32::MAX as u64) as u32,
         offset: q.offset,
-        rows: rows
-            .into_iter()
-            .map(|n| NotificationEntry {
-                id: n.id,
-                at: n.created_at,
-                ago: ago(now, n.created_at),
-                kind: n.kind,
-                title: n.title,
-                body: n.body,
-                urgent: n.urgent,
-                state: n.state,
-                reason: n.reason,
-            })
-            .collect(),
+        rows: entries,
     })
+}
+
+/// What became of a decision and why, in one sentence: the Notifications view's "why" and
+/// `quotabell notifications --why`.
+pub fn why(state: NotificationState, reason: Option<&str>) -> String {
+    let because = |lead: &str, fallback: &str| format!("{lead}: {}.", reason.unwrap_or(fallback));
+    match state {
+        NotificationState::Shown => "Shown as it came.".into(),
+        NotificationState::Pending | NotificationState::Sending => "Being shown.".into(),
+        NotificationState::Held => {
+            "Held for the digest: it came while catching up after the app was off.".into()
+        }
+        NotificationState::Digested => because(
+            "Summed up in the digest",
+            "it came while catching up after the app was off",
+        ),
+        NotificationState::Suppressed => because("Not shown", "suppressed"),
+        NotificationState::Failed => because("Could not be shown", "the notification failed"),
+    }
 }
 
 pub fn settings_form(s: &Settings, start_at_login: bool) -> SettingsForm {
@@ -516,18 +543,29 @@ mod tests {
 
     #[test]
     fn meters_say_at_and_over() {
-        assert_eq!(meter("builds", 79, 100).level, Level::Ok);
-        assert_eq!(meter("builds", 80, 100).level, Level::Warning);
-        let at = meter("builds", 100, 100);
+        assert_eq!(meter("builds", 79, 100, true).level, Level::Ok);
+        assert_eq!(meter("builds", 80, 100, true).level, Level::Warning);
+        let at = meter("builds", 100, 100, true);
         assert_eq!(
             (at.level, at.note.as_deref()),
             (Level::Over, Some("at limit"))
         );
-        let over = meter("builds", 130, 100);
+        let over = meter("builds", 130, 100, true);
         assert_eq!(over.note.as_deref(), Some("over limit"));
         assert_eq!(over.percent, 130);
-        assert_eq!(meter("applications", 5, 0).level, Level::Ok);
-        assert_eq!(meter("applications", 2, 3).label, "Applications");
+        assert_eq!(meter("applications", 5, 0, true).level, Level::Ok);
+        assert_eq!(meter("applications", 2, 3, true).label, "Applications");
+        // What a reached limit refuses, and what it does not.
+        assert_eq!(at.effect.as_deref(), Some("new builds are refused"));
+        assert_eq!(
+            meter("applications", 3, 3, true).effect.as_deref(),
+            Some("builds of new applications are refused")
+        );
+        assert_eq!(
+            meter("builds", 130, 100, false).effect.as_deref(),
+            Some("overage is charged")
+        );
+        assert_eq!(meter("builds", 99, 100, true).effect, None);
     }
 
     #[test]

@@ -143,14 +143,15 @@ pub fn pace(period: &Period<'_>, now: i64) -> Pace {
     }
 }
 
-/// Builds a day over the window `[max(start, now - LOOKBACK), now]`, cut into whole bins
-/// ending at `now` (a day, or an hour while the window is shorter than two days); with three
-/// bins or more the busiest is left out. `times` are inside `[start, now]`.
+/// Builds a day over the window `[max(start, now - LOOKBACK), now]`, cut into bins ending at
+/// `now` (a day, or an hour while the window is shorter than two days; the oldest bin is what
+/// is left, so the period's first builds count too); with three bins or more the busiest is
+/// left out, its time with it. `times` are inside `[start, now]`.
 fn pace_per_day(times: &[i64], start: i64, now: i64) -> f64 {
-    let span = (now - start).min(LOOKBACK);
+    let span = (now - start).clamp(1, LOOKBACK);
     let bin = if span >= DAY_BINS_FROM { DAY } else { HOUR };
-    let bins = (span / bin).max(1);
-    let from = now - bins * bin;
+    let bins = (span + bin - 1) / bin;
+    let from = now - span;
     let mut counts = vec![0u64; bins as usize];
     for &t in times {
         if t < from || t > now {
@@ -160,14 +161,26 @@ fn pace_per_day(times: &[i64], start: i64, now: i64) -> f64 {
         let i = ((now - t) / bin).min(bins - 1) as usize;
         counts[i] += 1;
     }
+    let len = |i: usize| {
+        if i as i64 == bins - 1 {
+            span - (bins - 1) * bin
+        } else {
+            bin
+        }
+    };
     let total: u64 = counts.iter().sum();
     let (builds, secs) = if bins >= TRIM_FROM_BINS {
-        let busiest = counts.iter().copied().max().unwrap_or(0);
-        (total - busiest, (bins - 1) * bin)
+        // The busiest bin; of equals, the newest (index order).
+        let (k, busiest) =
+            counts.iter().copied().enumerate().fold(
+                (0, 0),
+                |best, (i, c)| if c > best.1 { (i, c) } else { best },
+            );
+        (total - busiest, span - len(k))
     } else {
-        (total, bins * bin)
+        (total, span)
     };
-    builds as f64 * DAY as f64 / secs as f64
+    builds as f64 * DAY as f64 / secs.max(1) as f64
 }
 
 /// What the runaway check found.
@@ -177,7 +190,8 @@ pub struct Runaway {
     pub recent: u32,
     /// The account's usual count in such a window at this time of week.
     pub usual: f64,
-    /// Whether `recent` is at least the minimum and `factor` times `usual`.
+    /// Whether `recent` is at least the minimum and `factor` times `usual` (never without an
+    /// hour of history before the window to say what is usual).
     pub alarming: bool,
 }
 
@@ -210,20 +224,22 @@ pub fn runaway(times: &[i64], known_since: i64, now: i64, rule: RunawayRule) -> 
         builds += count(from, from + BASELINE_SPAN);
     }
     let usual = if weeks > 0 {
-        builds as f64 * scale / f64::from(weeks)
+        Some(builds as f64 * scale / f64::from(weeks))
     } else {
         let span = now - RUNAWAY_WINDOW - known_since;
-        if span >= HOUR {
+        // Less than an hour of history before the window is no baseline: a new account's
+        // first busy quarter hour is not "unusual" for it.
+        (span >= HOUR).then(|| {
             count(known_since - 1, now - RUNAWAY_WINDOW) as f64 * RUNAWAY_WINDOW as f64
                 / span as f64
-        } else {
-            0.0
-        }
+        })
     };
     Runaway {
         recent,
-        usual,
-        alarming: recent >= rule.min_builds && f64::from(recent) >= rule.factor * usual,
+        usual: usual.unwrap_or(0.0),
+        alarming: usual.is_some_and(|usual| {
+            recent >= rule.min_builds && f64::from(recent) >= rule.factor * usual
+        }),
     }
 }
 
@@ -548,5 +564,15 @@ mod tests {
         builds.extend((0..12).map(|i| now - 10 * MINUTE + i * 30));
         let r = runaway(&builds, since, now, RULE);
         assert!(r.alarming, "{r:?}");
+    }
+
+    #[test]
+    fn a_new_accounts_first_busy_quarter_hour_is_no_runaway() {
+        let now = NOV_1 + 10 * DAY;
+        // Thirty builds in the last ten minutes, and nothing before: no baseline yet.
+        let times: Vec<i64> = (0..30).map(|i| now - 10 * MINUTE + i * 20).collect();
+        let r = runaway(&times, times[0], now, RULE);
+        assert_eq!(r.recent, 30);
+        assert!(!r.alarming, "{r:?}");
     }
 }

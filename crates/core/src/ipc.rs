@@ -123,6 +123,9 @@ pub struct Meter {
     pub level: Level,
     /// "at limit" / "over limit", when one applies.
     pub note: Option<String>,
+    /// What the limit does to builds while it is reached ("new builds are refused",
+    /// "builds of new applications are refused", "overage is charged").
+    pub effect: Option<String>,
     /// Where the current pace leads by the period's end (per-period metrics only).
     pub pace: Option<crate::forecast::Pace>,
     /// `pace` in words ("At this pace: limit on Nov 27, in about 4 days"), as the tray and
@@ -270,6 +273,20 @@ pub struct PageQuery {
     pub offset: u32,
     /// At most 500.
     pub limit: u32,
+    /// Which decisions to list.
+    pub filter: NotificationFilter,
+}
+
+/// The Notifications view's filter.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[serde(rename_all = "snake_case")]
+#[ts(export)]
+pub enum NotificationFilter {
+    #[default]
+    All,
+    /// Decisions that did not become a notification of their own (suppressed, held or put in
+    /// a digest, failed): the ones whose reason answers "why did it not notify?".
+    NotShown,
 }
 
 /// What became of a decided notification (ARCHITECTURE.md, "Decided once, ever").
@@ -362,6 +379,8 @@ pub struct NotificationEntry {
     pub state: NotificationState,
     /// Why it was suppressed, digested or failed.
     pub reason: Option<String>,
+    /// What became of it and why, in a sentence ("Not shown: quiet hours.").
+    pub why: String,
 }
 
 /// Newest first.

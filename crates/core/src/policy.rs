@@ -9,7 +9,9 @@ use serde_json::Value;
 
 pub use crate::ipc::RefillNotice;
 use crate::ipc::{NotificationKind, NotificationState};
-use crate::protocol::{QuotaObservation, Usage, kind, metric_label};
+use crate::protocol::{
+    QuotaObservation, Usage, kind, limit_effect, limit_effect_sentence, metric_label,
+};
 
 /// User settings that shape notifications (stored in the store's settings table).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -19,7 +21,7 @@ pub struct Settings {
     pub thresholds: Vec<u8>,
     /// Local-time minutes of the day, `[start, end)`, wrapping past midnight when start > end.
     pub quiet_hours: Option<(u16, u16)>,
-    /// Urgent notifications ("builds are now blocked") are shown during quiet hours and pause.
+    /// Urgent notifications ("new builds are refused") are shown during quiet hours and pause.
     pub urgent_through_quiet: bool,
     pub notify_rejected_builds: bool,
     /// Unix seconds until which notifications are paused.
@@ -62,7 +64,7 @@ pub struct Decision {
     pub urgent: bool,
     /// `Pending`, `Held` or `Suppressed`: what becomes of it.
     pub state: NotificationState,
-    pub reason: Option<&'static str>,
+    pub reason: Option<String>,
 }
 
 /// Everything a decision may depend on besides the event.
@@ -106,7 +108,7 @@ impl Context<'_> {
             .filter(|_| !(d.urgent && self.settings.urgent_through_quiet))
         {
             d.state = NotificationState::Suppressed;
-            d.reason = Some(reason);
+            d.reason = Some(reason.into());
             return d;
         }
         if self.catching_up {
@@ -126,6 +128,57 @@ pub struct Observed<'a> {
     /// The event happened before the user signed in on this machine: it is history to store,
     /// not news to announce.
     pub before_sign_in: bool,
+    /// For a `build.rejected`: the run of rejections it belongs to, this one counted.
+    pub rejections: Option<&'a RejectionRun>,
+}
+
+/// Rejected builds since the last accepted build or period roll.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RejectionRun {
+    /// The server's time of the run's first rejection.
+    pub first_at: String,
+    pub count: u32,
+}
+
+/// After the first rejection of a run, summaries come at most this often for a day...
+const REJECTION_SUMMARY_EVERY: i64 = 3600;
+/// ...and then at most daily.
+const REJECTION_SUMMARY_DAILY_AFTER: i64 = 86_400;
+
+/// The dedupe key of the notice a rejection may raise in its run, by the time since the run's
+/// first: the first at once, then the first of each later hour, after a day of each day.
+/// `None` within the hour a notice already covers.
+fn rejection_slot(run: &RejectionRun, at: &str) -> Option<String> {
+    if run.count <= 1 {
+        return Some(format!("rejected:{}", run.first_at));
+    }
+    let secs = |t: &str| t.parse::<jiff::Timestamp>().ok().map(|t| t.as_second());
+    let elapsed = secs(at)?.saturating_sub(secs(&run.first_at)?);
+    if elapsed < REJECTION_SUMMARY_EVERY {
+        None
+    } else if elapsed < REJECTION_SUMMARY_DAILY_AFTER {
+        Some(format!(
+            "rejected:{}:h{}",
+            run.first_at,
+            elapsed / REJECTION_SUMMARY_EVERY
+        ))
+    } else {
+        Some(format!(
+            "rejected:{}:d{}",
+            run.first_at,
+            elapsed / REJECTION_SUMMARY_DAILY_AFTER
+        ))
+    }
+}
+
+/// "3 hours", "2 days".
+fn elapsed_text(secs: i64) -> String {
+    let (n, unit) = if secs < REJECTION_SUMMARY_DAILY_AFTER {
+        (secs / REJECTION_SUMMARY_EVERY, "hour")
+    } else {
+        (secs / REJECTION_SUMMARY_DAILY_AFTER, "day")
+    };
+    format!("{n} {unit}{}", if n == 1 { "" } else { "s" })
 }
 
 /// Decisions for one event. `known` answers whether a dedupe key was decided before; keys
@@ -146,36 +199,84 @@ pub fn decide_event(
             .get("hard_limit")
             .and_then(Value::as_bool)
             .unwrap_or(ctx.hard_limit);
-        return decide_quota(ctx, &obs, hard, known);
+        // A crossing the server announced: if it raises nothing, the log says why.
+        let announced = data
+            .get("threshold_percent")
+            .and_then(Value::as_u64)
+            .and_then(|t| u8::try_from(t).ok())
+            .filter(|t| (1..=100).contains(t));
+        let mut out = decide_quota(ctx, &obs, hard, known);
+        if let Some(t) = announced {
+            out.extend(unannounced(ctx, &obs, t, known));
+        }
+        return out;
     }
     let text = |k: &str| data.get(k).and_then(Value::as_str).unwrap_or("").to_owned();
     let decision = match ev.kind {
         kind::BUILD_REJECTED if ctx.settings.notify_rejected_builds => {
-            // One notification per minute of rejections (by the server's timestamp, so the
-            // key is the same after a restart); the rest of that minute is coalesced.
-            let minute: String = text("created_at").chars().take(16).collect();
-            let key = format!("rejected:{minute}");
-            let d = Decision {
-                dedupe_key: key.clone(),
-                kind: NotificationKind::BuildRejected,
-                title: "Build rejected — builds are blocked".into(),
-                body: format!(
-                    "{} {} was rejected: {} {}/{} on the {} plan.",
-                    text("app"),
-                    text("version"),
-                    text("metric"),
-                    data.get("used").and_then(Value::as_i64).unwrap_or(0),
-                    data.get("limit").and_then(Value::as_i64).unwrap_or(0),
-                    ctx.plan_name,
-                ),
-                urgent: true,
-                state: NotificationState::Pending,
-                reason: None,
+            // The first rejection of a run notifies at once; while the plugin keeps trying,
+            // one summary an hour, after a day one a day (keys by the server's timestamps, so
+            // they are the same after a restart).
+            let at = text("created_at");
+            let first = RejectionRun {
+                first_at: at.clone(),
+                count: 1,
+            };
+            let run = ev.rejections.unwrap_or(&first);
+            let Some(key) = rejection_slot(run, &at) else {
+                return Vec::new();
             };
             if known(&key) {
                 return Vec::new();
             }
-            d
+            let metric = text("metric");
+            let used = data.get("used").and_then(Value::as_i64).unwrap_or(0);
+            let limit = data.get("limit").and_then(Value::as_i64).unwrap_or(0);
+            let effect = limit_effect_sentence(&metric, true, "");
+            if run.count <= 1 {
+                Decision {
+                    dedupe_key: key,
+                    kind: NotificationKind::BuildRejected,
+                    title: if metric == "applications" {
+                        format!(
+                            "Build rejected — {} would be a new application",
+                            text("app")
+                        )
+                    } else {
+                        "Build rejected — new builds are refused".into()
+                    },
+                    body: format!(
+                        "{} {} was rejected: {metric} {used}/{limit} on the {} plan. {effect}",
+                        text("app"),
+                        text("version"),
+                        ctx.plan_name,
+                    ),
+                    urgent: true,
+                    state: NotificationState::Pending,
+                    reason: None,
+                }
+            } else {
+                let secs = |t: &str| t.parse::<jiff::Timestamp>().map_or(0, |t| t.as_second());
+                let more = run.count - 1;
+                Decision {
+                    dedupe_key: key,
+                    kind: NotificationKind::BuildRejected,
+                    title: format!(
+                        "{more} more build{} rejected in {} — {metric} {used}/{limit}",
+                        if more == 1 { "" } else { "s" },
+                        elapsed_text(secs(&at) - secs(&run.first_at)),
+                    ),
+                    body: format!(
+                        "The latest: {} {}. {effect} A successful build or a new period \
+                         starts the count again.",
+                        text("app"),
+                        text("version"),
+                    ),
+                    urgent: false,
+                    state: NotificationState::Pending,
+                    reason: None,
+                }
+            }
         }
         kind::NOTICE => {
             let key = format!("notice:{}:{}", ev.epoch, ev.id);
@@ -245,6 +346,52 @@ pub fn decide_usage(
         .collect()
 }
 
+/// Why a crossing of a period that has ended is not shown.
+pub const PERIOD_ENDED: &str = "the period it belongs to has ended";
+
+/// The dedupe key of a crossing of `threshold` percent.
+fn quota_key(obs: &QuotaObservation, threshold: u8) -> String {
+    let period = obs.period_start.as_deref().unwrap_or("total");
+    format!("quota:{}:{period}:{}:{threshold}", obs.metric, obs.limit)
+}
+
+/// The record of a crossing the server announced at a threshold the user does not have: it
+/// raises nothing, and the log says why (once, suppressed).
+fn unannounced(
+    ctx: &Context<'_>,
+    obs: &QuotaObservation,
+    threshold: u8,
+    known: &mut dyn FnMut(&str) -> bool,
+) -> Option<Decision> {
+    let label = metric_label(&obs.metric);
+    if ctx.settings.thresholds.contains(&threshold) {
+        return None;
+    }
+    let list: Vec<String> = ctx
+        .settings
+        .thresholds
+        .iter()
+        .map(|t| format!("{t}%"))
+        .collect();
+    let key = format!("skipped:{}", quota_key(obs, threshold));
+    let reason = format!(
+        "{threshold}% is not one of your thresholds ({})",
+        list.join(", ")
+    );
+    if known(&key) {
+        return None;
+    }
+    Some(Decision {
+        dedupe_key: key,
+        kind: NotificationKind::Quota,
+        title: format!("{label} at {threshold}%"),
+        body: format!("{} of {} {} used.", obs.used, obs.limit, obs.metric),
+        urgent: false,
+        state: NotificationState::Suppressed,
+        reason: Some(reason),
+    })
+}
+
 /// The highest configured threshold newly reached raises one notification; lower ones reached
 /// in the same step are recorded as suppressed, so a jump from 70% to 130% is one message.
 fn decide_quota(
@@ -256,7 +403,6 @@ fn decide_quota(
     if obs.limit <= 0 {
         return Vec::new();
     }
-    let period = obs.period_start.as_deref().unwrap_or("total");
     let mut thresholds = ctx.settings.thresholds.clone();
     thresholds.sort_unstable();
     thresholds.dedup();
@@ -264,12 +410,7 @@ fn decide_quota(
         .into_iter()
         // In i128: server numbers near i64::MAX must not overflow (a panic in debug builds).
         .filter(|t| i128::from(obs.used) * 100 >= i128::from(*t) * i128::from(obs.limit))
-        .map(|t| {
-            (
-                t,
-                format!("quota:{}:{period}:{}:{t}", obs.metric, obs.limit),
-            )
-        })
+        .map(|t| (t, quota_key(obs, t)))
         .filter(|(_, key)| !known(key))
         .collect();
     let Some((top, top_key)) = fresh.pop() else {
@@ -284,10 +425,26 @@ fn decide_quota(
             body: String::new(),
             urgent: false,
             state: NotificationState::Suppressed,
-            reason: Some("a higher threshold was reached at the same time"),
+            reason: Some("a higher threshold was reached at the same time".into()),
         })
         .collect();
-    out.push(ctx.finish(quota_decision(ctx, obs, top, top_key, hard_limit)));
+    let decision = quota_decision(ctx, obs, top, top_key, hard_limit);
+    // Old news: a crossing of a period that has ended (seen late, by a catch-up after the app
+    // was off across the roll) is recorded, not announced.
+    let ended = obs
+        .period_end
+        .as_deref()
+        .and_then(|e| e.parse::<jiff::Timestamp>().ok())
+        .is_some_and(|end| end.as_second() <= ctx.now_unix);
+    out.push(if ended {
+        Decision {
+            state: NotificationState::Suppressed,
+            reason: Some(PERIOD_ENDED.into()),
+            ..decision
+        }
+    } else {
+        ctx.finish(decision)
+    });
     out
 }
 
@@ -305,6 +462,7 @@ fn quota_decision(
         .map(|e| format!(" until {}", e.get(..10).unwrap_or(e)))
         .unwrap_or_default();
     let usage = format!("{} of {} {} used", obs.used, obs.limit, obs.metric);
+    let effect = limit_effect_sentence(&obs.metric, hard_limit, &until);
     let (title, body, urgent) = if threshold < 100 {
         (
             format!("{what} at {threshold}% of your {} plan", ctx.plan_name),
@@ -320,17 +478,20 @@ fn quota_decision(
         )
     } else if hard_limit {
         (
-            format!("{what} limit reached — builds are now blocked"),
             format!(
-                "{usage} on the {} plan. New builds are rejected{until} or until you upgrade.",
-                ctx.plan_name
+                "{what} limit reached — {}",
+                limit_effect(&obs.metric, hard_limit)
             ),
+            format!("{usage} on the {} plan. {effect}", ctx.plan_name),
             true,
         )
     } else {
         (
-            format!("{what} over the {} plan limit", ctx.plan_name),
-            format!("{usage}. Further builds are accepted as overage."),
+            format!(
+                "{what} over the {} plan limit — overage is charged",
+                ctx.plan_name
+            ),
+            format!("{usage}. {effect}"),
             false,
         )
     };
@@ -444,6 +605,7 @@ mod tests {
             kind,
             data: Some(&data),
             before_sign_in: false,
+            rejections: None,
         };
         let out = decide_event(ctx, &ev, &mut |k| seen.contains(k));
         for d in &out {
@@ -475,7 +637,7 @@ mod tests {
             "90 not configured"
         );
         let d = run(&c, &mut seen, "5", kind::QUOTA_EXCEEDED, quota(100));
-        assert!(d[0].urgent && d[0].title.contains("blocked"));
+        assert!(d[0].urgent && d[0].title == "Builds limit reached — new builds are refused");
         assert!(run(&c, &mut seen, "6", kind::QUOTA_UPDATED, quota(100)).is_empty());
     }
 
@@ -486,7 +648,7 @@ mod tests {
         let data = json!({"metric": "build_minutes", "used": 80, "limit": 100});
         let d = run(&ctx(&s), &mut seen, "1", kind::QUOTA_UPDATED, data);
         assert_eq!(d.len(), 1);
-        let label = crate::dashboard::meter("build_minutes", 80, 100).label;
+        let label = crate::dashboard::meter("build_minutes", 80, 100, true).label;
         assert_eq!(label, "Build minutes");
         assert!(
             d[0].title.starts_with(&format!("{label} at 80%")),
@@ -518,7 +680,7 @@ mod tests {
         let mut seen = HashSet::new();
         let d = run(&c, &mut seen, "1", kind::QUOTA_UPDATED, quota(80));
         assert_eq!(
-            (d[0].state, d[0].reason),
+            (d[0].state, d[0].reason.as_deref()),
             (NotificationState::Suppressed, Some("quiet hours"))
         );
         let d = run(&c, &mut seen, "2", kind::QUOTA_UPDATED, quota(100));
@@ -556,46 +718,159 @@ mod tests {
         );
         let last = d.last().unwrap();
         assert_eq!(
-            (last.state, last.reason),
+            (last.state, last.reason.as_deref()),
             (NotificationState::Suppressed, Some("paused"))
         );
     }
 
+    /// A rejection at `at`, the `count`th of a run that began at `first`.
+    fn rejected(
+        ctx: &Context<'_>,
+        seen: &mut HashSet<String>,
+        metric: &str,
+        first: &str,
+        count: u32,
+        at: &str,
+    ) -> Vec<Decision> {
+        let data = json!({"app": "web", "version": "1", "metric": metric, "used": 3, "limit": 3, "created_at": at});
+        let run = RejectionRun {
+            first_at: first.into(),
+            count,
+        };
+        let ev = Observed {
+            epoch: "e",
+            id: "1",
+            kind: kind::BUILD_REJECTED,
+            data: Some(&data),
+            before_sign_in: false,
+            rejections: Some(&run),
+        };
+        let out = decide_event(ctx, &ev, &mut |k| seen.contains(k));
+        for d in &out {
+            seen.insert(d.dedupe_key.clone());
+        }
+        out
+    }
+
     #[test]
-    fn rejections_coalesce_per_minute_and_catch_up_holds() {
+    fn an_announced_threshold_the_user_lacks_says_why_once() {
+        let s = Settings::default();
+        let c = ctx(&s);
+        let mut seen = HashSet::new();
+        let announced = |t: u8, used: i64| {
+            let mut q = quota(used);
+            q["threshold_percent"] = json!(t);
+            q
+        };
+        // The server's 90% is not one of the user's thresholds (80, 100).
+        let d = run(&c, &mut seen, "1", kind::QUOTA_WARNING, announced(90, 90));
+        let skipped = d
+            .iter()
+            .find(|d| d.dedupe_key.starts_with("skipped:"))
+            .unwrap();
+        assert_eq!(skipped.state, NotificationState::Suppressed);
+        assert_eq!(
+            skipped.reason.as_deref(),
+            Some("90% is not one of your thresholds (80%, 100%)")
+        );
+        assert_eq!(skipped.title, "Builds at 90%");
+        // The 80% announced: one of the user's; a second 90% announcement: recorded already.
+        let d = run(&c, &mut seen, "2", kind::QUOTA_WARNING, announced(80, 90));
+        assert!(d.is_empty(), "{d:?}");
+        assert!(run(&c, &mut seen, "4", kind::QUOTA_WARNING, announced(90, 90)).is_empty());
+    }
+
+    #[test]
+    fn a_crossing_of_an_ended_period_is_recorded_not_shown() {
+        let s = Settings::default();
+        let mut c = ctx(&s);
+        // After the period's end (2026-12-01).
+        c.now_unix = 1_796_083_200 + 60;
+        let d = run(
+            &c,
+            &mut HashSet::new(),
+            "1",
+            kind::QUOTA_UPDATED,
+            quota(100),
+        );
+        let top = d.last().unwrap();
+        assert_eq!(top.state, NotificationState::Suppressed);
+        assert_eq!(top.reason.as_deref(), Some(PERIOD_ENDED));
+    }
+
+    #[test]
+    fn rejections_back_off_to_hourly_then_daily_summaries() {
         let s = Settings::default();
         let mut c = ctx(&s);
         let mut seen = HashSet::new();
-        let rej = |at: &str| json!({"app": "web", "version": "1", "metric": "builds", "used": 100, "limit": 100, "created_at": at});
+        let first = "2026-11-23T10:02:00Z";
+        let d = rejected(&c, &mut seen, "applications", first, 1, first);
+        assert_eq!(d.len(), 1);
         assert_eq!(
-            run(
-                &c,
-                &mut seen,
-                "1",
-                kind::BUILD_REJECTED,
-                rej("2026-11-23T10:00:01Z")
-            )
-            .len(),
-            1
+            d[0].title,
+            "Build rejected — web would be a new application"
         );
+        assert!(d[0].urgent);
         assert!(
-            run(
+            d[0].body.ends_with(
+                "Builds of new applications are refused; builds of the applications you have go on."
+            ),
+            "{}",
+            d[0].body
+        );
+        // A rejection a minute for the rest of the hour: nothing.
+        for m in 1..60 {
+            let at = format!("2026-11-23T10:{:02}:00Z", (2 + m) % 60);
+            let at = if 2 + m >= 60 {
+                at.replace("T10", "T11")
+            } else {
+                at
+            };
+            assert!(
+                rejected(&c, &mut seen, "applications", first, 1 + m, &at).is_empty(),
+                "{at}"
+            );
+        }
+        // The first of the next hour: one summary; the rest of that hour nothing.
+        let d = rejected(
+            &c,
+            &mut seen,
+            "applications",
+            first,
+            61,
+            "2026-11-23T11:02:00Z",
+        );
+        assert_eq!(d.len(), 1);
+        assert_eq!(
+            d[0].title,
+            "60 more builds rejected in 1 hour — applications 3/3"
+        );
+        assert!(!d[0].urgent);
+        assert!(
+            rejected(
                 &c,
                 &mut seen,
-                "2",
-                kind::BUILD_REJECTED,
-                rej("2026-11-23T10:00:59Z")
+                "applications",
+                first,
+                62,
+                "2026-11-23T11:30:00Z"
             )
             .is_empty()
         );
-        c.catching_up = true;
-        let d = run(
-            &c,
-            &mut seen,
-            "3",
-            kind::BUILD_REJECTED,
-            rej("2026-11-23T10:01:00Z"),
+        // After a day, one a day.
+        let d = rejected(&c, &mut seen, "builds", first, 2000, "2026-11-24T10:03:00Z");
+        assert_eq!(d[0].dedupe_key, format!("rejected:{first}:d1"));
+        assert_eq!(
+            d[0].title,
+            "1999 more builds rejected in 1 day — builds 3/3"
         );
+        assert!(rejected(&c, &mut seen, "builds", first, 2001, "2026-11-24T22:00:00Z").is_empty());
+        // A new run (after an accepted build) notifies at once, about builds this time;
+        // during a catch-up it is held for the digest.
+        c.catching_up = true;
+        let again = "2026-11-25T09:00:00Z";
+        let d = rejected(&c, &mut seen, "builds", again, 1, again);
+        assert_eq!(d[0].title, "Build rejected — new builds are refused");
         assert_eq!(d[0].state, NotificationState::Held);
         let none = Observed {
             epoch: "e",
@@ -603,6 +878,7 @@ mod tests {
             kind: kind::NOTICE,
             data: None,
             before_sign_in: false,
+            rejections: None,
         };
         assert!(
             decide_event(&c, &none, &mut |_| false).is_empty(),
@@ -631,6 +907,7 @@ mod tests {
             kind: kind::QUOTA_EXCEEDED,
             data: Some(&data),
             before_sign_in: true,
+            rejections: None,
         };
         assert!(decide_event(&ctx(&s), &ev, &mut |_| false).is_empty());
     }

@@ -135,6 +135,32 @@ pub fn metric_label(metric: &str) -> String {
     }
 }
 
+/// What a metric at its limit does to builds on a plan, in the few words of a meter and a tray
+/// line: on a hard plan only what the metric counts is refused (a full applications quota
+/// refuses builds of *new* applications; builds of known ones go on), on a soft plan nothing
+/// is refused and the overage is charged.
+pub fn limit_effect(metric: &str, hard_limit: bool) -> &'static str {
+    match (metric, hard_limit) {
+        (_, false) => "overage is charged",
+        ("applications", true) => "builds of new applications are refused",
+        (_, true) => "new builds are refused",
+    }
+}
+
+/// The same as a notification's sentence, with what still works.
+pub fn limit_effect_sentence(metric: &str, hard_limit: bool, until: &str) -> String {
+    match (metric, hard_limit) {
+        (_, false) => "Further builds are accepted and charged as overage.".into(),
+        ("applications", true) => "Builds of new applications are refused; builds of the \
+            applications you have go on."
+            .into(),
+        (_, true) if until.is_empty() => {
+            "New builds are refused until the period ends or you upgrade.".into()
+        }
+        (_, true) => format!("New builds are refused{until} or until you upgrade."),
+    }
+}
+
 /// Property tests ("fuzzing" on stable Rust; see `strategies.rs`).
 #[cfg(test)]
 mod props;

@@ -180,12 +180,18 @@ impl Backend {
     /// Runs an operator command of the server's CLI on this database (`--db DB` is appended);
     /// returns its standard output.
     pub fn cli(&self, args: &[&str]) -> Result<String> {
-        let out = Command::new(&self.bin)
-            .args(args)
+        let mut cmd = Command::new(&self.bin);
+        cmd.args(args)
             .arg("--db")
             .arg(&self.db)
             .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
+            .stdin(Stdio::null());
+        // An operator command runs on the server's clock (a user added "now" is the server's
+        // now).
+        if let Some(clock) = &self.options.clock {
+            clock.apply(&mut cmd);
+        }
+        let out = cmd
             .output()
             .map_err(Error::io(format!("running {}", self.bin.display())))?;
         if !out.status.success() {

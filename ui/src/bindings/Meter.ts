@@ -23,6 +23,11 @@ percent: number, level: Level,
  */
 note: string | null, 
 /**
+ * What the limit does to builds while it is reached ("new builds are refused",
+ * "builds of new applications are refused", "overage is charged").
+ */
+effect: string | null, 
+/**
  * Where the current pace leads by the period's end (per-period metrics only).
  */
 pace: Pace | null, 

@@ -10,4 +10,8 @@ ago: string, kind: NotificationKind, title: string, body: string, urgent: boolea
 /**
  * Why it was suppressed, digested or failed.
  */
-reason: string | null, };
+reason: string | null, 
+/**
+ * What became of it and why, in a sentence ("Not shown: quiet hours.").
+ */
+why: string, };

@@ -2,6 +2,7 @@
 // page at a time.
 import type { IpcError } from "../bindings/IpcError";
 import type { NotificationEntry } from "../bindings/NotificationEntry";
+import type { NotificationFilter } from "../bindings/NotificationFilter";
 import type { NotificationKind } from "../bindings/NotificationKind";
 import type { NotificationState } from "../bindings/NotificationState";
 import { errorState } from "../components/error-state";
@@ -15,7 +16,7 @@ const MAX_LIMIT = 500;
 const STATE_TEXT: Record<NotificationState, string> = {
   pending: "Pending",
   sending: "Sending",
-  held: "Held (quiet hours)",
+  held: "Held for the digest",
   shown: "Shown",
   suppressed: "Suppressed",
   digested: "In a digest",
@@ -33,6 +34,11 @@ const KIND_TEXT: Record<NotificationKind, string> = {
   refill: "Quota refilled",
 };
 
+const FILTER_TEXT: Record<NotificationFilter, string> = {
+  all: "All decisions",
+  not_shown: "Not shown, and why",
+};
+
 function row(n: NotificationEntry): HTMLElement {
   return h(
     "li",
@@ -45,7 +51,7 @@ function row(n: NotificationEntry): HTMLElement {
       h("span", { class: `badge state state-${n.state}` }, STATE_TEXT[n.state] ?? n.state),
     ),
     n.body ? h("p", { class: "n-body" }, n.body) : null,
-    n.reason ? h("p", { class: "n-reason" }, `Reason: ${n.reason}`) : null,
+    h("p", { class: "n-why", "data-testid": "notification-why" }, n.why),
     h("p", { class: "n-time muted" }, h("time", { title: unixDateTime(n.at) }, `${unixDateTime(n.at)} (${n.ago})`), ` · ${KIND_TEXT[n.kind]}`),
   );
 }
@@ -59,9 +65,25 @@ export function notificationsView(ctx: ViewContext): ViewInstance {
   let count = 0;
   let busy = false;
   let refreshQueued = false;
+  let filter: NotificationFilter = "all";
+  const filterEl = h(
+    "select",
+    {
+      "data-testid": "notifications-filter",
+      "aria-label": "Show",
+      on: {
+        change: () => {
+          filter = filterEl.value as NotificationFilter;
+          rows = [];
+          void first();
+        },
+      },
+    },
+    ...(Object.entries(FILTER_TEXT) as [NotificationFilter, string][]).map(([value, text]) => h("option", { value }, text)),
+  );
 
   function render(): void {
-    total.textContent = plural(count, "notification");
+    total.textContent = filter === "all" ? plural(count, "notification") : `${plural(count, "decision")} not shown as they came`;
     if (rows.length === 0) replace(list, h("li", { class: "empty", "data-testid": "notifications-empty" }, "No notifications yet."));
     else replace(list, rows.map((n) => row(n)));
     more.hidden = rows.length >= count;
@@ -71,7 +93,7 @@ export function notificationsView(ctx: ViewContext): ViewInstance {
     busy = true;
     more.disabled = true;
     try {
-      const page = await ctx.api.call({ call: "notifications", args: { offset, limit } });
+      const page = await ctx.api.call({ call: "notifications", args: { offset, limit, filter } });
       rows = offset === 0 ? page.rows : rows.concat(page.rows);
       count = page.total;
       replace(status);
@@ -104,6 +126,7 @@ export function notificationsView(ctx: ViewContext): ViewInstance {
     "section",
     { class: "notifications-view", "aria-labelledby": "notifications-title" },
     h("h2", { id: "notifications-title" }, "Notifications"),
+    h("div", { class: "n-filter" }, filterEl),
     total,
     status,
     list,

@@ -41,7 +41,7 @@ export function meterEl(m: Meter): HTMLElement {
       "aria-valuemin": "0",
       "aria-valuemax": String(m.limit),
       "aria-valuenow": String(m.used),
-      "aria-valuetext": `${text} (${m.percent}%) — ${levelText(m)}${m.note && m.note !== "at limit" ? `, ${m.note}` : ""}`,
+      "aria-valuetext": `${text} (${m.percent}%) — ${levelText(m)}${m.note && m.note !== "at limit" ? `, ${m.note}` : ""}${m.effect ? `: ${m.effect}` : ""}`,
     },
     fill,
   );
@@ -58,6 +58,7 @@ export function meterEl(m: Meter): HTMLElement {
     ),
     bar,
     m.note && m.note !== "at limit" ? h("p", { class: "meter-note", "data-testid": `meter-${m.metric}-note` }, m.note) : null,
+    m.effect ? h("p", { class: "meter-effect", "data-testid": `meter-${m.metric}-effect` }, capitalised(m.effect)) : null,
     m.forecast ? h("p", { class: "meter-forecast", "data-testid": `meter-${m.metric}-forecast` }, m.forecast) : null,
   );
 }
@@ -193,6 +194,9 @@ export function usageView(ctx: ViewContext): ViewInstance {
     replace(chartBox, h("p", { class: "loading", role: "status" }, "Loading usage history…"));
     try {
       history = await ctx.api.call({ call: "usage_history" });
+      // The readings of the snapshot in hand are points too (the history may have been read
+      // before the first sync stored any, and no newer snapshot may come for a while).
+      extendHistory(history, ctx.snapshot());
       renderChart(ctx.snapshot());
     } catch (e) {
       replace(chartBox, errorState(e as IpcError, () => void loadHistory(), "Couldn't load usage history"));
@@ -218,4 +222,8 @@ export function usageView(ctx: ViewContext): ViewInstance {
       }
     },
   };
+}
+
+function capitalised(s: string): string {
+  return s.charAt(0).toUpperCase() + s.slice(1);
 }

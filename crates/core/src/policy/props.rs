@@ -52,7 +52,7 @@ proptest! {
         id in text(),
     ) {
         let ctx = Context { settings: &s, now_unix: now, local_minute: minute, catching_up, hard_limit: hard, plan_name: "Free" };
-        let ev = Observed { epoch: "e", id: &id, kind: &k, data: Some(&data), before_sign_in: before };
+        let ev = Observed { epoch: "e", id: &id, kind: &k, data: Some(&data), before_sign_in: before, rejections: None };
         let first = policy::decide_event(&ctx, &ev, &mut |_| false);
         let limit_positive = data.get("limit").and_then(Value::as_i64).is_some_and(|l| l > 0);
         check_decisions(&first, limit_positive)?;

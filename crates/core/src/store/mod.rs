@@ -6,6 +6,7 @@
 //! cursor with no event stored twice and no notification decided twice.
 
 mod queries;
+mod rejections;
 mod states;
 mod watch;
 
@@ -303,6 +304,11 @@ impl Store {
             "DELETE FROM builds WHERE account_id = ?1 AND status <> ?2",
             params![account, BuildStatus::Rejected],
         )?;
+        // What happened in the gap is unknown: a run of rejections starts over.
+        tx.execute(
+            "DELETE FROM rejection_runs WHERE account_id = ?1",
+            [account],
+        )?;
         tx.execute(
             "UPDATE sync_state SET cursor = ?2, epoch = ?3, builds_cursor = 0, history_until = NULL
              WHERE account_id = ?1",
@@ -402,11 +408,14 @@ impl Store {
                     None
                 }
             };
+            let mut run = None;
             if let Some(data) = &data {
                 if ev.kind == kind::BUILD_ACCEPTED && !before_sign_in {
                     out.builds += 1;
                 }
                 project(&tx, account, epoch, &ev.id, &ev.kind, data, now)?;
+                let at = data.get("created_at").and_then(Value::as_str).unwrap_or("");
+                run = rejections::track(&tx, account, &ev.kind, at)?;
             }
             let observed = Observed {
                 epoch,
@@ -414,6 +423,7 @@ impl Store {
                 kind: &ev.kind,
                 data: data.as_ref(),
                 before_sign_in,
+                rejections: run.as_ref(),
             };
             let decisions = decide(&observed, &mut |key| known(&tx, account, key));
             out.pending

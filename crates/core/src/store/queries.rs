@@ -223,24 +223,32 @@ impl Store {
     }
 
     /// Notifications newest first, a page at a time, with the total.
+    /// Newest first; with `not_shown`, only decisions that were not shown as they came.
     pub fn notifications_page(
         &self,
         account: i64,
         offset: usize,
         limit: usize,
+        not_shown: bool,
     ) -> Result<(u64, Vec<NotificationRow>)> {
         let total: i64 = self.conn.query_row(
-            "SELECT count(*) FROM notifications WHERE account_id = ?1",
-            [account],
+            "SELECT count(*) FROM notifications WHERE account_id = ?1 AND (?2 = 0 OR state <> ?3)",
+            params![account, not_shown, NotificationState::Shown],
             |r| r.get(0),
         )?;
         let mut stmt = self.conn.prepare_cached(
             "SELECT id, dedupe_key, kind, title, body, urgent, state, reason, created_at, repeats_possible
          FROM notifications
-             WHERE account_id = ?1 ORDER BY id DESC LIMIT ?2 OFFSET ?3",
+             WHERE account_id = ?1 AND (?4 = 0 OR state <> ?5) ORDER BY id DESC LIMIT ?2 OFFSET ?3",
         )?;
         let rows = stmt.query_map(
-            params![account, limit as i64, offset as i64],
+            params![
+                account,
+                limit as i64,
+                offset as i64,
+                not_shown,
+                NotificationState::Shown
+            ],
             notification_row,
         )?;
         Ok((total as u64, rows.collect::<rusqlite::Result<_>>()?))
