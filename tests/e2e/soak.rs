@@ -650,10 +650,15 @@ impl Ledger {
             match state(key) {
                 Some("shown" | "digested") => true,
                 // Two thresholds reached in one step (a resync from /usage): one notification,
-                // for the higher one.
-                Some("suppressed") => higher_thresholds(key)
-                    .iter()
-                    .any(|k| matches!(state(k), Some("shown" | "digested"))),
+                // for the higher one. A crossing first seen after its period ended (the engine
+                // was off across the roll) is recorded with that reason, not announced.
+                Some("suppressed") => {
+                    by_key.get(key).and_then(|n| n["reason"].as_str())
+                        == Some("the period it belongs to has ended")
+                        || higher_thresholds(key)
+                            .iter()
+                            .any(|k| matches!(state(k), Some("shown" | "digested")))
+                }
                 _ => false,
             }
         };
