@@ -189,7 +189,7 @@ fn tray_model(
     };
     let mut lines: Vec<String> = meters
         .iter()
-        .map(|m| {
+        .flat_map(|m| {
             let mut line = format!("{} {} / {}", m.label, m.used, m.limit);
             if let Some(note) = &m.note {
                 line.push_str(" — ");
@@ -202,7 +202,6 @@ fn tray_model(
             // The forecast goes under its metric's line.
             std::iter::once(line).chain(m.forecast.iter().map(|f| format!("  {f}")))
         })
-        .flatten()
         .collect();
     match connection {
         Connection::SignedOut => lines.push("Signed out".into()),

@@ -126,7 +126,8 @@ fn begin(dialect: Dialect, access: Access) -> &'static str {
 /// connection costs one attempt at one batch, never the writer).
 pub enum WriteConn {
     Sqlite(rusqlite::Connection),
-    Postgres(postgres::Store, Option<postgres::LocalConn>),
+    /// Boxed: a connection with its runtime is large, and there is one per writer thread.
+    Postgres(postgres::Store, Option<Box<postgres::LocalConn>>),
 }
 
 impl WriteConn {
@@ -141,12 +142,12 @@ impl WriteConn {
         match self {
             Self::Sqlite(conn) => f(conn),
             Self::Postgres(store, slot) => {
-                if slot.as_ref().is_none_or(postgres::LocalConn::is_closed) {
+                if slot.as_ref().is_none_or(|c| c.is_closed()) {
                     *slot = None;
-                    *slot = Some(postgres::LocalConn::connect(store)?);
+                    *slot = Some(Box::new(postgres::LocalConn::connect(store)?));
                 }
                 let conn = slot.as_mut().expect("connected just now");
-                f(conn)
+                f(conn.as_mut())
             }
         }
     }
