@@ -145,8 +145,8 @@ pub fn pace(period: &Period<'_>, now: i64) -> Pace {
 
 /// Builds a day over the window `[max(start, now - LOOKBACK), now]`, cut into bins ending at
 /// `now` (a day, or an hour while the window is shorter than two days; the oldest bin is what
-/// is left, so the period's first builds count too); with three bins or more the busiest is
-/// left out, its time with it. `times` are inside `[start, now]`.
+/// is left, so the period's first builds count too); with three bins or more the busiest (by
+/// rate) is left out, its time with it. `times` are inside `[start, now]`.
 fn pace_per_day(times: &[i64], start: i64, now: i64) -> f64 {
     let span = (now - start).clamp(1, LOOKBACK);
     let bin = if span >= DAY_BINS_FROM { DAY } else { HOUR };
@@ -170,13 +170,14 @@ fn pace_per_day(times: &[i64], start: i64, now: i64) -> f64 {
     };
     let total: u64 = counts.iter().sum();
     let (builds, secs) = if bins >= TRIM_FROM_BINS {
-        // The busiest bin; of equals, the newest (index order).
-        let (k, busiest) =
-            counts.iter().copied().enumerate().fold(
-                (0, 0),
-                |best, (i, c)| if c > best.1 { (i, c) } else { best },
-            );
-        (total - busiest, span - len(k))
+        // The busiest bin by rate (a short oldest bin is compared fairly); of equals, the
+        // newest. Counts times lengths compare the rates exactly, in whole numbers.
+        let k = (1..counts.len()).fold(0, |best, i| {
+            let here = u128::from(counts[i]) * len(best) as u128;
+            let there = u128::from(counts[best]) * len(i) as u128;
+            if here > there { i } else { best }
+        });
+        (total - counts[k], span - len(k))
     } else {
         (total, span)
     };
@@ -574,5 +575,20 @@ mod tests {
         let r = runaway(&times, times[0], now, RULE);
         assert_eq!(r.recent, 30);
         assert!(!r.alarming, "{r:?}");
+    }
+
+    #[test]
+    fn a_short_first_bin_is_trimmed_by_its_rate() {
+        // Five builds at noon on each of the first three days; two and a half days in, the
+        // oldest bin is half a day long and holds five: the busiest by rate, left out.
+        let times: Vec<i64> = (0..3)
+            .flat_map(|d| (0..5).map(move |i| NOV_1 + 12 * HOUR + d * DAY + i))
+            .collect();
+        let now = NOV_1 + 60 * HOUR + 5 * MINUTE;
+        let p = pace(&period(&times, 15, 100), now);
+        let (Pace::LimitBeforeEnd { per_day, .. } | Pace::WithinLimit { per_day, .. }) = p else {
+            panic!("{p:?}")
+        };
+        assert!((per_day - 5.0).abs() < 0.01, "{per_day}");
     }
 }
