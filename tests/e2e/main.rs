@@ -9,6 +9,7 @@ mod cluster;
 mod companion;
 mod conformance;
 mod desktop_app;
+mod doctor;
 mod engine;
 mod faults;
 mod foresight;

@@ -57,6 +57,14 @@ impl Desktop {
         Self::start_with(Duration::from_secs(60))
     }
 
+    /// A session whose bus starts nothing on demand: a daemon the test stops stays gone.
+    pub fn start_without_activation() -> Self {
+        Self::launch(Session {
+            bus_activation: false,
+            ..Session::default()
+        })
+    }
+
     /// Every engine command of the session runs on `clock`.
     pub fn start_on(clock: &FakeClock) -> Self {
         Self::launch(Session {

@@ -63,7 +63,7 @@ impl Launcher {
             shown: NOTIFICATION_SHOWN,
             placement: Self::placement(None),
             label: format!("bench-{label}"),
-            clock: None,
+            ..Session::default()
         };
         Ok(Desktop::launch(&session)?)
     }

@@ -11,6 +11,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::clock::{Clock, SystemClock};
 use crate::dashboard::{self, Moment};
+use crate::doctor;
 use crate::engine::{EngineConfig, Exit};
 use crate::ipc::{BuildStatus, NotificationState, RefillNotice, Snapshot};
 use crate::notifier::DesktopNotifier;
@@ -98,6 +99,12 @@ pub enum Command {
         /// Only the decisions that were not shown as they came, each with why.
         #[arg(long)]
         why: bool,
+    },
+    /// What stands between you and a working Quotabell: keychain, notification daemon, tray
+    /// host, server, token, clock, cache, engine. Exit status 1 when a check fails.
+    Doctor {
+        #[arg(long)]
+        json: bool,
     },
     /// Notification settings.
     Settings {
@@ -188,6 +195,22 @@ fn dispatch(cmd: Command, paths: &Paths) -> Result<ExitCode, BoxError> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Status { json } => status(paths, json, &clock),
+        Command::Doctor { json } => {
+            let keychain: Arc<dyn Keychain> = Arc::new(OsKeychain::new());
+            let findings = runtime()?.block_on(doctor::examine(paths, keychain, clock.now_unix()));
+            for f in &findings {
+                if json {
+                    println!("{}", serde_json::to_string(f)?);
+                } else {
+                    println!("{}", f.line());
+                }
+            }
+            Ok(if doctor::failed(&findings) {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            })
+        }
         Command::Watch {
             keepalive_secs,
             backstop_secs,

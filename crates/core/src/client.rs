@@ -134,7 +134,24 @@ impl ApiClient {
         self.get(&path, timeout).await
     }
 
+    /// `/account` with the server's clock (its `Date` header, unix seconds), for `doctor`.
+    pub async fn probe(&self) -> Result<(Account, Option<i64>), ApiError> {
+        let res = self.fetch("account", REQUEST_TIMEOUT).await?;
+        let date = res
+            .headers()
+            .get(reqwest::header::DATE)
+            .and_then(|d| d.to_str().ok())
+            .and_then(|d| jiff::fmt::rfc2822::parse(d).ok())
+            .map(|z| z.timestamp().as_second());
+        Ok((decode(res).await?, date))
+    }
+
     async fn get<T: DeserializeOwned>(&self, path: &str, timeout: Duration) -> Result<T, ApiError> {
+        decode(self.fetch(path, timeout).await?).await
+    }
+
+    /// A successful response to `GET path`, or the error its status means.
+    async fn fetch(&self, path: &str, timeout: Duration) -> Result<reqwest::Response, ApiError> {
         let url = self.server.api(path);
         let res = self
             .http
@@ -146,11 +163,7 @@ impl ApiClient {
             .map_err(|e| ApiError::Transport(without_url(&e)))?;
         let status = res.status();
         if status.is_success() {
-            let bytes = res
-                .bytes()
-                .await
-                .map_err(|e| ApiError::Transport(without_url(&e)))?;
-            return serde_json::from_slice(&bytes).map_err(|e| ApiError::Decode(e.to_string()));
+            return Ok(res);
         }
         let headers = res.headers().clone();
         let final_url = res.url().clone();
@@ -164,6 +177,14 @@ impl ApiClient {
             &self.token,
         ))
     }
+}
+
+async fn decode<T: DeserializeOwned>(res: reqwest::Response) -> Result<T, ApiError> {
+    let bytes = res
+        .bytes()
+        .await
+        .map_err(|e| ApiError::Transport(without_url(&e)))?;
+    serde_json::from_slice(&bytes).map_err(|e| ApiError::Decode(e.to_string()))
 }
 
 /// Maps a non-success status to the error the engine acts on.

@@ -8,6 +8,7 @@ pub mod client;
 pub mod clock;
 pub mod companion;
 pub mod dashboard;
+pub mod doctor;
 pub mod engine;
 pub mod forecast;
 pub mod foresight;

@@ -121,6 +121,14 @@ enum UserCommand {
         #[arg(long, default_value = "free")]
         plan: String,
     },
+    /// Give a user a new token; the old one stops working (within the token cache's few
+    /// seconds on a running server). Printed alone on the last line, never stored.
+    Token {
+        #[arg(long, env = "QUOTABELL_DB")]
+        db: Option<Location>,
+        #[arg(long)]
+        email: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -240,6 +248,17 @@ fn run(cli: Cli) -> Result<(), BoxError> {
                 ))
             })?;
             println!("created user {id} <{email}> on plan {plan}; token (shown once):");
+            println!("{token}");
+            Ok(())
+        }
+        Command::User(UserCommand::Token { db, email }) => {
+            let token = auth::generate();
+            write(db, |sql| {
+                let id = account::id_by_email(sql, &email)?;
+                account::set_token_hash(sql, id, &auth::hash(&token))?;
+                Ok(((), Vec::new()))
+            })?;
+            println!("new token for <{email}>; the old one is revoked (shown once):");
             println!("{token}");
             Ok(())
         }

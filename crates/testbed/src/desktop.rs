@@ -45,6 +45,9 @@ pub struct Session {
     pub label: String,
     /// A wall clock of the test's for every [`Desktop::command`] (the daemons keep real time).
     pub clock: Option<crate::FakeClock>,
+    /// Whether the bus starts services on demand (as a desktop's does); without it a service
+    /// the test stops stays gone (dunst, say, is D-Bus activatable).
+    pub bus_activation: bool,
 }
 
 impl Default for Session {
@@ -54,6 +57,7 @@ impl Default for Session {
             placement: Placement::default(),
             label: "desktop".into(),
             clock: None,
+            bus_activation: true,
         }
     }
 }
@@ -96,7 +100,15 @@ impl Desktop {
         };
 
         let mut cmd = Command::new("dbus-daemon");
-        cmd.args(["--session", "--nofork", "--print-address=1"])
+        if session.bus_activation {
+            cmd.arg("--session");
+        } else {
+            let config = me.dir.path().join("bus.conf");
+            std::fs::write(&config, BUS_WITHOUT_ACTIVATION)
+                .map_err(Error::io("writing the bus configuration"))?;
+            cmd.arg(format!("--config-file={}", config.display()));
+        }
+        cmd.args(["--nofork", "--print-address=1"])
             .arg(format!(
                 "--address=unix:path={}",
                 me.dir.path().join("bus").display()
@@ -301,6 +313,20 @@ fn dunst_time(d: Duration) -> String {
         format!("{}ms", d.as_millis())
     }
 }
+
+/// A session bus with no service directories: nothing is started on demand.
+const BUS_WITHOUT_ACTIVATION: &str = r#"<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
+ "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig>
+  <type>session</type>
+  <listen>unix:tmpdir=/tmp</listen>
+  <policy context="default">
+    <allow send_destination="*" eavesdrop="true"/>
+    <allow eavesdrop="true"/>
+    <allow own="*"/>
+  </policy>
+</busconfig>
+"#;
 
 #[cfg(test)]
 mod tests {
