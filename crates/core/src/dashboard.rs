@@ -9,7 +9,7 @@ use crate::ipc::{
     PauseChoice, SettingsForm, Snapshot, TrayModel, TrayState, UsagePoint, UsageSeries,
 };
 use crate::policy::Settings;
-use crate::protocol::{limit_effect, metric_label};
+use crate::protocol::{limit_effect, metric_label, unix_seconds};
 use crate::store::{AccountRow, BuildFilter, Store, StoreError};
 
 /// The most rows one page call returns: enough for a screenful many times over.
@@ -56,12 +56,7 @@ pub fn snapshot(store: &Store, at: &Moment<'_>) -> Result<Snapshot, StoreError> 
     // the same data gives the same pace); only their words follow the time.
     if let Some(u) = &state.usage {
         let watch = store.watch(account.id)?;
-        let end = u
-            .period
-            .end
-            .parse::<jiff::Timestamp>()
-            .ok()
-            .map(|t| t.as_second());
+        let end = unix_seconds(&u.period.end);
         for m in &mut meters {
             if let (Some(pace), Some(end)) = (watch.pace(&m.metric, &u.period.start), end) {
                 m.forecast = foresight::pace_line(pace, m.limit, end, at.now, at.clock);
@@ -284,7 +279,7 @@ pub fn usage_history(
     let Some(usage) = state.usage else {
         return Ok(Vec::new());
     };
-    let since = parse_rfc3339(&usage.period.start).unwrap_or(now - 31 * 86400);
+    let since = unix_seconds(&usage.period.start).unwrap_or(now - 31 * 86400);
     let samples =
         store.usage_samples(account.id, since, MAX_SAMPLES * usage.quotas.len().max(1))?;
     Ok(usage
@@ -309,10 +304,6 @@ pub fn usage_history(
             }
         })
         .collect())
-}
-
-fn parse_rfc3339(s: &str) -> Option<i64> {
-    s.parse::<jiff::Timestamp>().ok().map(|t| t.as_second())
 }
 
 pub fn builds(store: &Store, account: i64, q: &BuildQuery) -> Result<BuildPage, IpcError> {
@@ -369,25 +360,24 @@ pub fn notifications(
         q.limit.clamp(1, MAX_PAGE) as usize,
         q.filter == NotificationFilter::NotShown,
     )?;
-    let mut entries = Vec::with_capacity(rows.len());
-    for n in rows {
-        entries.push(NotificationEntry {
-            id: n.id,
-            at: n.created_at,
-            ago: ago(now, n.created_at),
-            kind: n.kind,
-            why: why(n.state, n.reason.as_deref()),
-            title: n.title,
-            body: n.body,
-            urgent: n.urgent,
-            state: n.state,
-            reason: n.reason,
-        });
-    }
     Ok(NotificationPage {
         total: total.min(u32::MAX as u64) as u32,
         offset: q.offset,
-        rows: entries,
+        rows: rows
+            .into_iter()
+            .map(|n| NotificationEntry {
+                id: n.id,
+                at: n.created_at,
+                ago: ago(now, n.created_at),
+                kind: n.kind,
+                why: why(n.state, n.reason.as_deref()),
+                title: n.title,
+                body: n.body,
+                urgent: n.urgent,
+                state: n.state,
+                reason: n.reason,
+            })
+            .collect(),
     })
 }
 

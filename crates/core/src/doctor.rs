@@ -347,6 +347,23 @@ mod desktop_bus {
             .any(|n| n.as_str() == name))
     }
 
+    /// A boolean property of `destination`'s object at `path`.
+    async fn bool_property(
+        conn: &Connection,
+        destination: &'static str,
+        path: &str,
+        interface: &'static str,
+        name: &str,
+    ) -> zbus::Result<bool> {
+        let props = PropertiesProxy::builder(conn)
+            .destination(destination)
+            .path(path)
+            .build()
+            .await?;
+        let value = props.get(InterfaceName::try_from(interface)?, name).await?;
+        bool::try_from(value)
+    }
+
     async fn secret_service(conn: &Connection) -> Finding {
         const CHECK: &str = SECRET_SERVICE;
         const START: &str = "start a Secret Service in your session (gnome-keyring-daemon, or \
@@ -388,20 +405,13 @@ mod desktop_bus {
                 );
             }
         };
-        let locked: zbus::Result<bool> = async {
-            let props = PropertiesProxy::builder(conn)
-                .destination(SECRETS)
-                .path(collection.as_ref())
-                .build()
-                .await?;
-            let value = props
-                .get(
-                    InterfaceName::try_from("org.freedesktop.Secret.Collection")?,
-                    "Locked",
-                )
-                .await?;
-            bool::try_from(value)
-        }
+        let locked = bool_property(
+            conn,
+            SECRETS,
+            collection.as_str(),
+            "org.freedesktop.Secret.Collection",
+            "Locked",
+        )
         .await;
         match locked {
             Ok(false) => Finding::ok(CHECK, "reachable, default keyring unlocked"),
@@ -483,20 +493,13 @@ mod desktop_bus {
             }
             Err(e) => return Finding::fail(CHECK, format!("cannot ask the bus: {e}"), FIX),
         }
-        let registered: zbus::Result<bool> = async {
-            let props = PropertiesProxy::builder(conn)
-                .destination(WATCHER)
-                .path("/StatusNotifierWatcher")
-                .build()
-                .await?;
-            let v = props
-                .get(
-                    InterfaceName::try_from(WATCHER)?,
-                    "IsStatusNotifierHostRegistered",
-                )
-                .await?;
-            bool::try_from(v)
-        }
+        let registered = bool_property(
+            conn,
+            WATCHER,
+            "/StatusNotifierWatcher",
+            WATCHER,
+            "IsStatusNotifierHostRegistered",
+        )
         .await;
         match registered {
             Ok(true) => Finding::ok(CHECK, "a StatusNotifierItem host is registered"),

@@ -10,7 +10,7 @@ use serde_json::Value;
 pub use crate::ipc::RefillNotice;
 use crate::ipc::{NotificationKind, NotificationState};
 use crate::protocol::{
-    QuotaObservation, Usage, kind, limit_effect, limit_effect_sentence, metric_label,
+    QuotaObservation, Usage, kind, limit_effect, limit_effect_sentence, metric_label, unix_seconds,
 };
 
 /// User settings that shape notifications (stored in the store's settings table).
@@ -146,27 +146,32 @@ const REJECTION_SUMMARY_EVERY: i64 = 3600;
 const REJECTION_SUMMARY_DAILY_AFTER: i64 = 86_400;
 
 /// The dedupe key of the notice a rejection may raise in its run, by the time since the run's
-/// first: the first at once, then the first of each later hour, after a day of each day.
-/// `None` within the hour a notice already covers.
-fn rejection_slot(run: &RejectionRun, at: &str) -> Option<String> {
+/// first (returned with the key): the first at once, then the first of each later hour, after
+/// a day of each day. `None` within the hour a notice already covers.
+fn rejection_slot(run: &RejectionRun, at: &str) -> Option<(String, i64)> {
     if run.count <= 1 {
-        return Some(format!("rejected:{}", run.first_at));
+        return Some((format!("rejected:{}", run.first_at), 0));
     }
-    let secs = |t: &str| t.parse::<jiff::Timestamp>().ok().map(|t| t.as_second());
-    let elapsed = secs(at)?.saturating_sub(secs(&run.first_at)?);
+    let elapsed = unix_seconds(at)?.saturating_sub(unix_seconds(&run.first_at)?);
     if elapsed < REJECTION_SUMMARY_EVERY {
         None
     } else if elapsed < REJECTION_SUMMARY_DAILY_AFTER {
-        Some(format!(
-            "rejected:{}:h{}",
-            run.first_at,
-            elapsed / REJECTION_SUMMARY_EVERY
+        Some((
+            format!(
+                "rejected:{}:h{}",
+                run.first_at,
+                elapsed / REJECTION_SUMMARY_EVERY
+            ),
+            elapsed,
         ))
     } else {
-        Some(format!(
-            "rejected:{}:d{}",
-            run.first_at,
-            elapsed / REJECTION_SUMMARY_DAILY_AFTER
+        Some((
+            format!(
+                "rejected:{}:d{}",
+                run.first_at,
+                elapsed / REJECTION_SUMMARY_DAILY_AFTER
+            ),
+            elapsed,
         ))
     }
 }
@@ -223,7 +228,7 @@ pub fn decide_event(
                 count: 1,
             };
             let run = ev.rejections.unwrap_or(&first);
-            let Some(key) = rejection_slot(run, &at) else {
+            let Some((key, elapsed)) = rejection_slot(run, &at) else {
                 return Vec::new();
             };
             if known(&key) {
@@ -256,7 +261,6 @@ pub fn decide_event(
                     reason: None,
                 }
             } else {
-                let secs = |t: &str| t.parse::<jiff::Timestamp>().map_or(0, |t| t.as_second());
                 let more = run.count - 1;
                 Decision {
                     dedupe_key: key,
@@ -264,7 +268,7 @@ pub fn decide_event(
                     title: format!(
                         "{more} more build{} rejected in {} — {metric} {used}/{limit}",
                         if more == 1 { "" } else { "s" },
-                        elapsed_text(secs(&at) - secs(&run.first_at)),
+                        elapsed_text(elapsed),
                     ),
                     body: format!(
                         "The latest: {} {}. {effect} A successful build or a new period \
@@ -434,8 +438,8 @@ fn decide_quota(
     let ended = obs
         .period_end
         .as_deref()
-        .and_then(|e| e.parse::<jiff::Timestamp>().ok())
-        .is_some_and(|end| end.as_second() <= ctx.now_unix);
+        .and_then(unix_seconds)
+        .is_some_and(|end| end <= ctx.now_unix);
     out.push(if ended {
         Decision {
             state: NotificationState::Suppressed,

@@ -135,6 +135,14 @@ pub fn metric_label(metric: &str) -> String {
     }
 }
 
+/// Unix seconds of a server timestamp (RFC 3339), or `None` when it is not one.
+pub fn unix_seconds(rfc3339: &str) -> Option<i64> {
+    rfc3339
+        .parse::<jiff::Timestamp>()
+        .ok()
+        .map(|t| t.as_second())
+}
+
 /// What a metric at its limit does to builds on a plan, in the few words of a meter and a tray
 /// line: on a hard plan only what the metric counts is refused (a full applications quota
 /// refuses builds of *new* applications; builds of known ones go on), on a soft plan nothing

@@ -8,7 +8,7 @@ use crate::forecast::{BASELINE_WEEKS, HOUR, WEEK};
 use crate::foresight::{Metric, Peak, Watch};
 use crate::ipc::BuildStatus;
 use crate::policy::Decision;
-use crate::protocol::Usage;
+use crate::protocol::{Usage, unix_seconds};
 
 use super::queries::NotificationRow;
 
@@ -52,10 +52,6 @@ impl ForesightData {
 pub type Foresee<'a> =
     dyn FnMut(&ForesightData, &mut Watch, &mut dyn FnMut(&str) -> bool) -> Vec<Decision> + 'a;
 
-fn unix(text: &str) -> Option<i64> {
-    text.parse::<jiff::Timestamp>().ok().map(|t| t.as_second())
-}
-
 fn rfc3339(unix: i64) -> String {
     jiff::Timestamp::from_second(unix)
         .unwrap_or(jiff::Timestamp::UNIX_EPOCH)
@@ -96,7 +92,7 @@ fn read(
         return Ok(None);
     };
     let usage: Usage = serde_json::from_str(&usage)?;
-    let period = unix(&usage.period.start).zip(unix(&usage.period.end));
+    let period = unix_seconds(&usage.period.start).zip(unix_seconds(&usage.period.end));
     // The server writes `created_at` in one RFC 3339 form (UTC, `Z`), so text order is time
     // order and the index on (account, created_at) serves the range.
     let since = (now - BASELINE_WEEKS * WEEK - HOUR).min(period.map_or(now, |p| p.0));
@@ -136,7 +132,7 @@ fn read(
         usage,
         period,
         counted,
-        known_since: oldest.as_deref().and_then(unix).unwrap_or(now),
+        known_since: oldest.as_deref().and_then(unix_seconds).unwrap_or(now),
     }))
 }
 
@@ -152,12 +148,6 @@ fn watch(conn: &rusqlite::Connection, account: i64) -> Result<Watch> {
 }
 
 impl Store {
-    /// What foresight reads, as of `now`; `None` before any usage is cached.
-    pub fn foresight_data(&self, account: i64, now: i64) -> Result<Option<ForesightData>> {
-        let watched = watch(&self.conn, account)?.period;
-        read(&self.conn, account, now, &watched)
-    }
-
     /// What foresight kept at its last check (the paces the views show among it).
     pub fn watch(&self, account: i64) -> Result<Watch> {
         watch(&self.conn, account)
