@@ -368,6 +368,7 @@ impl Store {
             .optional()?
             .flatten();
         let mut last_new: Option<&str> = None;
+        let mut runs = rejections::Runs::load(&tx, account)?;
         for ev in events {
             // Ids are compared as numbers: the event named by `history_until` may never come
             // (a resync, or an event committed between `/usage` and the first page), and an
@@ -415,7 +416,7 @@ impl Store {
                 }
                 project(&tx, account, epoch, &ev.id, &ev.kind, data, now)?;
                 let at = data.get("created_at").and_then(Value::as_str).unwrap_or("");
-                run = rejections::track(&tx, account, &ev.kind, at)?;
+                run = runs.track(&tx, &ev.kind, at)?;
             }
             let observed = Observed {
                 epoch,
