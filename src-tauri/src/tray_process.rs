@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use quotabell_core::clock::SystemClock;
 use quotabell_core::companion::Companion;
+use quotabell_core::doctor;
 use quotabell_core::engine::EngineConfig;
 use quotabell_core::ipc::{Call, PauseChoice, View};
 use quotabell_core::notifier::DesktopNotifier;
@@ -24,11 +25,13 @@ pub fn run(
 ) -> Result<(), Box<dyn std::error::Error>> {
     quotabell_core::client::install_crypto_provider();
     let paths = Paths::resolve(data_dir.as_deref());
-    // A notification's "Open usage" (or a click on it) arrives on a notification thread.
-    let (open_usage, mut open_usage_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
-    let notifier = DesktopNotifier::new("dialog-information").with_action(Arc::new(move |_| {
-        let _ = open_usage.send(());
-    }));
+    // A notification's "Open usage" (or a click on it) arrives on a notification thread, with
+    // the account the notification is about.
+    let (open_usage, mut open_usage_rx) = tokio::sync::mpsc::unbounded_channel::<i64>();
+    let notifier =
+        DesktopNotifier::new("dialog-information").with_action(Arc::new(move |account| {
+            let _ = open_usage.send(account);
+        }));
     let companion = Arc::new(Companion::new(
         paths,
         Arc::new(OsKeychain::new()),
@@ -52,21 +55,34 @@ pub fn run(
             move |app| {
                 let host = WindowHost::new(companion.clone(), data_dir, app.handle().clone());
                 app.manage(host.clone());
-                let mut tray = Tray::create(app.handle(), on_menu)?;
+                // Without a tray the app still runs (its window says why there is no icon).
+                let mut tray = Tray::create(app.handle(), on_menu)
+                    .inspect_err(|e| tracing::warn!(error = %e, "cannot create the tray icon"))
+                    .ok();
                 let handle = app.handle().clone();
                 let render_host = host.clone();
                 let first_host = host.clone();
+                let start_companion = companion.clone();
                 tauri::async_runtime::spawn(async move {
+                    let companion = start_companion;
                     companion.start().await;
+                    // With no tray host the icon cannot show, and a hidden start would leave
+                    // nothing on screen: the window opens on the diagnosis instead.
+                    let no_tray = doctor::tray_missing().await;
+                    if let Some(f) = &no_tray {
+                        tracing::warn!(detail = %f.detail, "no tray host: opening the window");
+                    }
                     // After the first read of the cache, so the window opens on real data
                     // rather than on the signed-out placeholder.
-                    if !hidden {
+                    if no_tray.is_some() {
+                        first_host.show(Some(View::Diagnostics));
+                    } else if !hidden {
                         first_host.show(Some(view));
                     }
                     let mut snapshots = companion.snapshots();
                     loop {
                         let snap = snapshots.borrow_and_update().clone();
-                        if let Err(e) = tray.render(&handle, &snap.tray) {
+                        if let Some(Err(e)) = tray.as_mut().map(|t| t.render(&handle, &snap.tray)) {
                             tracing::warn!(error = %e, "cannot update the tray");
                         }
                         render_host.snapshot(&snap);
@@ -76,8 +92,10 @@ pub fn run(
                     }
                 });
                 let usage_host = host.clone();
+                let usage_companion = companion.clone();
                 tauri::async_runtime::spawn(async move {
-                    while open_usage_rx.recv().await.is_some() {
+                    while let Some(account) = open_usage_rx.recv().await {
+                        usage_companion.select(account).await;
                         usage_host.show(Some(View::Usage));
                     }
                 });

@@ -117,6 +117,7 @@ async fn companion_serves_the_window_and_the_tray_from_the_real_backend() {
         Call::SignIn(SignInForm {
             server: server.into(),
             token: token.into(),
+            name: None,
         })
     };
     let e = call::<Snapshot>(&c, sign_in(&backend.url(), "qb_wrong"))
@@ -283,7 +284,8 @@ async fn companion_serves_the_window_and_the_tray_from_the_real_backend() {
     .await;
     assert_eq!(s.tray.state, TrayState::Over);
 
-    let s: Snapshot = call(&c, Call::SignOut).await.unwrap();
+    let account = s.account.as_ref().unwrap().id;
+    let s: Snapshot = call(&c, Call::SignOut { account }).await.unwrap();
     assert!(s.account.is_none());
     assert_eq!(s.tray.state, TrayState::SignedOut);
     assert!(keychain.0.lock().unwrap().is_empty(), "the token is gone");

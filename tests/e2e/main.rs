@@ -4,6 +4,7 @@
 
 mod support;
 
+mod accounts;
 mod app_launch;
 mod cluster;
 mod companion;
@@ -14,6 +15,7 @@ mod engine;
 mod faults;
 mod foresight;
 mod loopback;
+mod migration;
 mod proxy;
 mod scripted;
 mod soak;

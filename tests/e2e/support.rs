@@ -194,6 +194,8 @@ pub struct Engine<'a> {
     pub data: PathBuf,
     watch: Option<Watch>,
     pub watch_args: Vec<String>,
+    /// The `quotabell` binary: this build's, or another release's (the migration fixture).
+    pub bin: PathBuf,
 }
 
 impl<'a> Engine<'a> {
@@ -203,12 +205,13 @@ impl<'a> Engine<'a> {
             data: data.to_owned(),
             watch: None,
             watch_args: vec!["--keepalive-secs".into(), "1".into()],
+            bin: bin("quotabell"),
         }
     }
 
     fn profile(&self) -> Profile {
         Profile {
-            bin: bin("quotabell"),
+            bin: self.bin.clone(),
             dir: self.data.clone(),
         }
     }

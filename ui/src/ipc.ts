@@ -7,6 +7,7 @@ import { listen } from "@tauri-apps/api/event";
 import type { BuildPage } from "./bindings/BuildPage";
 import type { Call } from "./bindings/Call";
 import type { ErrorCode } from "./bindings/ErrorCode";
+import type { Finding } from "./bindings/Finding";
 import type { IpcError } from "./bindings/IpcError";
 import type { NotificationPage } from "./bindings/NotificationPage";
 import type { SettingsForm } from "./bindings/SettingsForm";
@@ -38,6 +39,8 @@ export type Replies = ReplyMap<{
   sign_in: Snapshot;
   sign_out: Snapshot;
   pause: Snapshot;
+  select_account: Snapshot;
+  diagnose: Finding[];
 }>;
 
 /** The two things the window can do with its backend. */

@@ -4,6 +4,7 @@
 import type { BuildEntry } from "../src/bindings/BuildEntry";
 import type { BuildPage } from "../src/bindings/BuildPage";
 import type { BuildQuery } from "../src/bindings/BuildQuery";
+import type { Finding } from "../src/bindings/Finding";
 import type { IpcError } from "../src/bindings/IpcError";
 import type { NotificationEntry } from "../src/bindings/NotificationEntry";
 import type { SettingsForm } from "../src/bindings/SettingsForm";
@@ -27,6 +28,10 @@ export class FakeBackend implements Transport {
   apps: string[] | null = null;
   notifications: NotificationEntry[] = [];
   settings: SettingsForm = defaultSettings();
+  /** What `diagnose` answers. */
+  findings: Finding[] = [];
+  /** Snapshots by account id, for `select_account` (the current one when absent). */
+  byAccount = new Map<number, Snapshot>();
   /** Validate sign-in: return an error to reject with, or null to accept. */
   signIn: (form: SignInForm) => IpcError | null = () => null;
   private failures = new Map<CallName, { err: unknown; once: boolean }>();
@@ -118,12 +123,24 @@ export class FakeBackend implements Transport {
         const form = c.args;
         const err = this.signIn(form);
         if (err) throw err;
-        this.snap = defaultSnapshot({ account: { email: "dev@example.com", server: form.server, plan: "Team", hard_limit: false } });
+        this.snap = defaultSnapshot({ account: { id: 1, name: form.name || "dev@example.com", email: "dev@example.com", server: form.server, plan: "Team", hard_limit: false } });
         return reply(c.call, this.snap);
       }
-      case "sign_out":
-        this.snap = { ...signedOut(), now: this.snap.now };
+      case "sign_out": {
+        // As the companion does: the others stay, the first of them shown.
+        const rest = this.snap.accounts.filter((a) => a.account.id !== c.args.account);
+        const next = rest.length > 0 ? this.byAccount.get(rest[0].account.id) : undefined;
+        this.snap = next ? { ...next, accounts: rest, now: this.snap.now } : { ...signedOut(), now: this.snap.now };
         return reply(c.call, this.snap);
+      }
+      case "select_account": {
+        const next = this.byAccount.get(c.args.account);
+        if (!next) throw { code: "not_signed_in", message: "that account is no longer signed in", field: null } satisfies IpcError;
+        this.snap = { ...next, now: this.snap.now };
+        return reply(c.call, this.snap);
+      }
+      case "diagnose":
+        return reply(c.call, this.findings);
       case "pause": {
         const paused_until = c.args === "resume" ? null : this.snap.now + 3600;
         this.snap = { ...this.snap, paused_until, tray: { ...this.snap.tray, paused: paused_until !== null } };

@@ -1,4 +1,5 @@
 // Data for the fake backend.
+import type { AccountSummary } from "../src/bindings/AccountSummary";
 import type { BuildEntry } from "../src/bindings/BuildEntry";
 import type { Meter } from "../src/bindings/Meter";
 import type { NotificationEntry } from "../src/bindings/NotificationEntry";
@@ -13,9 +14,20 @@ export function meter(over: Partial<Meter> = {}): Meter {
   return { metric: "builds", label: "Builds", used: 42, limit: 100, percent: 42, level: "ok", note: null, effect: null, pace: null, forecast: null, ...over };
 }
 
+/** The snapshot's `accounts` is its one account's summary unless `over` gives it. */
 export function snapshot(over: Partial<Snapshot> = {}): Snapshot {
+  const s = snapshotOf(over);
+  if (!("accounts" in over)) s.accounts = s.account ? [summaryOf(s)] : [];
+  return s;
+}
+
+export function summaryOf(s: Snapshot): AccountSummary {
+  return { account: s.account!, meters: s.meters, connection: s.connection, state: s.tray.state, synced_ago: s.synced_ago };
+}
+
+function snapshotOf(over: Partial<Snapshot>): Snapshot {
   return {
-    account: { email: "dev@example.com", server: "http://127.0.0.1:8787", plan: "Team", hard_limit: false },
+    account: { id: 1, name: "dev@example.com", email: "dev@example.com", server: "http://127.0.0.1:8787", plan: "Team", hard_limit: false },
     meters: [meter(), meter({ metric: "applications", label: "Applications", used: 4, limit: 5, percent: 80, level: "warning" })],
     period: { start: "2026-11-01T00:00:00Z", end: "2026-12-01T00:00:00Z" },
     connection: "connected",
@@ -26,6 +38,7 @@ export function snapshot(over: Partial<Snapshot> = {}): Snapshot {
     paused_until: null,
     history_gaps: 0,
     revision: 1,
+    accounts: [],
     tray: { state: "ok", tooltip: "Quotabell", lines: [], paused: false },
     now: NOW,
     ...over,

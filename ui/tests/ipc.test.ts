@@ -28,8 +28,9 @@ describe("ipc", () => {
       { call: "settings" },
       { call: "save_settings", args: settings() },
       { call: "pause", args: "one_hour" },
-      { call: "sign_out" },
-      { call: "sign_in", args: { server: "http://127.0.0.1:8787", token: "t" } },
+      { call: "sign_out", args: { account: 1 } },
+      { call: "sign_in", args: { server: "http://127.0.0.1:8787", token: "t", name: null } },
+      { call: "diagnose" },
     ];
     for (const c of calls) await api.call(c);
     expect(b.calls).toEqual(calls);

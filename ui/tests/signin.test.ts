@@ -31,7 +31,7 @@ describe("sign-in", () => {
     submit.click();
     await settle();
     expect(submit.disabled).toBe(true);
-    expect(backend.callsOf("sign_in")[0]!.args).toEqual({ server: "http://127.0.0.1:8787", token: "secret-token" });
+    expect(backend.callsOf("sign_in")[0]!.args).toEqual({ server: "http://127.0.0.1:8787", token: "secret-token", name: null });
     submit.click(); // a second click while pending sends nothing
     await settle();
     expect(backend.callsOf("sign_in")).toHaveLength(1);

@@ -7,7 +7,7 @@ import { allByTestId, byTestId, go, mount } from "./helpers";
 function hostile(): FakeBackend {
   return new FakeBackend({
     snap: snapshot({
-      account: { email: XSS, server: XSS, plan: XSS, hard_limit: true },
+      account: { id: 1, name: XSS, email: XSS, server: XSS, plan: XSS, hard_limit: true },
       meters: [meter({ metric: XSS, label: XSS, note: XSS })],
       period: { start: XSS, end: XSS },
       connection: "offline",

@@ -90,7 +90,13 @@ fn main() {
     }))
     .unwrap();
     let id = store
-        .upsert_account("http://127.0.0.1:1", "http://127.0.0.1:1", &account, NOW)
+        .upsert_account(
+            "http://127.0.0.1:1",
+            "http://127.0.0.1:1",
+            &account,
+            None,
+            NOW,
+        )
         .unwrap();
     let usage: Usage = serde_json::from_value(serde_json::json!({
         "period": {"start": rfc3339(START), "end": rfc3339(END)},

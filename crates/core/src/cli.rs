@@ -41,17 +41,40 @@ pub struct Global {
     pub data_dir: Option<PathBuf>,
 }
 
+/// Which account a command is about; needed only when several are signed in.
+#[derive(Args, Debug, Clone, Default)]
+pub struct Which {
+    /// The account's name, email or id (`quotabell accounts` lists them).
+    #[arg(long)]
+    pub account: Option<String>,
+}
+
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Sign in: the token is read from standard input (or a prompt), never from arguments.
+    /// Each login adds an account (or replaces the token of one already signed in).
     Login {
         #[arg(long)]
         server: String,
+        /// What to call the account (`--account NAME` elsewhere); its email by default.
+        #[arg(long)]
+        name: Option<String>,
     },
-    /// Sign out: deletes the token from the keychain and the account's cache.
-    Logout,
-    /// Usage per metric, connection state and when data was last synced (works offline).
+    /// Sign out of one account: deletes its token from the keychain and its cache.
+    Logout {
+        #[command(flatten)]
+        which: Which,
+    },
+    /// The accounts signed in: name, email, server, plan, connection, last sync.
+    Accounts {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Usage per metric, connection state and when data was last synced (works offline). With
+    /// several accounts and no --account, each of them.
     Status {
+        #[command(flatten)]
+        which: Which,
         #[arg(long)]
         json: bool,
     },
@@ -69,6 +92,8 @@ pub enum Command {
     },
     /// Build history from the cache.
     History {
+        #[command(flatten)]
+        which: Which,
         #[arg(long)]
         app: Option<String>,
         /// accepted, overage or rejected
@@ -89,11 +114,15 @@ pub enum Command {
     },
     /// The cached event log, oldest first.
     Events {
+        #[command(flatten)]
+        which: Which,
         #[arg(long)]
         json: bool,
     },
     /// Notifications decided so far: shown, suppressed, digested.
     Notifications {
+        #[command(flatten)]
+        which: Which,
         #[arg(long)]
         json: bool,
         /// Only the decisions that were not shown as they came, each with why.
@@ -175,26 +204,34 @@ fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
 fn dispatch(cmd: Command, paths: &Paths) -> Result<ExitCode, BoxError> {
     let clock = SystemClock;
     match cmd {
-        Command::Login { server } => {
+        Command::Login { server, name } => {
             let token = Token::new(&read_token()?)?;
             let keychain: Arc<dyn Keychain> = Arc::new(OsKeychain::new());
             let now = clock.now_unix();
-            let acct = runtime()?.block_on(session::login(paths, &server, token, keychain, now))?;
+            let acct = runtime()?.block_on(session::login(
+                paths,
+                &server,
+                token,
+                name.as_deref(),
+                keychain,
+                now,
+            ))?;
             println!(
-                "Signed in as {} on {} ({} plan).",
-                acct.email, acct.origin, acct.plan.name
+                "Signed in as {} on {} ({} plan), as account {:?}.",
+                acct.email, acct.origin, acct.plan.name, acct.name
             );
             Ok(ExitCode::SUCCESS)
         }
-        Command::Logout => {
+        Command::Logout { which } => {
             let keychain: Arc<dyn Keychain> = Arc::new(OsKeychain::new());
-            match runtime()?.block_on(session::logout(paths, keychain))? {
-                Some(a) => println!("Signed out {}; its token and cache are deleted.", a.email),
+            match runtime()?.block_on(session::logout(paths, which.account.as_deref(), keychain))? {
+                Some(a) => println!("Signed out {}; its token and cache are deleted.", a.name),
                 None => println!("Not signed in."),
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Status { json } => status(paths, json, &clock),
+        Command::Accounts { json } => accounts(paths, json, &clock),
+        Command::Status { which, json } => status(paths, &which, json, &clock),
         Command::Doctor { json } => {
             let keychain: Arc<dyn Keychain> = Arc::new(OsKeychain::new());
             let findings = runtime()?.block_on(doctor::examine(paths, keychain, clock.now_unix()));
@@ -228,6 +265,7 @@ fn dispatch(cmd: Command, paths: &Paths) -> Result<ExitCode, BoxError> {
             watch(paths, cfg)
         }
         Command::History {
+            which,
             app,
             status,
             since,
@@ -236,7 +274,7 @@ fn dispatch(cmd: Command, paths: &Paths) -> Result<ExitCode, BoxError> {
             limit,
             json,
         } => {
-            let (store, account) = open_cache(paths)?;
+            let (store, account) = open_cache(paths, &which)?;
             let filter = BuildFilter {
                 app,
                 status,
@@ -270,16 +308,16 @@ fn dispatch(cmd: Command, paths: &Paths) -> Result<ExitCode, BoxError> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Events { json } => {
-            let (store, account) = open_cache(paths)?;
+        Command::Events { which, json } => {
+            let (store, account) = open_cache(paths, &which)?;
             let mut out = std::io::stdout().lock();
             let mut after = 0;
             loop {
                 let rows = store.events(account.id, after, 5000)?;
-                if rows.is_empty() {
+                let Some(last) = rows.last() else {
                     break;
-                }
-                after += rows.len() as i64;
+                };
+                after = last.seq;
                 for e in rows {
                     if json {
                         let line =
@@ -292,8 +330,8 @@ fn dispatch(cmd: Command, paths: &Paths) -> Result<ExitCode, BoxError> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Notifications { json, why } => {
-            let (store, account) = open_cache(paths)?;
+        Command::Notifications { which, json, why } => {
+            let (store, account) = open_cache(paths, &which)?;
             let mut out = std::io::stdout().lock();
             for n in store.notifications(account.id, None, 100_000)? {
                 if why {
@@ -422,14 +460,13 @@ fn read_token() -> Result<String, BoxError> {
     Ok(line)
 }
 
-fn open_cache(paths: &Paths) -> Result<(Store, crate::store::AccountRow), BoxError> {
+/// The cache and the account `which` names (or the only one).
+fn open_cache(paths: &Paths, which: &Which) -> Result<(Store, crate::store::AccountRow), BoxError> {
     if !paths.db().exists() {
         return Err(session::SessionError::NotSignedIn.into());
     }
     let store = Store::open(&paths.db())?;
-    let account = store
-        .active_account()?
-        .ok_or(session::SessionError::NotSignedIn)?;
+    let account = session::choose(&store, which.account.as_deref())?;
     Ok((store, account))
 }
 
@@ -444,21 +481,96 @@ fn fmt_time(unix: i64) -> String {
 }
 
 /// `quotabell status`: the same [`Snapshot`] the tray and the window show, as JSON or as text.
-fn status(paths: &Paths, json: bool, clock: &dyn Clock) -> Result<ExitCode, BoxError> {
-    let (store, _) = open_cache(paths)?;
+/// With several accounts and none named, the text shows each one; the JSON is the first
+/// account's snapshot, whose `accounts` summarises them all.
+fn status(
+    paths: &Paths,
+    which: &Which,
+    json: bool,
+    clock: &dyn Clock,
+) -> Result<ExitCode, BoxError> {
+    let (store, chosen) = match open_cache(paths, which) {
+        Ok(opened) => opened,
+        Err(e) if which.account.is_none() && is_choose(&e) => {
+            (Store::open(&paths.db())?, store_first(paths)?)
+        }
+        Err(e) => return Err(e),
+    };
+    let several = which.account.is_none() && store.account_count()? > 1;
+    // Unknown (no lock file yet, no /proc) trusts what the engine stored.
+    let running = crate::lock::holder_running(&paths.lock()) != Some(false);
+    let moment = Moment {
+        now: clock.now_unix(),
+        clock,
+        engine_running: &|_| running,
+    };
+    let snap = dashboard::snapshot(&store, Some(chosen.id), &moment)?;
+    if json {
+        println!("{}", serde_json::to_string(&snap)?);
+    } else if several {
+        for a in store.accounts()? {
+            let snap = dashboard::snapshot(&store, Some(a.id), &moment)?;
+            println!("[{}]", a.name);
+            print!("{}", status_text(&snap));
+        }
+    } else {
+        print!("{}", status_text(&snap));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn is_choose(e: &BoxError) -> bool {
+    matches!(
+        e.downcast_ref::<session::SessionError>(),
+        Some(session::SessionError::ChooseAccount(_))
+    )
+}
+
+fn store_first(paths: &Paths) -> Result<crate::store::AccountRow, BoxError> {
+    Store::open(&paths.db())?
+        .accounts()?
+        .into_iter()
+        .next()
+        .ok_or_else(|| session::SessionError::NotSignedIn.into())
+}
+
+/// `quotabell accounts`: one line (or JSON object) per account.
+fn accounts(paths: &Paths, json: bool, clock: &dyn Clock) -> Result<ExitCode, BoxError> {
+    if !paths.db().exists() {
+        println!("Not signed in.");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let store = Store::open(&paths.db())?;
+    let running = crate::lock::holder_running(&paths.lock()) != Some(false);
     let snap = dashboard::snapshot(
         &store,
+        None,
         &Moment {
             now: clock.now_unix(),
             clock,
-            // Unknown (no lock file yet, no /proc) trusts what the engine stored.
-            engine_running: crate::lock::holder_running(&paths.lock()) != Some(false),
+            engine_running: &|_| running,
         },
     )?;
-    if json {
-        println!("{}", serde_json::to_string(&snap)?);
-    } else {
-        print!("{}", status_text(&snap));
+    if snap.accounts.is_empty() {
+        println!("Not signed in.");
+    }
+    let mut out = std::io::stdout().lock();
+    for a in &snap.accounts {
+        if json {
+            writeln!(out, "{}", serde_json::to_string(a)?)?;
+        } else {
+            let synced = a.synced_ago.as_deref().unwrap_or("never synced");
+            writeln!(
+                out,
+                "{:>3}  {:<28} {} on {} ({} plan) — {}, synced {synced}",
+                a.account.id,
+                a.account.name,
+                a.account.email,
+                a.account.server,
+                a.account.plan,
+                a.connection.as_str(),
+            )?;
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -471,6 +583,10 @@ fn status_text(s: &Snapshot) -> String {
         out.push('\n');
     };
     match &s.account {
+        Some(a) if a.name != a.email => line(format!(
+            "{} — {} on {} ({} plan)",
+            a.name, a.email, a.server, a.plan
+        )),
         Some(a) => line(format!("{} on {} ({} plan)", a.email, a.server, a.plan)),
         None => line("not signed in".into()),
     }
@@ -526,33 +642,81 @@ fn status_text(s: &Snapshot) -> String {
     out
 }
 
+/// `quotabell watch`: one engine per account, each on its own connection, until a signal.
+/// An account whose engine cannot start (its token missing) or that the server signs out is
+/// reported, and the others go on.
 fn watch(paths: &Paths, cfg: EngineConfig) -> Result<ExitCode, BoxError> {
     let rt = runtime()?;
     rt.block_on(async {
-        let running = session::open_engine(
-            paths,
-            "quotabell watch",
-            Arc::new(OsKeychain::new()),
-            Arc::new(DesktopNotifier::default()),
-            Arc::new(SystemClock),
-            cfg,
-        )
-        .await?;
+        let lock = session::lock_profile(paths, "quotabell watch")?;
+        if !paths.db().exists() {
+            return Err(session::SessionError::NotSignedIn.into());
+        }
+        let accounts = Store::open(&paths.db())?.accounts()?;
+        if accounts.is_empty() {
+            return Err(session::SessionError::NotSignedIn.into());
+        }
+        let keychain: Arc<dyn Keychain> = Arc::new(OsKeychain::new());
+        let notifier: Arc<DesktopNotifier> = Arc::new(DesktopNotifier::default());
         let (stop, stopped) = tokio::sync::watch::channel(false);
+        let mut running = tokio::task::JoinSet::new();
+        let mut failed = false;
+        for account in accounts {
+            let name = account.name.clone();
+            let opened = session::open_engine(
+                paths,
+                account,
+                keychain.clone(),
+                notifier.clone(),
+                Arc::new(SystemClock),
+                cfg.clone(),
+            )
+            .await;
+            match opened {
+                Ok(engine) => {
+                    let stopped = stopped.clone();
+                    running.spawn(async move { (name, engine.run(stopped).await) });
+                }
+                Err(e) => {
+                    eprintln!("quotabell: {name}: {e}");
+                    failed = true;
+                }
+            }
+        }
+        if running.is_empty() {
+            return Err("no account's engine could start".into());
+        }
         tokio::spawn(async move {
             shutdown_signal().await;
             let _ = stop.send(true);
         });
-        let exit = running.engine.run(stopped).await?;
-        drop(running.lock);
-        Ok(match exit {
-            Exit::Shutdown => ExitCode::SUCCESS,
-            Exit::SignedOut => {
-                eprintln!(
-                    "quotabell: the server rejected the token; sign in again with `quotabell login`"
-                );
-                ExitCode::from(3)
+        let mut signed_out = false;
+        while let Some(done) = running.join_next().await {
+            match done {
+                Ok((_, Ok(Exit::Shutdown))) => {}
+                Ok((name, Ok(Exit::SignedOut))) => {
+                    eprintln!(
+                        "quotabell: {name}: the server rejected the token; sign in again with `quotabell login`"
+                    );
+                    signed_out = true;
+                }
+                Ok((name, Err(e))) => {
+                    eprintln!("quotabell: {name}: the engine stopped: {e}");
+                    failed = true;
+                }
+                Err(e) => {
+                    eprintln!("quotabell: an engine task failed: {e}");
+                    failed = true;
+                }
             }
+        }
+        drop(lock);
+        Ok(if signed_out {
+            ExitCode::from(3)
+        } else if failed {
+            ExitCode::FAILURE
+        } else {
+            ExitCode::SUCCESS
         })
     })
 }
@@ -695,6 +859,8 @@ mod tests {
         let now = 1_800_000_000;
         let mut s = dashboard::snapshot_signed_out(now, &SystemClock);
         s.account = Some(AccountInfo {
+            id: 1,
+            name: "dev@example.com".into(),
             email: "dev@example.com".into(),
             server: "http://127.0.0.1:8787".into(),
             plan: "Free".into(),

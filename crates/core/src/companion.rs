@@ -1,7 +1,8 @@
-//! The desktop app without its shell: runs the engine of the signed-in account, answers the
+//! The desktop app without its shell: runs one engine per signed-in account, answers the
 //! window's calls from the cache, and publishes a fresh [`Snapshot`] whenever something the
 //! tray or the window shows may have changed. The Tauri shell only renders and relays.
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -16,10 +17,12 @@ use crate::clock::Clock;
 use crate::dashboard::{self, Moment};
 use crate::engine::{EngineConfig, Exit};
 use crate::ipc::{Call, ErrorCode, IpcError, Snapshot};
+use crate::lock::EngineLock;
 use crate::notifier::Notifier;
 use crate::paths::Paths;
 use crate::secret::{Keychain, Token, TokenError};
 use crate::session::{self, SessionError};
+use crate::store::AccountRow;
 use crate::store::{Store, StoreError};
 
 /// How often the snapshot is recomputed with nothing else happening: "synced 2 min ago" and
@@ -42,7 +45,26 @@ struct Inner {
     /// has its own; SQLite's WAL lets both work at once.
     store: Mutex<Option<Store>>,
     snapshots: watch::Sender<Snapshot>,
-    engine: tokio::sync::Mutex<Option<EngineTask>>,
+    engines: tokio::sync::Mutex<Engines>,
+    /// The account the window shows; `None` (or an account since signed out): the first.
+    selected: Mutex<Option<i64>>,
+}
+
+/// The engines of this process: the profile lock, taken with the first, and one task per
+/// account, each on its own connection to its own server, so that one failing account (a
+/// revoked token, a server down) leaves the others as they are.
+#[derive(Default)]
+struct Engines {
+    lock: Option<EngineLock>,
+    tasks: BTreeMap<i64, EngineTask>,
+}
+
+impl Engines {
+    fn running(&self, account: i64) -> bool {
+        self.tasks
+            .get(&account)
+            .is_some_and(|t| !t.join.is_finished())
+    }
 }
 
 struct EngineTask {
@@ -70,16 +92,17 @@ impl Companion {
                 cfg,
                 store: Mutex::new(None),
                 snapshots: watch::channel(first).0,
-                engine: tokio::sync::Mutex::new(None),
+                engines: tokio::sync::Mutex::new(Engines::default()),
+                selected: Mutex::new(None),
             }),
         }
     }
 
-    /// Publishes the cached state, starts the engine when signed in, and keeps the snapshot
-    /// current until the process ends.
+    /// Publishes the cached state, starts an engine per signed-in account, and keeps the
+    /// snapshot current until the process ends.
     pub async fn start(&self) {
         self.inner.refresh().await;
-        Inner::start_engine(&self.inner).await;
+        Inner::start_engines(&self.inner).await;
         let inner = Arc::downgrade(&self.inner);
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(TICK);
@@ -104,34 +127,62 @@ impl Companion {
             Call::Snapshot => json(inner.snapshots.borrow().clone()),
             Call::UsageHistory => {
                 let now = inner.clock.now_unix();
+                let selected = inner.selected();
                 inner
-                    .read(move |s| match s.active_account()? {
+                    .read(move |s| match shown_account(s, selected)? {
                         Some(a) => Ok(dashboard::usage_history(s, &a, now)?),
                         None => Ok(Vec::new()),
                     })
                     .await
                     .and_then(json)
             }
-            Call::Builds(q) => inner
-                .read_ipc(move |s| {
-                    let a = signed_in(s)?;
-                    dashboard::builds(s, a, &q)
-                })
-                .await
-                .and_then(json),
-            Call::BuildApps => inner
-                .read_ipc(|s| s.build_apps(signed_in(s)?).map_err(storage))
-                .await
-                .and_then(json),
-            Call::Notifications(q) => {
-                let now = inner.clock.now_unix();
+            Call::Builds(q) => {
+                let selected = inner.selected();
                 inner
                     .read_ipc(move |s| {
-                        let a = signed_in(s)?;
+                        let a = signed_in(s, selected)?;
+                        dashboard::builds(s, a, &q)
+                    })
+                    .await
+                    .and_then(json)
+            }
+            Call::BuildApps => {
+                let selected = inner.selected();
+                inner
+                    .read_ipc(move |s| s.build_apps(signed_in(s, selected)?).map_err(storage))
+                    .await
+                    .and_then(json)
+            }
+            Call::Notifications(q) => {
+                let now = inner.clock.now_unix();
+                let selected = inner.selected();
+                inner
+                    .read_ipc(move |s| {
+                        let a = signed_in(s, selected)?;
                         dashboard::notifications(s, a, &q, now).map_err(storage)
                     })
                     .await
                     .and_then(json)
+            }
+            Call::SelectAccount { account } => {
+                let known = inner.read(move |s| s.account(account)).await?;
+                if known.is_none() {
+                    return Err(IpcError::new(
+                        ErrorCode::NotSignedIn,
+                        "that account is no longer signed in",
+                    ));
+                }
+                *inner.selected.lock().unwrap_or_else(|e| e.into_inner()) = Some(account);
+                json(inner.refresh().await)
+            }
+            Call::Diagnose => {
+                let findings = crate::doctor::examine(
+                    &inner.paths,
+                    inner.keychain.clone(),
+                    inner.clock.now_unix(),
+                )
+                .await;
+                json(findings)
             }
             Call::Settings => inner
                 .read(|s| Ok(dashboard::settings_form(&s.settings()?, false)))
@@ -176,63 +227,100 @@ impl Companion {
                 if form.server.trim().is_empty() {
                     return Err(IpcError::invalid("server", "give the server's address"));
                 }
-                Inner::stop_engine(inner).await;
+                let name = form
+                    .name
+                    .as_deref()
+                    .map(str::trim)
+                    .filter(|n| !n.is_empty())
+                    .map(str::to_owned);
                 let now = inner.clock.now_unix();
-                let signed = session::login(
+                // Signing in to an account already followed replaces its token: stop its
+                // engine first so it restarts with the new one. Other accounts go on.
+                let account = session::login(
                     &inner.paths,
                     form.server.trim(),
                     token,
+                    name.as_deref(),
                     inner.keychain.clone(),
                     now,
                 )
-                .await;
-                // The store may have a new active account either way: reopen it.
-                *inner.store.lock().unwrap_or_else(|e| e.into_inner()) = None;
-                if let Err(e) = signed {
-                    Inner::start_engine(inner).await;
-                    return Err(session_error(e));
-                }
-                Inner::start_engine(inner).await;
+                .await
+                .map_err(session_error)?;
+                Inner::stop_engine(inner, account.id).await;
+                *inner.selected.lock().unwrap_or_else(|e| e.into_inner()) = Some(account.id);
+                Inner::start_engines(inner).await;
                 json(inner.refresh().await)
             }
-            Call::SignOut => {
-                Inner::stop_engine(inner).await;
-                *inner.store.lock().unwrap_or_else(|e| e.into_inner()) = None;
-                let out = session::logout(&inner.paths, inner.keychain.clone()).await;
+            Call::SignOut { account } => {
+                Inner::stop_engine(inner, account).await;
+                let keychain = inner.keychain.clone();
+                let out = inner
+                    .read_ipc(move |s| {
+                        let Some(row) = s.account(account).map_err(storage)? else {
+                            return Ok(());
+                        };
+                        // On the store's thread already: block on the keychain here.
+                        tokio::runtime::Handle::current()
+                            .block_on(session::forget(s, &row, keychain))
+                            .map_err(session_error)
+                    })
+                    .await;
                 if let Err(e) = out {
-                    Inner::start_engine(inner).await;
-                    return Err(session_error(e));
+                    Inner::start_engines(inner).await;
+                    return Err(e);
                 }
                 json(inner.refresh().await)
             }
         }
     }
 
-    /// Stops the engine and waits for it to record that it stopped.
+    /// Which account the window shows; a notification's "Open usage" selects its account.
+    pub async fn select(&self, account: i64) {
+        let _ = self.call(Call::SelectAccount { account }).await;
+    }
+
+    /// Stops every engine and waits for each to record that it stopped.
     pub async fn shutdown(&self) {
-        Inner::stop_engine(&self.inner).await;
+        let ids: Vec<i64> = self
+            .inner
+            .engines
+            .lock()
+            .await
+            .tasks
+            .keys()
+            .copied()
+            .collect();
+        for id in ids {
+            Inner::stop_engine(&self.inner, id).await;
+        }
+        self.inner.engines.lock().await.lock = None;
     }
 }
 
 impl Inner {
     /// Recomputes the snapshot from the cache and publishes it when it changed.
     async fn refresh(self: &Arc<Self>) -> Snapshot {
-        let running = self
-            .engine
-            .lock()
-            .await
-            .as_ref()
-            .is_some_and(|t| !t.join.is_finished());
+        let running: Vec<i64> = {
+            let engines = self.engines.lock().await;
+            engines
+                .tasks
+                .keys()
+                .copied()
+                .filter(|&id| engines.running(id))
+                .collect()
+        };
         let clock = self.clock.clone();
+        let selected = self.selected();
         let got = self
             .read(move |s| {
                 let now = clock.now_unix();
                 dashboard::snapshot(
                     s,
+                    selected,
                     &Moment {
                         now,
                         clock: clock.as_ref(),
-                        engine_running: running,
+                        engine_running: &|id| running.contains(&id),
                     },
                 )
             })
@@ -255,6 +343,10 @@ impl Inner {
                 self.snapshots.borrow().clone()
             }
         }
+    }
+
+    fn selected(&self) -> Option<i64> {
+        *self.selected.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Runs `f` on the companion's store connection, off the async threads (SQLite blocks).
@@ -292,38 +384,97 @@ impl Inner {
         })
     }
 
-    /// Starts the engine of the signed-in account, if there is one and none runs. Boxed: a
-    /// failed engine schedules this again, and a recursive `async fn` cannot be `Send`.
-    fn start_engine(self: &Arc<Self>) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
-        Box::pin(self.start_engine_now())
+    /// Starts the engine of each signed-in account that has none running, except those the
+    /// server signed out (a new sign-in restarts those). Boxed: a failed engine schedules this
+    /// again, and a recursive `async fn` cannot be `Send`.
+    fn start_engines(self: &Arc<Self>) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+        Box::pin(self.start_engines_now())
     }
 
-    async fn start_engine_now(self: &Arc<Self>) {
-        let mut slot = self.engine.lock().await;
-        if slot.as_ref().is_some_and(|t| !t.join.is_finished()) {
+    async fn start_engines_now(self: &Arc<Self>) {
+        let mut engines = self.engines.lock().await;
+        let accounts = match self
+            .read(|s| {
+                s.accounts()?
+                    .into_iter()
+                    .map(|a| Ok((s.sync_state(a.id)?.connection, a)))
+                    .collect::<Result<Vec<_>, StoreError>>()
+            })
+            .await
+        {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!(error = %e.message, "cannot read the accounts");
+                restart_later(Arc::downgrade(self));
+                return;
+            }
+        };
+        if accounts.is_empty() {
             return;
         }
-        let opened = session::open_engine(
+        if engines.lock.is_none() {
+            match session::lock_profile(&self.paths, "quotabell-app") {
+                Ok(lock) => engines.lock = Some(lock),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot start the engines");
+                    // Another engine process holds the profile; it may end.
+                    restart_later(Arc::downgrade(self));
+                    return;
+                }
+            }
+        }
+        let mut retry = false;
+        for (connection, account) in accounts {
+            let signed_out = connection == crate::ipc::Connection::SignedOut
+                && !engines.tasks.contains_key(&account.id);
+            if engines.running(account.id) || signed_out {
+                continue;
+            }
+            match self.open_engine(account.clone()).await {
+                Ok(task) => {
+                    engines.tasks.insert(account.id, task);
+                }
+                Err(e) => {
+                    tracing::warn!(account = %account.name, error = %e, "cannot start the engine");
+                    // Said where the account is shown, not only in the log.
+                    let (id, detail, now) = (account.id, e.to_string(), self.clock.now_unix());
+                    let _ = self
+                        .read(move |s| {
+                            s.set_connection(
+                                id,
+                                crate::ipc::Connection::Offline,
+                                Some(&detail),
+                                now,
+                            )
+                        })
+                        .await;
+                    // A locked keychain may be unlocked; a missing token needs a sign-in.
+                    retry |= !matches!(e, SessionError::TokenMissing(_));
+                }
+            }
+        }
+        if retry {
+            restart_later(Arc::downgrade(self));
+        }
+    }
+
+    /// Opens one account's engine and runs it in a task of its own.
+    async fn open_engine(
+        self: &Arc<Self>,
+        account: AccountRow,
+    ) -> Result<EngineTask, SessionError> {
+        let name = account.name.clone();
+        let engine = session::open_engine(
             &self.paths,
-            "quotabell-app",
+            account,
             self.keychain.clone(),
             self.notifier.clone(),
             self.clock.clone(),
             self.cfg.clone(),
         )
-        .await;
-        let running = match opened {
-            Ok(r) => r,
-            Err(SessionError::NotSignedIn) => return,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot start the engine");
-                // A held lock or a locked keychain may clear: try again later.
-                restart_later(Arc::downgrade(self));
-                return;
-            }
-        };
+        .await?;
         let (shutdown, shutdown_rx) = watch::channel(false);
-        let mut updates = running.engine.subscribe();
+        let mut updates = engine.subscribe();
         let me = Arc::downgrade(self);
         tokio::spawn(async move {
             // Every stored change re-renders; a burst coalesces into one refresh.
@@ -339,14 +490,13 @@ impl Inner {
         });
         let me = Arc::downgrade(self);
         let join = tokio::spawn(async move {
-            let lock = running.lock;
-            let exit = running.engine.run(shutdown_rx).await;
-            drop(lock);
-            match exit {
+            match engine.run(shutdown_rx).await {
                 Ok(Exit::Shutdown) => {}
-                Ok(Exit::SignedOut) => tracing::warn!("the server refused the token: signed out"),
+                Ok(Exit::SignedOut) => {
+                    tracing::warn!(account = %name, "the server refused the token: signed out")
+                }
                 Err(e) => {
-                    tracing::error!(error = %e, "the engine stopped");
+                    tracing::error!(account = %name, error = %e, "the engine stopped");
                     restart_later(me.clone());
                 }
             }
@@ -358,11 +508,11 @@ impl Inner {
                 });
             }
         });
-        *slot = Some(EngineTask { shutdown, join });
+        Ok(EngineTask { shutdown, join })
     }
 
-    async fn stop_engine(self: &Arc<Self>) {
-        let task = self.engine.lock().await.take();
+    async fn stop_engine(self: &Arc<Self>, account: i64) {
+        let task = self.engines.lock().await.tasks.remove(&account);
         if let Some(t) = task {
             let _ = t.shutdown.send(true);
             let _ = t.join.await;
@@ -374,13 +524,22 @@ fn restart_later(me: std::sync::Weak<Inner>) {
     tokio::spawn(async move {
         tokio::time::sleep(ENGINE_RESTART).await;
         if let Some(me) = me.upgrade() {
-            Inner::start_engine(&me).await;
+            Inner::start_engines(&me).await;
         }
     });
 }
 
-fn signed_in(s: &Store) -> Result<i64, IpcError> {
-    match s.active_account().map_err(storage)? {
+/// The account the window shows: the selected one, else the first.
+fn shown_account(s: &Store, selected: Option<i64>) -> Result<Option<AccountRow>, StoreError> {
+    let mut all = s.accounts()?;
+    let at = selected
+        .and_then(|id| all.iter().position(|a| a.id == id))
+        .unwrap_or(0);
+    Ok((at < all.len()).then(|| all.swap_remove(at)))
+}
+
+fn signed_in(s: &Store, selected: Option<i64>) -> Result<i64, IpcError> {
+    match shown_account(s, selected).map_err(storage)? {
         Some(a) => Ok(a.id),
         None => Err(IpcError::new(ErrorCode::NotSignedIn, "not signed in")),
     }
@@ -413,8 +572,11 @@ fn session_error(e: SessionError) -> IpcError {
         SessionError::Secret(_) | SessionError::TokenMissing(_) => {
             IpcError::new(ErrorCode::Keychain, message)
         }
+        SessionError::Store(StoreError::NameTaken(_)) => IpcError::invalid("name", message),
         SessionError::Store(_) => IpcError::new(ErrorCode::Storage, message),
         SessionError::Lock(_) => IpcError::new(ErrorCode::Busy, message),
-        SessionError::NotSignedIn => IpcError::new(ErrorCode::NotSignedIn, message),
+        SessionError::NotSignedIn
+        | SessionError::NoSuchAccount { .. }
+        | SessionError::ChooseAccount(_) => IpcError::new(ErrorCode::NotSignedIn, message),
     }
 }

@@ -4,9 +4,10 @@
 use crate::clock::Clock;
 use crate::foresight;
 use crate::ipc::{
-    AccountInfo, BillingPeriod, BuildEntry, BuildPage, BuildQuery, Connection, IpcError, Level,
-    Meter, NotificationEntry, NotificationFilter, NotificationPage, NotificationState, PageQuery,
-    PauseChoice, SettingsForm, Snapshot, TrayModel, TrayState, UsagePoint, UsageSeries,
+    AccountInfo, AccountSummary, BillingPeriod, BuildEntry, BuildPage, BuildQuery, Connection,
+    IpcError, Level, Meter, NotificationEntry, NotificationFilter, NotificationPage,
+    NotificationState, PageQuery, PauseChoice, SettingsForm, Snapshot, TrayModel, TrayState,
+    UsagePoint, UsageSeries,
 };
 use crate::policy::Settings;
 use crate::protocol::{limit_effect, metric_label, unix_seconds};
@@ -23,22 +24,91 @@ const MAX_SAMPLES: usize = 5_000;
 pub struct Moment<'a> {
     pub now: i64,
     pub clock: &'a dyn Clock,
-    /// Whether an engine runs for the account (the app knows its own; `quotabell status` asks
-    /// the profile's lock). When none does, the stored connection state is stale (a killed
-    /// engine could not record that it stopped) and reads as offline, here and nowhere else.
-    pub engine_running: bool,
+    /// Whether an engine runs for an account (the app knows each of its own; `quotabell
+    /// status` asks the profile's lock). When none does, the stored connection state is stale
+    /// (a killed engine could not record that it stopped) and reads as offline, here and
+    /// nowhere else.
+    pub engine_running: &'a dyn Fn(i64) -> bool,
 }
 
-pub fn snapshot(store: &Store, at: &Moment<'_>) -> Result<Snapshot, StoreError> {
+/// One account's part of a snapshot.
+struct AccountView {
+    info: AccountInfo,
+    meters: Vec<Meter>,
+    period: Option<BillingPeriod>,
+    connection: Connection,
+    detail: Option<String>,
+    since: Option<i64>,
+    last_synced_at: Option<i64>,
+    gaps: u32,
+    state: TrayState,
+    lines: Vec<String>,
+}
+
+/// The snapshot of `selected` (the first account when it names none), with every account's
+/// summary and the tray over all of them.
+pub fn snapshot(
+    store: &Store,
+    selected: Option<i64>,
+    at: &Moment<'_>,
+) -> Result<Snapshot, StoreError> {
     let settings = store.settings()?;
     let paused_until = settings.paused_until.filter(|&t| t > at.now);
-    let Some(account) = store.active_account()? else {
+    let accounts = store.accounts()?;
+    if accounts.is_empty() {
         return Ok(signed_out(paused_until, at));
-    };
+    }
+    let mut views = accounts
+        .iter()
+        .map(|a| account_view(store, a, paused_until, at))
+        .collect::<Result<Vec<_>, _>>()?;
+    let tray = tray_over(&views, paused_until, at);
+    let summaries = views
+        .iter()
+        .map(|v| AccountSummary {
+            account: v.info.clone(),
+            meters: v.meters.clone(),
+            connection: v.connection,
+            state: v.state,
+            synced_ago: v.last_synced_at.map(|t| ago(at.now, t)),
+        })
+        .collect();
+    let chosen = selected
+        .and_then(|id| accounts.iter().position(|a| a.id == id))
+        .unwrap_or(0);
+    let v = views.swap_remove(chosen);
+    Ok(Snapshot {
+        account: Some(v.info),
+        meters: v.meters,
+        period: v.period,
+        connection: v.connection,
+        connection_detail: v.detail,
+        connection_since: v.since,
+        last_synced_at: v.last_synced_at,
+        synced_ago: v.last_synced_at.map(|t| ago(at.now, t)),
+        paused_until,
+        history_gaps: v.gaps,
+        revision: store.data_version()?,
+        accounts: summaries,
+        tray,
+        now: at.now,
+    })
+}
+
+fn account_view(
+    store: &Store,
+    account: &AccountRow,
+    paused_until: Option<i64>,
+    at: &Moment<'_>,
+) -> Result<AccountView, StoreError> {
     let state = store.sync_state(account.id)?;
     let mut connection = state.connection;
     let mut detail = state.connection_detail.clone();
-    if !at.engine_running && connection != Connection::SignedOut {
+    // What an engine that could not start recorded (a token missing, say) stays; a state
+    // left by an engine that was killed is stale.
+    if !(at.engine_running)(account.id)
+        && !matches!(connection, Connection::SignedOut | Connection::Offline)
+    {
         connection = Connection::Offline;
         detail = Some("no engine is running".into());
     }
@@ -68,21 +138,19 @@ pub fn snapshot(store: &Store, at: &Moment<'_>) -> Result<Snapshot, StoreError> 
         start: u.period.start.clone(),
         end: u.period.end.clone(),
     });
-    let tray = tray_model(connection, &meters, state.last_synced_at, paused_until, at);
-    Ok(Snapshot {
-        account: Some(account_info(&account)),
+    let (tray_state, lines) =
+        account_tray(connection, &meters, state.last_synced_at, paused_until, at);
+    Ok(AccountView {
+        info: account_info(account),
         meters,
         period,
         connection,
-        connection_detail: detail,
-        connection_since: state.connection_since,
+        detail,
+        since: state.connection_since,
         last_synced_at: state.last_synced_at,
-        synced_ago: state.last_synced_at.map(|t| ago(at.now, t)),
-        paused_until,
-        history_gaps: store.gaps(account.id)?.len() as u32,
-        revision: store.data_version()?,
-        tray,
-        now: at.now,
+        gaps: store.gaps(account.id)?.len() as u32,
+        state: tray_state,
+        lines,
     })
 }
 
@@ -93,12 +161,13 @@ pub fn snapshot_signed_out(now: i64, clock: &dyn Clock) -> Snapshot {
         &Moment {
             now,
             clock,
-            engine_running: false,
+            engine_running: &|_| false,
         },
     )
 }
 
 fn signed_out(paused_until: Option<i64>, at: &Moment<'_>) -> Snapshot {
+    let (state, lines) = account_tray(Connection::SignedOut, &[], None, paused_until, at);
     Snapshot {
         account: None,
         meters: Vec::new(),
@@ -111,13 +180,16 @@ fn signed_out(paused_until: Option<i64>, at: &Moment<'_>) -> Snapshot {
         paused_until,
         history_gaps: 0,
         revision: 0,
-        tray: tray_model(Connection::SignedOut, &[], None, paused_until, at),
+        accounts: Vec::new(),
+        tray: tray_model(state, lines, paused_until, at),
         now: at.now,
     }
 }
 
 fn account_info(a: &AccountRow) -> AccountInfo {
     AccountInfo {
+        id: a.id,
+        name: a.name.clone(),
         email: a.email.clone(),
         server: a.origin.clone(),
         plan: a.plan.name.clone(),
@@ -154,13 +226,14 @@ pub fn meter(metric: &str, used: i64, limit: i64, hard_limit: bool) -> Meter {
     }
 }
 
-fn tray_model(
+/// One account's tray state and menu lines (the pause line is the tray's, not an account's).
+fn account_tray(
     connection: Connection,
     meters: &[Meter],
     last_synced_at: Option<i64>,
     paused_until: Option<i64>,
     at: &Moment<'_>,
-) -> TrayModel {
+) -> (TrayState, Vec<String>) {
     let worst = meters
         .iter()
         .map(|m| m.level)
@@ -212,6 +285,35 @@ fn tray_model(
             });
         }
     }
+    (state, lines)
+}
+
+/// The tray over every account: the worst state of any (in `TrayState`'s order), and each
+/// account's lines under its name when there are several.
+fn tray_over(views: &[AccountView], paused_until: Option<i64>, at: &Moment<'_>) -> TrayModel {
+    let state = views
+        .iter()
+        .map(|v| v.state)
+        .min()
+        .unwrap_or(TrayState::SignedOut);
+    let lines = match views {
+        [one] => one.lines.clone(),
+        several => several
+            .iter()
+            .flat_map(|v| {
+                std::iter::once(v.info.name.clone()).chain(v.lines.iter().map(|l| format!("  {l}")))
+            })
+            .collect(),
+    };
+    tray_model(state, lines, paused_until, at)
+}
+
+fn tray_model(
+    state: TrayState,
+    mut lines: Vec<String>,
+    paused_until: Option<i64>,
+    at: &Moment<'_>,
+) -> TrayModel {
     if let Some(until) = paused_until {
         lines.push(format!(
             "Notifications paused until {}",

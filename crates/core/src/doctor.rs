@@ -8,13 +8,14 @@
 use std::sync::Arc;
 
 use serde::Serialize;
+use ts_rs::TS;
 
 use crate::client::{ApiClient, ApiError};
 use crate::lock;
 use crate::paths::Paths;
 use crate::secret::{Keychain, SecretError};
 use crate::server_url::ServerUrl;
-use crate::store::Store;
+use crate::store::{AccountRow, Store};
 
 /// The name of the Secret Service check (the account check waits for it).
 pub const SECRET_SERVICE: &str = "secret service";
@@ -22,8 +23,9 @@ pub const SECRET_SERVICE: &str = "secret service";
 /// A server clock further off than this makes the "ago" and period times of the app wrong.
 pub const MAX_SKEW_SECS: i64 = 60;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, TS)]
 #[serde(rename_all = "snake_case")]
+#[ts(export)]
 pub enum Verdict {
     Ok,
     Warn,
@@ -40,10 +42,11 @@ impl Verdict {
     }
 }
 
-/// One check's answer.
-#[derive(Debug, Clone, Serialize)]
+/// One check's answer; also what the window's Diagnostics view shows.
+#[derive(Debug, Clone, Serialize, TS)]
+#[ts(export)]
 pub struct Finding {
-    pub check: &'static str,
+    pub check: String,
     pub verdict: Verdict,
     pub detail: String,
     /// What to do about it, when not ok.
@@ -51,16 +54,16 @@ pub struct Finding {
 }
 
 impl Finding {
-    pub fn ok(check: &'static str, detail: impl Into<String>) -> Self {
+    pub fn ok(check: &str, detail: impl Into<String>) -> Self {
         Self {
-            check,
+            check: check.to_owned(),
             verdict: Verdict::Ok,
             detail: detail.into(),
             fix: None,
         }
     }
 
-    pub fn warn(check: &'static str, detail: impl Into<String>, fix: impl Into<String>) -> Self {
+    pub fn warn(check: &str, detail: impl Into<String>, fix: impl Into<String>) -> Self {
         Self {
             verdict: Verdict::Warn,
             fix: Some(fix.into()),
@@ -68,7 +71,7 @@ impl Finding {
         }
     }
 
-    pub fn fail(check: &'static str, detail: impl Into<String>, fix: impl Into<String>) -> Self {
+    pub fn fail(check: &str, detail: impl Into<String>, fix: impl Into<String>) -> Self {
         Self {
             verdict: Verdict::Fail,
             fix: Some(fix.into()),
@@ -116,6 +119,26 @@ pub async fn examine(paths: &Paths, keychain: Arc<dyn Keychain>, now_unix: i64) 
         out.extend(account(paths, keychain, now_unix).await);
     }
     out
+}
+
+/// The tray check alone, when it does not pass: the desktop app asks at start-up and, with no
+/// tray host to show its icon, opens its window on the diagnosis instead of vanishing. Only
+/// Linux and the BSDs can lack one (macOS and Windows always have a menu bar / notification
+/// area).
+pub async fn tray_missing() -> Option<Finding> {
+    #[cfg(all(
+        unix,
+        not(any(target_os = "macos", target_os = "ios", target_os = "android"))
+    ))]
+    {
+        let finding = desktop_bus::tray().await;
+        (finding.verdict != Verdict::Ok).then_some(finding)
+    }
+    #[cfg(not(all(
+        unix,
+        not(any(target_os = "macos", target_os = "ios", target_os = "android"))
+    )))]
+    None
 }
 
 /// Whether any finding fails (the exit status).
@@ -196,23 +219,37 @@ async fn account(paths: &Paths, keychain: Arc<dyn Keychain>, now_unix: i64) -> V
             )];
         }
     };
-    let account = match store.active_account() {
-        Ok(Some(a)) => a,
-        Ok(None) => {
+    let accounts = match store.accounts() {
+        Ok(a) if a.is_empty() => {
             return vec![Finding::warn(
                 CHECK,
                 "not signed in",
                 "`quotabell login --server URL`, or sign in from the window",
             )];
         }
+        Ok(a) => a,
         Err(e) => {
             return vec![Finding::fail(
                 CHECK,
-                format!("cannot read the account: {e}"),
+                format!("cannot read the accounts: {e}"),
                 "see the cache line",
             )];
         }
     };
+    let mut out = Vec::new();
+    for a in accounts {
+        out.extend(one_account(a, keychain.clone(), now_unix).await);
+    }
+    out
+}
+
+/// One account: its token in the keychain, its server, the token accepted, the clock.
+async fn one_account(
+    account: AccountRow,
+    keychain: Arc<dyn Keychain>,
+    now_unix: i64,
+) -> Vec<Finding> {
+    const CHECK: &str = "account";
     // The keychain blocks on D-Bus: off the async thread.
     let key = account.keychain_key();
     let read = tokio::task::spawn_blocking(move || keychain.get(&key))
@@ -223,8 +260,11 @@ async fn account(paths: &Paths, keychain: Arc<dyn Keychain>, now_unix: i64) -> V
         Ok(None) => {
             return vec![Finding::fail(
                 CHECK,
-                format!("no token in the keychain for {}", account.email),
-                "sign in again: `quotabell login`",
+                format!("no token in the keychain for {}", account.name),
+                format!(
+                    "sign in again: `quotabell login --server {}`",
+                    account.origin
+                ),
             )];
         }
         Err(e) => {
@@ -255,22 +295,22 @@ async fn account(paths: &Paths, keychain: Arc<dyn Keychain>, now_unix: i64) -> V
             let mut out = vec![Finding::ok(
                 CHECK,
                 format!(
-                    "{} on {origin}: reachable, token accepted ({} plan)",
-                    acct.email, acct.plan.name
+                    "{}: {} on {origin} reachable, token accepted ({} plan)",
+                    account.name, acct.email, acct.plan.name
                 ),
             )];
             out.push(match date {
                 Some(date) if (date - now_unix).abs() > MAX_SKEW_SECS => Finding::warn(
                     "clock",
                     format!(
-                        "this machine's clock is {} s off the server's",
+                        "this machine's clock is {} s off {origin}'s",
                         now_unix - date
                     ),
                     "turn on time synchronisation (e.g. `timedatectl set-ntp true`)",
                 ),
                 Some(date) => Finding::ok(
                     "clock",
-                    format!("within {} s of the server's", (now_unix - date).abs()),
+                    format!("within {} s of {origin}'s", (now_unix - date).abs()),
                 ),
                 None => Finding::warn(
                     "clock",
@@ -282,12 +322,12 @@ async fn account(paths: &Paths, keychain: Arc<dyn Keychain>, now_unix: i64) -> V
         }
         Err(e) if e.is_auth() => vec![Finding::fail(
             CHECK,
-            format!("{origin} refused the token of {}: {e}", account.email),
+            format!("{origin} refused the token of {}: {e}", account.name),
             "the token was revoked or replaced: sign in again with a new one (`quotabell login`)",
         )],
         Err(e @ ApiError::Transport(_)) => vec![Finding::fail(
             CHECK,
-            format!("{origin} is unreachable: {e}"),
+            format!("{}: {origin} is unreachable: {e}", account.name),
             "check that the server is up and the address is right; the app works offline meanwhile",
         )],
         Err(e) => vec![Finding::fail(
@@ -331,6 +371,17 @@ mod desktop_bus {
             notifications(&conn).await,
             tray_host(&conn).await,
         ]
+    }
+
+    pub async fn tray() -> Finding {
+        match Connection::session().await {
+            Ok(conn) => tray_host(&conn).await,
+            Err(e) => Finding::fail(
+                "tray",
+                format!("no D-Bus session bus: {e}"),
+                "run Quotabell inside a desktop session",
+            ),
+        }
     }
 
     /// Running now, or started by the bus on the first call.

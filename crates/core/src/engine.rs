@@ -405,11 +405,17 @@ impl Engine {
     /// `sending`, and the next start shows it again as a counted possible repeat rather than
     /// losing it (ARCHITECTURE.md, "Decided once, ever").
     async fn show(&mut self, rows: Vec<NotificationRow>) -> Result<(), EngineError> {
+        // With several accounts signed in, each notification says whose it is.
+        let several = !rows.is_empty() && self.store.account_count()? > 1;
         for row in rows {
             self.store.mark_sending(row.id)?;
             let notifier = self.notifier.clone();
             let shown = {
-                let row = row.clone();
+                let row = if several {
+                    row.clone().naming(&self.account.name)
+                } else {
+                    row.clone()
+                };
                 let call = tokio::task::spawn_blocking(move || notifier.show(&row));
                 // A notification server that never answers must not stop the engine.
                 tokio::time::timeout(NOTIFY_TIMEOUT, call).await
@@ -906,12 +912,12 @@ mod tests {
         };
         let server = ServerUrl::parse(url).unwrap();
         let id = store
-            .upsert_account(server.as_str(), &server.origin(), &acct, 0)
+            .upsert_account(server.as_str(), &server.origin(), &acct, None, 0)
             .unwrap();
         store
             .start_cursor(id, &serde_json::from_str(USAGE).unwrap())
             .unwrap();
-        let account = store.active_account().unwrap().unwrap();
+        let account = store.account(id).unwrap().unwrap();
         let api = ApiClient::new(server, Token::new("qb_test").unwrap()).unwrap();
         let shown = Arc::new(Shown::default());
         let engine = Engine::new(

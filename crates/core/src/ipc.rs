@@ -17,6 +17,10 @@ pub enum View {
     Builds,
     Notifications,
     Settings,
+    /// Every account at a glance (with several signed in).
+    Accounts,
+    /// `quotabell doctor`'s checks; the window opens here when the tray icon cannot show.
+    Diagnostics,
 }
 
 /// The connection to the server as the engine last recorded it.
@@ -68,8 +72,9 @@ pub enum Level {
     Over,
 }
 
-/// The tray icon's state, in order of precedence (the first that applies wins).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, TS)]
+/// The tray icon's state, in order of precedence (the first that applies wins; over several
+/// accounts, the least in this order).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, TS)]
 #[serde(rename_all = "snake_case")]
 #[ts(export)]
 pub enum TrayState {
@@ -98,6 +103,11 @@ impl TrayState {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, TS)]
 #[ts(export)]
 pub struct AccountInfo {
+    /// The local id (`--account ID`, the window's switcher).
+    #[ts(type = "number")]
+    pub id: i64,
+    /// What the user calls the account; unique in the profile.
+    pub name: String,
     pub email: String,
     /// scheme://host:port
     pub server: String,
@@ -180,9 +190,25 @@ pub struct Snapshot {
     /// notice, a notification shown): open list views reload their visible page on a change.
     #[ts(type = "number")]
     pub revision: i64,
+    /// Every account signed in, the one above included, in the order they were added: the
+    /// window's switcher and its "All accounts" overview.
+    pub accounts: Vec<AccountSummary>,
+    /// Over all accounts.
     pub tray: TrayModel,
     #[ts(type = "number")]
     pub now: i64,
+}
+
+/// One account at a glance, for the switcher and the overview.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, TS)]
+#[ts(export)]
+pub struct AccountSummary {
+    pub account: AccountInfo,
+    pub meters: Vec<Meter>,
+    pub connection: Connection,
+    /// The account's own tray state (the tray shows the worst of all).
+    pub state: TrayState,
+    pub synced_ago: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, TS)]
@@ -431,6 +457,9 @@ pub struct SettingsForm {
 pub struct SignInForm {
     pub server: String,
     pub token: String,
+    /// What to call the account (unique in the profile); empty or absent: its email.
+    #[serde(default)]
+    pub name: Option<String>,
 }
 
 /// The token never reaches a log through `{:?}`.
@@ -438,6 +467,7 @@ impl std::fmt::Debug for SignInForm {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SignInForm")
             .field("server", &self.server)
+            .field("name", &self.name)
             .field("token", &"[redacted]")
             .finish()
     }
@@ -518,9 +548,20 @@ pub enum Call {
     Notifications(PageQuery),
     Settings,
     SaveSettings(SettingsForm),
+    /// Adds an account (or replaces the token of one already signed in).
     SignIn(SignInForm),
-    SignOut,
+    SignOut {
+        #[ts(type = "number")]
+        account: i64,
+    },
     Pause(PauseChoice),
+    /// Which account the views show.
+    SelectAccount {
+        #[ts(type = "number")]
+        account: i64,
+    },
+    /// `quotabell doctor`'s checks, for Settings → Diagnostics.
+    Diagnose,
 }
 
 impl Call {
@@ -548,6 +589,7 @@ mod tests {
         let sign_in = Call::SignIn(SignInForm {
             server: "http://127.0.0.1:1".into(),
             token: "qb_secret".into(),
+            name: None,
         });
         assert_eq!(sign_in.name(), "sign_in");
         assert!(!format!("{sign_in:?}").contains("qb_secret"));

@@ -31,9 +31,9 @@ pub const APP_NAME: &str = "Quotabell";
 pub const ACTION_OPEN_USAGE: &str = "open-usage";
 
 /// The desktop's notification server. Calls block on D-Bus: run them off async threads.
-/// What to do when the user picks a notification's action (or clicks it): the desktop shell
-/// opens its window on the Usage view.
-pub type OnAction = std::sync::Arc<dyn Fn(&str) + Send + Sync>;
+/// What to do when the user picks a notification's action (or clicks it), given the account
+/// the notification is about: the desktop shell opens its window on that account's usage.
+pub type OnAction = std::sync::Arc<dyn Fn(i64) + Send + Sync>;
 
 pub struct DesktopNotifier {
     icon: String,
@@ -86,6 +86,7 @@ impl Notifier for DesktopNotifier {
         let handle = note.show().map_err(|e| NotifyError(e.to_string()))?;
         #[cfg(all(unix, not(target_os = "macos")))]
         if let Some(cb) = self.on_action.clone() {
+            let account = n.account_id;
             // Waiting for the answer blocks until the notification closes: one short-lived
             // thread per shown notification (the policy keeps those few).
             std::thread::Builder::new()
@@ -93,7 +94,7 @@ impl Notifier for DesktopNotifier {
                 .spawn(move || {
                     handle.wait_for_action(|action| {
                         if action == ACTION_OPEN_USAGE || action == "default" {
-                            cb(action)
+                            cb(account)
                         }
                     })
                 })

@@ -1,4 +1,4 @@
-//! Signing in and out, and opening the engine of the signed-in account.
+//! Signing accounts in and out, choosing one, and opening the engine of each.
 
 use std::sync::Arc;
 
@@ -28,14 +28,20 @@ pub enum SessionError {
     NotSignedIn,
     #[error("the token of {0} is missing from the keychain: sign in again")]
     TokenMissing(String),
+    #[error("no account is called {asked:?}; signed in: {}", .known.join(", "))]
+    NoSuchAccount { asked: String, known: Vec<String> },
+    #[error("several accounts are signed in: choose one with --account ({})", .0.join(", "))]
+    ChooseAccount(Vec<String>),
 }
 
-/// Validates the token against the server, files it in the keychain and records the account.
-/// Nothing is left behind when any step fails.
+/// Validates the token against the server, files it in the keychain and records the account
+/// beside any others (signing in to a known account again replaces its token). Nothing is
+/// left behind when any step fails.
 pub async fn login(
     paths: &Paths,
     server: &str,
     token: Token,
+    name: Option<&str>,
     keychain: Arc<dyn Keychain>,
     now: i64,
 ) -> Result<AccountRow, SessionError> {
@@ -45,84 +51,126 @@ pub async fn login(
     // Where the log stands at sign-in: what came before is history (stored for review, not
     // announced); everything after is news, however late the engine first syncs.
     let signed_in_at = api.usage().await?.last_event_id;
-    let key = format!("{}#{}", url.origin(), account.id);
-    {
-        let (kc, key, token) = (keychain.clone(), key.clone(), token.clone());
-        blocking(move || kc.set(&key, &token)).await?;
-    }
+    let key = AccountRow::keychain_key_of(&url.origin(), &account.id);
+    let mut known = false;
     let stored = (|| {
         let mut store = Store::open(&paths.db())?;
-        let id = store.upsert_account(url.as_str(), &url.origin(), &account, now)?;
+        known = store
+            .accounts()?
+            .iter()
+            .any(|a| a.origin == url.origin() && a.user_id == account.id);
+        let id = store.upsert_account(url.as_str(), &url.origin(), &account, name, now)?;
         store.mark_sign_in(id, &signed_in_at)?;
-        Ok::<_, StoreError>(store.active_account()?.filter(|a| a.id == id))
+        store.account(id)
     })();
-    match stored {
-        Ok(Some(row)) => Ok(row),
-        Ok(None) => Ok(AccountRow {
-            id: 0,
-            origin: url.origin(),
-            server_url: url.as_str().to_owned(),
-            user_id: account.id,
-            email: account.email,
-            plan: account.plan,
-        }),
-        Err(e) => {
-            let _ = blocking(move || keychain.delete(&key)).await;
-            Err(e.into())
+    // The name is checked before the token is filed, so a taken name changes nothing.
+    let row = match stored {
+        Ok(Some(row)) => row,
+        Ok(None) => return Err(SessionError::NotSignedIn),
+        Err(e) => return Err(e.into()),
+    };
+    let filed = {
+        let (kc, key) = (keychain.clone(), key.clone());
+        blocking(move || kc.set(&key, &token)).await
+    };
+    if let Err(e) = filed {
+        // Without its token a new account cannot run: do not keep it half signed in. A known
+        // one keeps its cache (and its old token, if the keychain still has it).
+        if let (false, Ok(mut store)) = (known, Store::open(&paths.db())) {
+            let _ = store.delete_account(row.id);
+        }
+        return Err(e.into());
+    }
+    Ok(row)
+}
+
+/// The account `selector` names (id, name or email), or the only one when none is named.
+pub fn choose(store: &Store, selector: Option<&str>) -> Result<AccountRow, SessionError> {
+    let names = || -> Result<Vec<String>, SessionError> {
+        Ok(store.accounts()?.into_iter().map(|a| a.name).collect())
+    };
+    match selector {
+        Some(s) => store.find_account(s)?.map_or_else(
+            || {
+                Err(SessionError::NoSuchAccount {
+                    asked: s.to_owned(),
+                    known: names()?,
+                })
+            },
+            Ok,
+        ),
+        None => {
+            let mut all = store.accounts()?;
+            match all.len() {
+                0 => Err(SessionError::NotSignedIn),
+                1 => Ok(all.remove(0)),
+                _ => Err(SessionError::ChooseAccount(names()?)),
+            }
         }
     }
 }
 
-/// Deletes the token from the keychain and the account's cache.
+/// Signs out the account `selector` names (or the only one): its token and its cache go,
+/// nothing of another account's. Not while an engine runs for this profile.
 pub async fn logout(
     paths: &Paths,
+    selector: Option<&str>,
     keychain: Arc<dyn Keychain>,
 ) -> Result<Option<AccountRow>, SessionError> {
     if !paths.db().exists() {
         return Ok(None);
     }
-    // Not while an engine runs for this profile: it would write to a deleted account.
     let _lock = EngineLock::acquire(&paths.lock(), "quotabell logout")?;
     let mut store = Store::open(&paths.db())?;
-    let Some(account) = store.active_account()? else {
-        return Ok(None);
+    let account = match choose(&store, selector) {
+        Ok(a) => a,
+        Err(SessionError::NotSignedIn) => return Ok(None),
+        Err(e) => return Err(e),
     };
-    let key = account.keychain_key();
-    blocking(move || keychain.delete(&key)).await?;
-    store.delete_account(account.id)?;
+    forget(&mut store, &account, keychain).await?;
     Ok(Some(account))
 }
 
-/// Everything a running engine holds: the engine and the profile lock.
-pub struct Running {
-    pub engine: Engine,
-    pub lock: EngineLock,
+/// Deletes one account's token and cache; the caller holds the profile lock (or is the
+/// process that does).
+pub async fn forget(
+    store: &mut Store,
+    account: &AccountRow,
+    keychain: Arc<dyn Keychain>,
+) -> Result<(), SessionError> {
+    let key = account.keychain_key();
+    blocking(move || keychain.delete(&key)).await?;
+    store.delete_account(account.id)?;
+    Ok(())
 }
 
-/// Takes the profile lock and builds the engine of the signed-in account.
-pub async fn open_engine(
-    paths: &Paths,
-    who: &str,
-    keychain: Arc<dyn Keychain>,
-    notifier: Arc<dyn Notifier>,
-    clock: Arc<dyn Clock>,
-    cfg: EngineConfig,
-) -> Result<Running, SessionError> {
+/// The profile lock: one engine process per profile, however many accounts it follows.
+pub fn lock_profile(paths: &Paths, who: &str) -> Result<EngineLock, SessionError> {
     std::fs::create_dir_all(&paths.data).map_err(|source| StoreError::CreateDir {
         path: paths.data.clone(),
         source,
     })?;
-    let lock = EngineLock::acquire(&paths.lock(), who)?;
+    Ok(EngineLock::acquire(&paths.lock(), who)?)
+}
+
+/// Builds the engine of one account, on a store connection of its own. The caller holds the
+/// profile lock.
+pub async fn open_engine(
+    paths: &Paths,
+    account: AccountRow,
+    keychain: Arc<dyn Keychain>,
+    notifier: Arc<dyn Notifier>,
+    clock: Arc<dyn Clock>,
+    cfg: EngineConfig,
+) -> Result<Engine, SessionError> {
     let store = Store::open(&paths.db())?;
-    let account = store.active_account()?.ok_or(SessionError::NotSignedIn)?;
     let key = account.keychain_key();
     let token = blocking(move || keychain.get(&key))
         .await?
-        .ok_or_else(|| SessionError::TokenMissing(account.email.clone()))?;
+        .ok_or_else(|| SessionError::TokenMissing(account.name.clone()))?;
     let url = ServerUrl::parse(&account.server_url)?;
     let api = ApiClient::new(url, token)?;
-    let engine = Engine::new(store, account, api, notifier, clock, cfg);
-    Ok(Running { engine, lock })
+    Ok(Engine::new(store, account, api, notifier, clock, cfg))
 }
 
 /// Keychain calls block on D-Bus: keep them off the async threads.

@@ -12,4 +12,4 @@ import type { SignInForm } from "./SignInForm";
  * (`ui/src/ipc.ts`, `Replies`) is keyed by, so a call without a reply type there fails the
  * UI's type check.
  */
-export type Call = { "call": "snapshot" } | { "call": "usage_history" } | { "call": "builds", "args": BuildQuery } | { "call": "build_apps" } | { "call": "notifications", "args": PageQuery } | { "call": "settings" } | { "call": "save_settings", "args": SettingsForm } | { "call": "sign_in", "args": SignInForm } | { "call": "sign_out" } | { "call": "pause", "args": PauseChoice };
+export type Call = { "call": "snapshot" } | { "call": "usage_history" } | { "call": "builds", "args": BuildQuery } | { "call": "build_apps" } | { "call": "notifications", "args": PageQuery } | { "call": "settings" } | { "call": "save_settings", "args": SettingsForm } | { "call": "sign_in", "args": SignInForm } | { "call": "sign_out", "args": { account: number, } } | { "call": "pause", "args": PauseChoice } | { "call": "select_account", "args": { account: number, } } | { "call": "diagnose" };

@@ -3,4 +3,4 @@
 /**
  * A view of the window. Also the payload of the `navigate` event.
  */
-export type View = "sign_in" | "usage" | "builds" | "notifications" | "settings";
+export type View = "sign_in" | "usage" | "builds" | "notifications" | "settings" | "accounts" | "diagnostics";

@@ -1,5 +1,5 @@
-// Settings: notification thresholds, quiet hours, foresight, toggles; Save (errors by field)
-// and Sign out.
+// Settings: notification thresholds, quiet hours, foresight, toggles; Save (errors by field);
+// the shown account's Sign out, Add another account, and Diagnostics.
 import type { IpcError } from "../bindings/IpcError";
 import type { RefillNotice } from "../bindings/RefillNotice";
 import type { SettingsForm } from "../bindings/SettingsForm";
@@ -163,8 +163,14 @@ export function settingsView(ctx: ViewContext): ViewInstance {
       replace(
         box,
         h("h3", null, "Account"),
-        account ? h("p", { class: "muted" }, `Signed in as ${account.email} on ${account.server}.`) : null,
-        h("button", { type: "button", class: "btn danger", "data-testid": "settings-signout", on: { click: confirm } }, "Sign out…"),
+        account ? h("p", { class: "muted" }, `Signed in as ${account.email} on ${account.server}${account.name !== account.email ? ` (“${account.name}”)` : ""}.`) : null,
+        h(
+          "div",
+          { class: "actions" },
+          h("button", { type: "button", class: "btn danger", "data-testid": "settings-signout", on: { click: confirm } }, ctx.snapshot().accounts.length > 1 ? `Sign out of ${account?.name ?? "this account"}…` : "Sign out…"),
+          h("button", { type: "button", class: "btn", "data-testid": "settings-add-account", on: { click: () => ctx.navigate("sign_in") } }, "Add another account…"),
+          h("button", { type: "button", class: "btn", "data-testid": "settings-diagnostics", on: { click: () => ctx.navigate("diagnostics") } }, "Diagnostics…"),
+        ),
         error,
       );
     function confirm(): void {
@@ -173,7 +179,13 @@ export function settingsView(ctx: ViewContext): ViewInstance {
       replace(
         box,
         h("h3", null, "Account"),
-        h("p", { role: "alert", "data-testid": "settings-signout-question" }, "Sign out? Quotabell stops watching your quotas until you sign in again."),
+        h(
+          "p",
+          { role: "alert", "data-testid": "settings-signout-question" },
+          ctx.snapshot().accounts.length > 1
+            ? `Sign out of ${account?.name ?? "this account"}? Its token and cached history are deleted; your other accounts stay.`
+            : "Sign out? Quotabell stops watching your quotas until you sign in again.",
+        ),
         h("div", { class: "actions" }, yes, no),
         error,
       );
@@ -183,7 +195,8 @@ export function settingsView(ctx: ViewContext): ViewInstance {
       btn.disabled = true;
       replace(error);
       try {
-        ctx.applySnapshot(await ctx.api.call({ call: "sign_out" }));
+        if (!account) return;
+        ctx.applySnapshot(await ctx.api.call({ call: "sign_out", args: { account: account.id } }));
       } catch (e) {
         btn.disabled = false;
         replace(error, errorState(e as IpcError, () => void doSignOut(btn), "Couldn't sign out"));

@@ -10,6 +10,8 @@ export interface ViewContext {
   /** A command returned a snapshot (sign in, sign out, pause): show it everywhere. */
   applySnapshot(s: Snapshot): void;
   navigate(v: View): void;
+  /** Show one account (of several) on the Usage view. */
+  selectAccount(id: number): Promise<void>;
 }
 
 export interface ViewInstance {

@@ -37,6 +37,8 @@ pub enum StoreError {
     },
     #[error("stored JSON is damaged: {0}")]
     Json(#[from] serde_json::Error),
+    #[error("another account is already named {0:?}: choose another name")]
+    NameTaken(String),
 }
 
 pub type Result<T> = std::result::Result<T, StoreError>;
@@ -49,6 +51,8 @@ pub struct Store {
 #[derive(Debug, Clone, PartialEq)]
 pub struct AccountRow {
     pub id: i64,
+    /// What the user calls it: unique in the profile (`--account NAME`, the switcher).
+    pub name: String,
     pub origin: String,
     pub server_url: String,
     pub user_id: String,
@@ -59,7 +63,11 @@ pub struct AccountRow {
 impl AccountRow {
     /// The keychain entry name: the token is filed under the server origin and the user.
     pub fn keychain_key(&self) -> String {
-        format!("{}#{}", self.origin, self.user_id)
+        Self::keychain_key_of(&self.origin, &self.user_id)
+    }
+
+    pub fn keychain_key_of(origin: &str, user_id: &str) -> String {
+        format!("{origin}#{user_id}")
     }
 }
 
@@ -132,6 +140,7 @@ fn migrations() -> Migrations<'static> {
         M::up(include_str!("001_init.sql")),
         M::up(include_str!("002_notification_in_flight.sql")),
         M::up(include_str!("003_watch.sql")),
+        M::up(include_str!("004_account_names.sql")),
     ])
 }
 
@@ -159,21 +168,62 @@ impl Store {
 
     // ---- accounts -------------------------------------------------------------------------
 
-    /// Records the account a login validated; returns its local id.
+    /// Records the account a login validated; returns its local id. A new account is named
+    /// `name`, else its email, else (when another account has that email) the email and the
+    /// server's host; signing in again to a known account keeps its name unless one is given.
     pub fn upsert_account(
         &mut self,
         server_url: &str,
         origin: &str,
         acct: &Account,
+        name: Option<&str>,
         now: i64,
     ) -> Result<i64> {
         let plan = serde_json::to_string(&acct.plan)?;
         let tx = self.conn.transaction()?;
+        let known: Option<(i64, String)> = tx
+            .query_row(
+                "SELECT id, name FROM accounts WHERE origin = ?1 AND user_id = ?2",
+                params![origin, acct.id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        let taken = |candidate: &str| -> Result<bool> {
+            let other: Option<i64> = tx
+                .query_row(
+                    "SELECT id FROM accounts WHERE name = ?1",
+                    [candidate],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            Ok(other.is_some_and(|o| Some(o) != known.as_ref().map(|k| k.0)))
+        };
+        let name = match (name, &known) {
+            (Some(n), _) => {
+                if taken(n)? {
+                    return Err(StoreError::NameTaken(n.to_owned()));
+                }
+                n.to_owned()
+            }
+            (None, Some((_, current))) => current.clone(),
+            (None, None) => {
+                let host = origin.split_once("://").map_or(origin, |(_, h)| h);
+                let with_host = format!("{} ({host})", acct.email);
+                if !taken(&acct.email)? {
+                    acct.email.clone()
+                } else if !taken(&with_host)? {
+                    with_host
+                } else {
+                    return Err(StoreError::NameTaken(with_host));
+                }
+            }
+        };
         tx.execute(
-            "INSERT INTO accounts (origin, server_url, user_id, email, plan, created_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-             ON CONFLICT (origin, user_id) DO UPDATE SET server_url = ?2, email = ?4, plan = ?5",
-            params![origin, server_url, acct.id, acct.email, plan, now],
+            "INSERT INTO accounts (origin, server_url, user_id, email, plan, created_at, name)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+             ON CONFLICT (origin, user_id) DO UPDATE
+                 SET server_url = ?2, email = ?4, plan = ?5, name = ?7",
+            params![origin, server_url, acct.id, acct.email, plan, now, name],
         )?;
         let id: i64 = tx.query_row(
             "SELECT id FROM accounts WHERE origin = ?1 AND user_id = ?2",
@@ -188,28 +238,27 @@ impl Store {
         Ok(id)
     }
 
-    /// The account in use. Several accounts can be cached; the first one is active for now.
-    pub fn active_account(&self) -> Result<Option<AccountRow>> {
-        let row = self
-            .conn
-            .query_row(
-                "SELECT id, origin, server_url, user_id, email, plan FROM accounts ORDER BY id LIMIT 1",
-                [],
-                |r| {
-                    Ok((
-                        r.get::<_, i64>(0)?,
-                        r.get::<_, String>(1)?,
-                        r.get::<_, String>(2)?,
-                        r.get::<_, String>(3)?,
-                        r.get::<_, String>(4)?,
-                        r.get::<_, String>(5)?,
-                    ))
-                },
-            )
-            .optional()?;
-        row.map(|(id, origin, server_url, user_id, email, plan)| {
+    /// Every account signed in, in the order they were added.
+    pub fn accounts(&self) -> Result<Vec<AccountRow>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT id, name, origin, server_url, user_id, email, plan FROM accounts ORDER BY id",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, String>(3)?,
+                r.get::<_, String>(4)?,
+                r.get::<_, String>(5)?,
+                r.get::<_, String>(6)?,
+            ))
+        })?;
+        rows.map(|row| {
+            let (id, name, origin, server_url, user_id, email, plan) = row?;
             Ok(AccountRow {
                 id,
+                name,
                 origin,
                 server_url,
                 user_id,
@@ -217,7 +266,37 @@ impl Store {
                 plan: serde_json::from_str(&plan)?,
             })
         })
-        .transpose()
+        .collect()
+    }
+
+    pub fn account(&self, id: i64) -> Result<Option<AccountRow>> {
+        Ok(self.accounts()?.into_iter().find(|a| a.id == id))
+    }
+
+    /// The account a user means by `selector`: its local id, its name, or its email when only
+    /// one account has it.
+    pub fn find_account(&self, selector: &str) -> Result<Option<AccountRow>> {
+        let accounts = self.accounts()?;
+        let selector = selector.trim();
+        if let Some(a) = accounts
+            .iter()
+            .find(|a| a.name == selector || selector.parse() == Ok(a.id))
+        {
+            return Ok(Some(a.clone()));
+        }
+        let mut by_email = accounts.into_iter().filter(|a| a.email == selector);
+        Ok(match (by_email.next(), by_email.next()) {
+            (Some(a), None) => Some(a),
+            _ => None,
+        })
+    }
+
+    pub fn account_count(&self) -> Result<usize> {
+        let n: i64 = self
+            .conn
+            .prepare_cached("SELECT COUNT(*) FROM accounts")?
+            .query_row([], |r| r.get(0))?;
+        Ok(n as usize)
     }
 
     /// Forgets an account and everything cached for it.
@@ -660,6 +739,7 @@ fn record_decisions(
                 reason: None,
                 created_at: now,
                 repeats_possible: 0,
+                account_id: account,
             });
         }
     }
@@ -826,9 +906,99 @@ pub(crate) mod tests {
             },
         };
         let id = store
-            .upsert_account("http://127.0.0.1:1/", "http://127.0.0.1:1", &acct, 0)
+            .upsert_account("http://127.0.0.1:1/", "http://127.0.0.1:1", &acct, None, 0)
             .unwrap();
         (dir, store, id)
+    }
+
+    fn account(id: &str, email: &str) -> Account {
+        Account {
+            id: id.into(),
+            email: email.into(),
+            plan: Plan {
+                id: "free".into(),
+                name: "Free".into(),
+                hard_limit: true,
+            },
+        }
+    }
+
+    #[test]
+    fn accounts_are_named_uniquely_and_found_by_name_email_or_id() {
+        let (_dir, mut store, first) = open();
+        let (a, b) = ("http://127.0.0.1:1", "https://staging.example.com");
+        // The same email on another server: the name says which server.
+        let second = store
+            .upsert_account(b, b, &account("7", "a@x"), None, 0)
+            .unwrap();
+        let names: Vec<String> = store
+            .accounts()
+            .unwrap()
+            .into_iter()
+            .map(|a| a.name)
+            .collect();
+        assert_eq!(names, ["a@x", "a@x (staging.example.com)"]);
+        // A chosen name; one already taken is refused and changes nothing.
+        let third = store
+            .upsert_account(b, b, &account("8", "b@y"), Some("work"), 0)
+            .unwrap();
+        let taken = store.upsert_account(a, a, &account("9", "c@z"), Some("work"), 0);
+        assert!(matches!(taken, Err(StoreError::NameTaken(n)) if n == "work"));
+        assert_eq!(store.accounts().unwrap().len(), 3);
+        // Signing in again keeps the name unless a new one is given.
+        assert_eq!(
+            store
+                .upsert_account(b, b, &account("8", "b@y"), None, 1)
+                .unwrap(),
+            third
+        );
+        assert_eq!(store.account(third).unwrap().unwrap().name, "work");
+        let find = |s: &str| store.find_account(s).unwrap().map(|a| a.id);
+        assert_eq!(find("work"), Some(third));
+        assert_eq!(find(&second.to_string()), Some(second));
+        assert_eq!(find("b@y"), Some(third), "an email only one account has");
+        assert_eq!(find("a@x"), Some(first), "a name wins over an email");
+        assert_eq!(find("nobody"), None);
+        // Deleting one account leaves the others' rows.
+        store.delete_account(second).unwrap();
+        assert_eq!(store.account_count().unwrap(), 2);
+        assert!(store.account(first).unwrap().is_some());
+    }
+
+    #[test]
+    fn the_account_name_migration_names_every_cached_account_uniquely() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("q.db");
+        {
+            let mut conn = Connection::open(&path).unwrap();
+            let before = Migrations::new(vec![
+                M::up(include_str!("001_init.sql")),
+                M::up(include_str!("002_notification_in_flight.sql")),
+                M::up(include_str!("003_watch.sql")),
+            ]);
+            before.to_latest(&mut conn).unwrap();
+            for (origin, user) in [
+                ("http://a:1", "1"),
+                ("https://b.example", "1"),
+                ("http://a:1", "2"),
+            ] {
+                let email = if user == "1" { "same@x" } else { "other@x" };
+                conn.execute(
+                    "INSERT INTO accounts (origin, server_url, user_id, email, plan, created_at)
+                     VALUES (?1, ?1, ?2, ?3, '{\"id\":\"free\",\"name\":\"Free\",\"hard_limit\":true}', 0)",
+                    params![origin, user, email],
+                )
+                .unwrap();
+            }
+        }
+        let store = Store::open(&path).unwrap();
+        let names: Vec<String> = store
+            .accounts()
+            .unwrap()
+            .into_iter()
+            .map(|a| a.name)
+            .collect();
+        assert_eq!(names, ["same@x (a:1)", "same@x (b.example)", "other@x"]);
     }
 
     /// Ingests events with these ids; returns each one's `before_sign_in` as the policy saw it.

@@ -34,6 +34,9 @@ pub struct BuildFilter {
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct EventRow {
+    /// Where the row sits in the cache (all accounts share the sequence): page after it.
+    #[serde(skip)]
+    pub seq: i64,
     pub id: String,
     #[serde(rename = "type")]
     pub kind: String,
@@ -58,6 +61,18 @@ pub struct NotificationRow {
     /// Calls to show it whose outcome is unknown (the engine died during one, or one timed
     /// out): the daemon may hold up to this many copies beyond one.
     pub repeats_possible: i64,
+    /// Whose it is: the notification names the account when several are signed in, and its
+    /// "Open usage" opens that account.
+    pub account_id: i64,
+}
+
+impl NotificationRow {
+    /// The row as the desktop shows it when several accounts are signed in: the summary ends
+    /// with the account's name.
+    pub fn naming(mut self, account: &str) -> Self {
+        self.title = format!("{} · {account}", self.title);
+        self
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -68,7 +83,7 @@ pub struct GapRow {
 }
 
 /// Maps a row of `SELECT id, dedupe_key, kind, title, body, urgent, state, reason, created_at,
-/// repeats_possible`.
+/// repeats_possible, account_id`.
 fn notification_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<NotificationRow> {
     Ok(NotificationRow {
         id: r.get(0)?,
@@ -81,6 +96,7 @@ fn notification_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<NotificationRow> 
         reason: r.get(7)?,
         created_at: r.get(8)?,
         repeats_possible: r.get(9)?,
+        account_id: r.get(10)?,
     })
 }
 
@@ -91,7 +107,7 @@ pub(super) fn notifications(
     limit: usize,
 ) -> Result<Vec<NotificationRow>> {
     let mut stmt = conn.prepare_cached(
-        "SELECT id, dedupe_key, kind, title, body, urgent, state, reason, created_at, repeats_possible
+        "SELECT id, dedupe_key, kind, title, body, urgent, state, reason, created_at, repeats_possible, account_id
          FROM notifications
          WHERE account_id = ?1 AND (?2 IS NULL OR state = ?2) ORDER BY id LIMIT ?3",
     )?;
@@ -142,7 +158,7 @@ impl Store {
     /// The cached event log, oldest first.
     pub fn events(&self, account: i64, after_seq: i64, limit: usize) -> Result<Vec<EventRow>> {
         let mut stmt = self.conn.prepare_cached(
-            "SELECT event_id, type, data, epoch, source, parse_error, received_at FROM events
+            "SELECT event_id, type, data, epoch, source, parse_error, received_at, seq FROM events
              WHERE account_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
         )?;
         let rows = stmt.query_map(params![account, after_seq, limit as i64], |r| {
@@ -155,6 +171,7 @@ impl Store {
                 source: r.get(4)?,
                 parse_error: r.get(5)?,
                 received_at: r.get(6)?,
+                seq: r.get(7)?,
             })
         })?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
@@ -237,7 +254,7 @@ impl Store {
             |r| r.get(0),
         )?;
         let mut stmt = self.conn.prepare_cached(
-            "SELECT id, dedupe_key, kind, title, body, urgent, state, reason, created_at, repeats_possible
+            "SELECT id, dedupe_key, kind, title, body, urgent, state, reason, created_at, repeats_possible, account_id
          FROM notifications
              WHERE account_id = ?1 AND (?4 = 0 OR state <> ?5) ORDER BY id DESC LIMIT ?2 OFFSET ?3",
         )?;
