@@ -594,3 +594,41 @@ fn desktop_app_window_closes_without_leftovers_and_reopens_from_the_tray() {
         !alive(tray_pid) && !alive(reopened) && !webkit.iter().any(|&p| alive(p))
     });
 }
+
+/// On a desktop with no StatusNotifierItem host the tray icon cannot show: the app, started
+/// hidden as at login, opens its window on the diagnosis instead of running unseen.
+#[test]
+fn desktop_app_without_a_tray_host_opens_its_window_on_the_diagnosis() {
+    let _app_slot = crate::support::one_app_at_a_time();
+    // No TrayWatcher on this bus: nobody hosts tray items.
+    let desktop = Desktop::start();
+    let dir = tempfile::tempdir().unwrap();
+    let profile = dir.path().join("profile");
+    let driver = TauriDriver::start(
+        &desktop,
+        &[
+            ("QUOTABELL_DATA_DIR", profile.as_os_str()),
+            ("RUST_LOG", OsStr::new("info")),
+        ],
+        &dir.path().join("app.log"),
+    );
+    let s = driver.session(&bin("quotabell-app"), &["--hidden"]);
+    let tray = s.wait_for(&testid("finding-tray"), WAIT);
+    let text = s.text(&tray);
+    assert!(
+        text.starts_with("Failed") && text.contains("no StatusNotifierItem host"),
+        "{text}"
+    );
+    assert!(
+        text.contains("AppIndicator"),
+        "the fix for GNOME is named: {text}"
+    );
+    let summary = s.wait_for(&testid("diagnostics-summary"), WAIT);
+    assert!(s.text(&summary).contains("fail"), "{}", s.page_text());
+    // The other checks are there too, and pass on this desktop.
+    for check in ["secret-service", "notifications"] {
+        let f = s.wait_for(&testid(&format!("finding-{check}")), WAIT);
+        assert!(s.text(&f).starts_with("OK"), "{}", s.text(&f));
+    }
+    save_screenshot(&s, "diagnostics");
+}
