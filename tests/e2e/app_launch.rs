@@ -22,6 +22,8 @@ fn children_with(pid: u32, needle: &str) -> Vec<(u32, Vec<String>)> {
 fn the_notification_action_opens_the_window_on_usage() {
     let _app_slot = crate::support::one_app_at_a_time();
     let desktop = Desktop::start_lingering();
+    // A tray host, as on a desktop with a tray (without one the app opens its window).
+    let _tray = quotabell_testbed::TrayWatcher::start(&desktop.bus).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let backend = Backend::start(dir.path(), &[]);
     let token = backend.add_user("ana@example.com", "free");
@@ -96,6 +98,7 @@ fn the_notification_action_opens_the_window_on_usage() {
 fn a_second_launch_opens_the_running_apps_window_and_exits() {
     let _app_slot = crate::support::one_app_at_a_time();
     let desktop = Desktop::start();
+    let _tray = quotabell_testbed::TrayWatcher::start(&desktop.bus).unwrap();
     let data = desktop.dir.path().join("profile");
     let launch = |hidden: bool| {
         let mut c = desktop.command(bin("quotabell-app"));

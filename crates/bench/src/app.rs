@@ -57,6 +57,9 @@ pub struct Args {
     /// process on the X server (it probes GLX and loads Mesa; see app.rs).
     #[arg(long)]
     pub no_warm_up: bool,
+    /// Accounts signed in to the measured profile, each a user of its own with the same builds.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=20))]
+    pub app_accounts: u16,
 }
 
 impl Args {
@@ -78,6 +81,7 @@ impl Args {
             start,
             memory,
             warm_up: !self.no_warm_up,
+            accounts: self.app_accounts as usize,
         }
     }
 }
@@ -113,6 +117,7 @@ pub struct Config {
     pub memory: bool,
     /// Start each profile once, unmeasured, before measuring (see `run`).
     pub warm_up: bool,
+    pub accounts: usize,
 }
 
 pub struct StartRound {
@@ -281,6 +286,7 @@ pub struct Report {
     pub start: Vec<StartSeries>,
     pub memory: Vec<MemoryRep>,
     pub idle_secs: f64,
+    pub accounts: usize,
 }
 
 impl Report {
@@ -327,8 +333,12 @@ impl Report {
             }
         }
         if !a.memory.is_empty() {
+            let accounts = match a.accounts {
+                1 => String::new(),
+                n => format!(", {n} accounts signed in"),
+            };
             let label = format!(
-                "app-memory ({} runs, {:.0} s idle per state)",
+                "app-memory ({} runs, {:.0} s idle per state{accounts})",
                 a.memory.len(),
                 a.idle_secs
             );
@@ -599,30 +609,37 @@ pub async fn run(launcher: &Launcher, cfg: &Config) -> Result<Report, BoxError> 
         desktop.bus,
         cfg.app_bin.display()
     );
-    let token = server.add_user(EMAIL, "pro")?;
     let client = posts::client()?;
-    for n in 0..BUILDS {
-        let app = if n % 3 == 0 { "web" } else { "api" };
-        let r = client
-            .post(format!("{base}/api/v1/builds"))
-            .header(reqwest::header::AUTHORIZATION, format!("Bearer {token}"))
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .body(posts::build_body(app, 0, n))
-            .send()
-            .await?;
-        if !r.status().is_success() {
-            return Err(format!("posting build {n}: {}", r.status()).into());
-        }
-    }
     let signed_in = Profile {
         bin: cfg.engine_bin.clone(),
         dir: desktop.dir.path().join("signed-in"),
     };
-    signed_in.login(&desktop, &base, &token)?;
+    for account in 0..cfg.accounts {
+        let email = match account {
+            0 => EMAIL.to_owned(),
+            a => format!("app{a}@bench.invalid"),
+        };
+        let token = server.add_user(&email, "pro")?;
+        for n in 0..BUILDS {
+            let app = if n % 3 == 0 { "web" } else { "api" };
+            let r = client
+                .post(format!("{base}/api/v1/builds"))
+                .header(reqwest::header::AUTHORIZATION, format!("Bearer {token}"))
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(posts::build_body(app, 0, n))
+                .send()
+                .await?;
+            if !r.status().is_success() {
+                return Err(format!("posting build {n}: {}", r.status()).into());
+            }
+        }
+        signed_in.login(&desktop, &base, &token)?;
+    }
     let signed_out = desktop.dir.path().join("signed-out");
     std::fs::create_dir_all(&signed_out)?;
     println!(
-        "[app] one pro user with {BUILDS} builds; profile {} signed in with `quotabell login`",
+        "[app] {} pro user(s) with {BUILDS} builds each; profile {} signed in to each with `quotabell login`",
+        cfg.accounts,
         signed_in.dir.display()
     );
 
@@ -630,6 +647,7 @@ pub async fn run(launcher: &Launcher, cfg: &Config) -> Result<Report, BoxError> 
         start: Vec::new(),
         memory: Vec::new(),
         idle_secs: cfg.idle_secs,
+        accounts: cfg.accounts,
     };
     let result = async {
         // One unmeasured start of each profile first. Both measured series then find the same

@@ -37,6 +37,21 @@ impl Cache {
         Ok(Self { conn })
     }
 
+    /// Each account's cursor and connection, in the order the accounts were added.
+    pub fn views(&self) -> Result<Vec<SyncView>, BoxError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT cursor, connection FROM sync_state ORDER BY account_id")?;
+        let rows = stmt.query_map([], |r| {
+            Ok(SyncView {
+                cursor: r.get::<_, Option<String>>(0)?.and_then(|c| c.parse().ok()),
+                connection: r.get(1)?,
+                ..SyncView::default()
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     pub fn view(&self) -> Result<SyncView, BoxError> {
         let row = self
             .conn

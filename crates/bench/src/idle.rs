@@ -30,6 +30,9 @@ pub struct Args {
     /// Length of one round, in seconds.
     #[arg(long, default_value_t = 60.0, value_parser = crate::seconds_in(1.0, 3600.0, false))]
     pub idle_secs: f64,
+    /// Accounts signed in to the one engine (each its own user on the server, its own stream).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=50))]
+    pub idle_accounts: u16,
 }
 
 impl Args {
@@ -39,6 +42,7 @@ impl Args {
             secs: self.idle_secs,
             engine_bin,
             keepalive_secs: engine.engine_keepalive_secs,
+            accounts: self.idle_accounts as usize,
         }
     }
 }
@@ -51,6 +55,7 @@ pub struct Config {
     pub secs: f64,
     pub engine_bin: std::path::PathBuf,
     pub keepalive_secs: f64,
+    pub accounts: usize,
 }
 
 pub struct Round {
@@ -73,6 +78,7 @@ impl Round {
 pub struct Report {
     pub rounds: Vec<Round>,
     pub other_load: Option<f64>,
+    pub accounts: usize,
 }
 
 impl Report {
@@ -80,8 +86,12 @@ impl Report {
     pub fn summarize(&self, out: &mut Section) {
         let i = self;
         let mibf: &Fmt = &|v| format!("{v:.1} MiB");
+        let accounts = match i.accounts {
+            1 => String::new(),
+            n => format!(", {n} accounts"),
+        };
         let label = format!(
-            "idle ({} × {:.0} s, server keepalive 15 s)",
+            "idle ({} × {:.0} s, server keepalive 15 s{accounts})",
             i.rounds.len(),
             i.rounds.first().map_or(0.0, |r| r.secs)
         );
@@ -139,30 +149,47 @@ pub async fn run(launcher: &Launcher, cfg: &Config) -> Result<Report, BoxError> 
         server.pid, desktop.bus
     );
     let client = posts::client()?;
-    let token = server.add_user(EMAIL, "pro")?;
     let profile = Profile {
         bin: cfg.engine_bin.clone(),
         dir: desktop.dir.path().join("profile"),
     };
-    profile.login(&desktop, &base, &token)?;
+    let mut tokens = Vec::new();
+    for i in 0..cfg.accounts {
+        let email = match i {
+            0 => EMAIL.to_owned(),
+            i => format!("idle{i}@bench.invalid"),
+        };
+        let token = server.add_user(&email, "pro")?;
+        profile.login(&desktop, &base, &token)?;
+        tokens.push(token);
+    }
     let keepalive = cfg.keepalive_secs.to_string();
 
     let mut report = Report {
         rounds: Vec::new(),
         other_load: None,
+        accounts: cfg.accounts,
     };
     let probe = sys::GroupLoadProbe::start();
     for r in 0..cfg.rounds {
         let mut watch = profile.watch(&desktop, &["--keepalive-secs", &keepalive], None)?;
         let cache = Cache::open(&profile.db())?;
-        let last = server_last_event_id(&client, &base, &token).await?;
+        let mut last = Vec::new();
+        for token in &tokens {
+            last.push(server_last_event_id(&client, &base, token).await?);
+        }
         let connected = poll(
             "the engine to connect",
             CONNECT_TIMEOUT,
             Duration::from_millis(20),
             || {
-                let v = cache.view()?;
-                Ok((v.connection == "connected" && v.cursor >= Some(last)).then_some(()))
+                let views = cache.views()?;
+                Ok((views.len() == last.len()
+                    && views
+                        .iter()
+                        .zip(&last)
+                        .all(|(v, &l)| v.connection == "connected" && v.cursor >= Some(l)))
+                .then_some(()))
             },
         )
         .await;

@@ -52,36 +52,34 @@ pub async fn login(
     // announced); everything after is news, however late the engine first syncs.
     let signed_in_at = api.usage().await?.last_event_id;
     let key = AccountRow::keychain_key_of(&url.origin(), &account.id);
-    let mut known = false;
+    // A name another account has is refused before anything is filed. Only an existing cache
+    // is read: with no keychain, a failed sign-in must leave no file behind.
+    if let Some(wanted) = name.filter(|_| paths.db().exists()) {
+        let store = Store::open(&paths.db())?;
+        if store.find_account(wanted)?.is_some_and(|a| {
+            a.name == wanted && (a.origin != url.origin() || a.user_id != account.id)
+        }) {
+            return Err(StoreError::NameTaken(wanted.to_owned()).into());
+        }
+    }
+    {
+        let (kc, key, token) = (keychain.clone(), key.clone(), token.clone());
+        blocking(move || kc.set(&key, &token)).await?;
+    }
     let stored = (|| {
         let mut store = Store::open(&paths.db())?;
-        known = store
-            .accounts()?
-            .iter()
-            .any(|a| a.origin == url.origin() && a.user_id == account.id);
         let id = store.upsert_account(url.as_str(), &url.origin(), &account, name, now)?;
         store.mark_sign_in(id, &signed_in_at)?;
         store.account(id)
     })();
-    // The name is checked before the token is filed, so a taken name changes nothing.
-    let row = match stored {
-        Ok(Some(row)) => row,
-        Ok(None) => return Err(SessionError::NotSignedIn),
-        Err(e) => return Err(e.into()),
-    };
-    let filed = {
-        let (kc, key) = (keychain.clone(), key.clone());
-        blocking(move || kc.set(&key, &token)).await
-    };
-    if let Err(e) = filed {
-        // Without its token a new account cannot run: do not keep it half signed in. A known
-        // one keeps its cache (and its old token, if the keychain still has it).
-        if let (false, Ok(mut store)) = (known, Store::open(&paths.db())) {
-            let _ = store.delete_account(row.id);
+    match stored {
+        Ok(Some(row)) => Ok(row),
+        Ok(None) => Err(SessionError::NotSignedIn),
+        Err(e) => {
+            let _ = blocking(move || keychain.delete(&key)).await;
+            Err(e.into())
         }
-        return Err(e.into());
     }
-    Ok(row)
 }
 
 /// The account `selector` names (id, name or email), or the only one when none is named.
