@@ -1,4 +1,5 @@
-//! Where a profile lives: XDG directories, or one `--data-dir` for everything (tests).
+//! Where a profile lives: the platform's directories (XDG on Linux and the BSDs), or one
+//! `--data-dir` for everything (tests).
 
 use std::path::{Path, PathBuf};
 
@@ -9,6 +10,7 @@ pub struct Paths {
     pub config: PathBuf,
 }
 
+#[cfg(not(any(target_os = "macos", windows)))]
 fn xdg(var: &str, fallback: &str) -> PathBuf {
     std::env::var_os(var)
         .map(PathBuf::from)
@@ -27,11 +29,29 @@ impl Paths {
                 state: d.join("state"),
                 config: d.join("config"),
             },
-            None => Self {
-                data: xdg("XDG_DATA_HOME", ".local/share"),
-                state: xdg("XDG_STATE_HOME", ".local/state"),
-                config: xdg("XDG_CONFIG_HOME", ".config"),
-            },
+            None => Self::platform(),
+        }
+    }
+
+    /// The XDG base directories.
+    #[cfg(not(any(target_os = "macos", windows)))]
+    fn platform() -> Self {
+        Self {
+            data: xdg("XDG_DATA_HOME", ".local/share"),
+            state: xdg("XDG_STATE_HOME", ".local/state"),
+            config: xdg("XDG_CONFIG_HOME", ".config"),
+        }
+    }
+
+    /// `~/Library/Application Support/Quotabell` on macOS, `%APPDATA%\Quotabell` on Windows
+    /// (logs under the local data directory there).
+    #[cfg(any(target_os = "macos", windows))]
+    fn platform() -> Self {
+        let under = |dir: Option<PathBuf>| dir.unwrap_or_else(|| PathBuf::from(".")).join("Quotabell");
+        Self {
+            data: under(dirs::data_dir()),
+            state: under(dirs::data_local_dir()).join("state"),
+            config: under(dirs::config_dir()),
         }
     }
 
