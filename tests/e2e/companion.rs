@@ -295,3 +295,124 @@ async fn companion_serves_the_window_and_the_tray_from_the_real_backend() {
     assert_eq!(e.code, ErrorCode::NotSignedIn);
     c.shutdown().await;
 }
+
+/// Two accounts in the app's companion: one engine each, the tray over both, the window's
+/// selection, a backend down for one only, and signing one out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn companion_follows_two_accounts_apart() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a_dir, b_dir) = (dir.path().join("a"), dir.path().join("b"));
+    std::fs::create_dir_all(&a_dir).unwrap();
+    std::fs::create_dir_all(&b_dir).unwrap();
+    let work = Backend::start(&a_dir, &[]);
+    let mut home = Backend::start(&b_dir, &[]);
+    let work_token = work.add_user("dev@work.example", "free");
+    let home_token = home.add_user("me@home.example", "free");
+    let keychain = Arc::new(MemoryKeychain::default());
+    let shown = Arc::new(Shown::default());
+    let cfg = EngineConfig {
+        max_backoff: Duration::from_millis(500),
+        ..EngineConfig::default()
+    };
+    let c = Companion::new(
+        Paths::resolve(Some(&dir.path().join("profile"))),
+        keychain.clone(),
+        shown.clone(),
+        Arc::new(SystemClock),
+        cfg,
+    );
+    c.start().await;
+    for (backend, token, name) in [(&work, &work_token, "work"), (&home, &home_token, "home")] {
+        let s: Snapshot = call(
+            &c,
+            Call::SignIn(SignInForm {
+                server: backend.url(),
+                token: token.clone(),
+                name: Some(name.into()),
+            }),
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            s.account.as_ref().unwrap().name,
+            name,
+            "a new account is shown"
+        );
+    }
+    let s = pushed(&c, "both connected", |s| {
+        s.accounts.len() == 2
+            && s.accounts
+                .iter()
+                .all(|a| a.connection == Connection::Connected)
+    })
+    .await;
+    assert_eq!(keychain.0.lock().unwrap().len(), 2, "a keychain entry each");
+    assert_eq!(s.tray.lines.first().map(String::as_str), Some("work"));
+    assert!(
+        s.tray.lines.iter().any(|l| l == "home"),
+        "{:?}",
+        s.tray.lines
+    );
+
+    // A crossing on home only: the tray warns (the worst of the two), work stays ok.
+    for n in 0..80 {
+        assert_eq!(post_build(&home.url(), &home_token, "web", n).unwrap(), 201);
+    }
+    let s = pushed(&c, "home at 80%", |s| s.tray.state == TrayState::Warning).await;
+    let state_of = |s: &Snapshot, name: &str| {
+        s.accounts
+            .iter()
+            .find(|a| a.account.name == name)
+            .map(|a| a.state)
+    };
+    assert_eq!(state_of(&s, "work"), Some(TrayState::Ok));
+    assert_eq!(state_of(&s, "home"), Some(TrayState::Warning));
+
+    // The window shows one account at a time, and its pages are that account's.
+    let work_id = s.accounts[0].account.id;
+    let s: Snapshot = call(&c, Call::SelectAccount { account: work_id })
+        .await
+        .unwrap();
+    assert_eq!(s.account.as_ref().unwrap().name, "work");
+    let page: BuildPage = call(&c, Call::Builds(BuildQuery::default())).await.unwrap();
+    assert_eq!(page.total, 0, "work has no builds");
+
+    // home's server goes away: home offline (and the tray with it), work still connected.
+    home.kill9();
+    let s = pushed(&c, "home offline", |s| {
+        s.accounts
+            .iter()
+            .any(|a| a.account.name == "home" && a.connection != Connection::Connected)
+    })
+    .await;
+    assert_eq!(s.tray.state, TrayState::Offline);
+    assert_eq!(s.connection, Connection::Connected, "work, shown, is live");
+    for n in 0..3 {
+        assert_eq!(post_build(&work.url(), &work_token, "web", n).unwrap(), 201);
+    }
+    pushed(&c, "work's builds", |s| builds_used(s) == Some(3)).await;
+
+    // Signing home out: its token goes, work's engine and data stay.
+    let home_id = s
+        .accounts
+        .iter()
+        .find(|a| a.account.name == "home")
+        .unwrap()
+        .account
+        .id;
+    let s: Snapshot = call(&c, Call::SignOut { account: home_id }).await.unwrap();
+    assert_eq!(s.accounts.len(), 1);
+    assert_eq!(s.account.as_ref().unwrap().name, "work");
+    assert_eq!(keychain.0.lock().unwrap().len(), 1);
+    assert!(
+        keychain
+            .0
+            .lock()
+            .unwrap()
+            .values()
+            .any(|t| *t == work_token)
+    );
+    let page: BuildPage = call(&c, Call::Builds(BuildQuery::default())).await.unwrap();
+    assert_eq!(page.total, 3);
+    c.shutdown().await;
+}

@@ -47,7 +47,8 @@ impl Paths {
     /// (logs under the local data directory there).
     #[cfg(any(target_os = "macos", windows))]
     fn platform() -> Self {
-        let under = |dir: Option<PathBuf>| dir.unwrap_or_else(|| PathBuf::from(".")).join("Quotabell");
+        let under =
+            |dir: Option<PathBuf>| dir.unwrap_or_else(|| PathBuf::from(".")).join("Quotabell");
         Self {
             data: under(dirs::data_dir()),
             state: under(dirs::data_local_dir()).join("state"),
