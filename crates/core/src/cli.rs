@@ -659,6 +659,8 @@ fn watch(paths: &Paths, cfg: EngineConfig) -> Result<ExitCode, BoxError> {
         let keychain: Arc<dyn Keychain> = Arc::new(OsKeychain::new());
         let notifier: Arc<DesktopNotifier> = Arc::new(DesktopNotifier::default());
         let (stop, stopped) = tokio::sync::watch::channel(false);
+        // One wake watch for all accounts: the machine sleeps, not an account.
+        let wake = crate::engine::spawn_wake_watch(Arc::new(SystemClock), cfg.wake_check, cfg.wake_jump);
         let mut running = tokio::task::JoinSet::new();
         let mut failed = false;
         for account in accounts {
@@ -674,6 +676,7 @@ fn watch(paths: &Paths, cfg: EngineConfig) -> Result<ExitCode, BoxError> {
             .await;
             match opened {
                 Ok(engine) => {
+                    let engine = engine.sharing_wake(wake.clone());
                     let stopped = stopped.clone();
                     running.spawn(async move { (name, engine.run(stopped).await) });
                 }
@@ -683,6 +686,8 @@ fn watch(paths: &Paths, cfg: EngineConfig) -> Result<ExitCode, BoxError> {
                 }
             }
         }
+        // The engines hold their copies; the watch ends with the last of them.
+        drop(wake);
         if running.is_empty() {
             return Err("no account's engine could start".into());
         }

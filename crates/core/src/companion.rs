@@ -57,6 +57,9 @@ struct Inner {
 struct Engines {
     lock: Option<EngineLock>,
     tasks: BTreeMap<i64, EngineTask>,
+    /// One wake watch for every account's engine (a suspend is the machine's), started with
+    /// the first engine and dropped with the last.
+    wake: Option<watch::Receiver<u64>>,
 }
 
 impl Engines {
@@ -430,7 +433,17 @@ impl Inner {
             if engines.running(account.id) || signed_out {
                 continue;
             }
-            match self.open_engine(account.clone()).await {
+            let wake = engines
+                .wake
+                .get_or_insert_with(|| {
+                    crate::engine::spawn_wake_watch(
+                        self.clock.clone(),
+                        self.cfg.wake_check,
+                        self.cfg.wake_jump,
+                    )
+                })
+                .clone();
+            match self.open_engine(account.clone(), wake).await {
                 Ok(task) => {
                     engines.tasks.insert(account.id, task);
                 }
@@ -462,6 +475,7 @@ impl Inner {
     async fn open_engine(
         self: &Arc<Self>,
         account: AccountRow,
+        wake: watch::Receiver<u64>,
     ) -> Result<EngineTask, SessionError> {
         let name = account.name.clone();
         let engine = session::open_engine(
@@ -472,7 +486,8 @@ impl Inner {
             self.clock.clone(),
             self.cfg.clone(),
         )
-        .await?;
+        .await?
+        .sharing_wake(wake);
         let (shutdown, shutdown_rx) = watch::channel(false);
         let mut updates = engine.subscribe();
         let me = Arc::downgrade(self);
@@ -512,7 +527,14 @@ impl Inner {
     }
 
     async fn stop_engine(self: &Arc<Self>, account: i64) {
-        let task = self.engines.lock().await.tasks.remove(&account);
+        let task = {
+            let mut engines = self.engines.lock().await;
+            let task = engines.tasks.remove(&account);
+            if engines.tasks.is_empty() {
+                engines.wake = None;
+            }
+            task
+        };
         if let Some(t) = task {
             let _ = t.shutdown.send(true);
             let _ = t.join.await;

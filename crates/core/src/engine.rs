@@ -110,6 +110,8 @@ pub struct Engine {
     forced_delay: Option<Duration>,
     /// Why the stream last failed: kept in the status while long-polling instead.
     last_stream_error: Option<String>,
+    /// The process's wake watch, shared by every account's engine (see [`Engine::sharing_wake`]).
+    wake: Option<watch::Receiver<u64>>,
 }
 
 enum StreamEnd {
@@ -144,7 +146,15 @@ impl Engine {
             last_retry_hint: None,
             forced_delay: None,
             last_stream_error: None,
+            wake: None,
         }
+    }
+
+    /// Listens to `wake` (from [`spawn_wake_watch`]) instead of a watch of its own: a suspend
+    /// is the machine's, so one timer serves every account in the process.
+    pub fn sharing_wake(mut self, wake: watch::Receiver<u64>) -> Self {
+        self.wake = Some(wake);
+        self
     }
 
     pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Update> {
@@ -152,8 +162,10 @@ impl Engine {
     }
 
     pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) -> Result<Exit, EngineError> {
-        let mut wake =
-            spawn_wake_watch(self.clock.clone(), self.cfg.wake_check, self.cfg.wake_jump);
+        let mut wake = match self.wake.take() {
+            Some(shared) => shared,
+            None => spawn_wake_watch(self.clock.clone(), self.cfg.wake_check, self.cfg.wake_jump),
+        };
         // Notifications decided before a crash but not shown yet, failed ones, and those whose
         // call the crash interrupted (counted as possible repeats by the store).
         let leftover = self.store.notifications_to_resume(self.account.id)?;
@@ -776,7 +788,7 @@ async fn stopped(rx: &mut watch::Receiver<bool>) {
 /// Compares wall-clock and monotonic time; a difference beyond `jump` between two checks
 /// means the machine slept (monotonic time stops in suspend) or the clock was set: the value
 /// in the channel changes so the engine reconnects and catches up at once.
-fn spawn_wake_watch(
+pub fn spawn_wake_watch(
     clock: Arc<dyn Clock>,
     every: Duration,
     jump: Duration,
