@@ -56,6 +56,24 @@ impl Notifier for Shown {
     }
 }
 
+/// A companion on a profile under `dir`, with the in-memory keychain and notifier it uses.
+fn companion(dir: &std::path::Path) -> (Companion, Arc<MemoryKeychain>, Arc<Shown>) {
+    let keychain = Arc::new(MemoryKeychain::default());
+    let shown = Arc::new(Shown::default());
+    let cfg = EngineConfig {
+        max_backoff: Duration::from_millis(500),
+        ..EngineConfig::default()
+    };
+    let c = Companion::new(
+        Paths::resolve(Some(&dir.join("profile"))),
+        keychain.clone(),
+        shown.clone(),
+        Arc::new(SystemClock),
+        cfg,
+    );
+    (c, keychain, shown)
+}
+
 async fn call<T: DeserializeOwned>(c: &Companion, call: Call) -> Result<T, IpcError> {
     c.call(call)
         .await
@@ -95,19 +113,7 @@ async fn companion_serves_the_window_and_the_tray_from_the_real_backend() {
     let dir = tempfile::tempdir().unwrap();
     let mut backend = Backend::start(dir.path(), &[]);
     let token = backend.add_user("dana@example.com", "free");
-    let keychain = Arc::new(MemoryKeychain::default());
-    let shown = Arc::new(Shown::default());
-    let cfg = EngineConfig {
-        max_backoff: Duration::from_millis(500),
-        ..EngineConfig::default()
-    };
-    let c = Companion::new(
-        Paths::resolve(Some(&dir.path().join("profile"))),
-        keychain.clone(),
-        shown.clone(),
-        Arc::new(SystemClock),
-        cfg,
-    );
+    let (c, keychain, shown) = companion(dir.path());
     c.start().await;
     let s = pushed(&c, "signed out", |s| s.account.is_none()).await;
     assert_eq!(s.tray.state, TrayState::SignedOut);
@@ -308,19 +314,7 @@ async fn companion_follows_two_accounts_apart() {
     let mut home = Backend::start(&b_dir, &[]);
     let work_token = work.add_user("dev@work.example", "free");
     let home_token = home.add_user("me@home.example", "free");
-    let keychain = Arc::new(MemoryKeychain::default());
-    let shown = Arc::new(Shown::default());
-    let cfg = EngineConfig {
-        max_backoff: Duration::from_millis(500),
-        ..EngineConfig::default()
-    };
-    let c = Companion::new(
-        Paths::resolve(Some(&dir.path().join("profile"))),
-        keychain.clone(),
-        shown.clone(),
-        Arc::new(SystemClock),
-        cfg,
-    );
+    let (c, keychain, shown) = companion(dir.path());
     c.start().await;
     for (backend, token, name) in [(&work, &work_token, "work"), (&home, &home_token, "home")] {
         let s: Snapshot = call(
@@ -367,6 +361,22 @@ async fn companion_follows_two_accounts_apart() {
     };
     assert_eq!(state_of(&s, "work"), Some(TrayState::Ok));
     assert_eq!(state_of(&s, "home"), Some(TrayState::Warning));
+    // The notification says whose it is.
+    tokio::time::timeout(Duration::from_secs(20), async {
+        while !shown
+            .0
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|t| t.starts_with("Builds at 80%"))
+        {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("the 80% notification");
+    let titles = shown.0.lock().unwrap().clone();
+    assert!(titles.iter().all(|t| t.ends_with(" · home")), "{titles:?}");
 
     // The window shows one account at a time, and its pages are that account's.
     let work_id = s.accounts[0].account.id;

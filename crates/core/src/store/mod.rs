@@ -896,19 +896,25 @@ pub(crate) mod tests {
     pub(crate) fn open() -> (tempfile::TempDir, Store, i64) {
         let dir = tempfile::tempdir().unwrap();
         let mut store = Store::open(&dir.path().join("q.db")).unwrap();
-        let acct = Account {
-            id: "1".into(),
-            email: "a@x".into(),
-            plan: Plan {
-                id: "free".into(),
-                name: "Free".into(),
-                hard_limit: true,
-            },
-        };
         let id = store
-            .upsert_account("http://127.0.0.1:1/", "http://127.0.0.1:1", &acct, None, 0)
+            .upsert_account(
+                "http://127.0.0.1:1/",
+                "http://127.0.0.1:1",
+                &account("1", "a@x"),
+                None,
+                0,
+            )
             .unwrap();
         (dir, store, id)
+    }
+
+    fn names(store: &Store) -> Vec<String> {
+        store
+            .accounts()
+            .unwrap()
+            .into_iter()
+            .map(|a| a.name)
+            .collect()
     }
 
     fn account(id: &str, email: &str) -> Account {
@@ -931,13 +937,7 @@ pub(crate) mod tests {
         let second = store
             .upsert_account(b, b, &account("7", "a@x"), None, 0)
             .unwrap();
-        let names: Vec<String> = store
-            .accounts()
-            .unwrap()
-            .into_iter()
-            .map(|a| a.name)
-            .collect();
-        assert_eq!(names, ["a@x", "a@x (staging.example.com)"]);
+        assert_eq!(names(&store), ["a@x", "a@x (staging.example.com)"]);
         // A chosen name; one already taken is refused and changes nothing.
         let third = store
             .upsert_account(b, b, &account("8", "b@y"), Some("work"), 0)
@@ -992,13 +992,10 @@ pub(crate) mod tests {
             }
         }
         let store = Store::open(&path).unwrap();
-        let names: Vec<String> = store
-            .accounts()
-            .unwrap()
-            .into_iter()
-            .map(|a| a.name)
-            .collect();
-        assert_eq!(names, ["same@x (a:1)", "same@x (b.example)", "other@x"]);
+        assert_eq!(
+            names(&store),
+            ["same@x (a:1)", "same@x (b.example)", "other@x"]
+        );
     }
 
     /// Ingests events with these ids; returns each one's `before_sign_in` as the policy saw it.
