@@ -8,7 +8,7 @@ high supersampling factor and downscaled with a Lanczos filter, so the output
 is deterministic and crisp.  Outputs (relative to this script's directory):
 
   tray/{ok,warning,over,offline,signed-out,paused}.png   32x32 RGBA
-  32x32.png 128x128.png 128x128@2x.png icon.png          app icons, RGBA
+  {16,22,24,32,48,64,128,256}x{same}.png icon.png (512)  app icons, RGBA
   preview.png                                            review sheet
 """
 
@@ -233,6 +233,9 @@ TRAY = [
 
 
 # ---------------------------------------------------------------- app icon
+APP_ICON_SIZES = [16, 22, 24, 32, 48, 64, 128, 256]  # and icon.png, 512
+
+
 def app_icon(size):
     ss = 4 if size >= 256 else 8
     c = Canvas(size, ss=ss)
@@ -327,9 +330,11 @@ def main():
         img = c.result()
         img.save(os.path.join(HERE, "tray", f"{name}.png"))
         rendered.append((name, img))
-    for fname, size in [("32x32.png", 32), ("128x128.png", 128),
-                        ("128x128@2x.png", 256), ("icon.png", 512)]:
-        app_icon(size).save(os.path.join(HERE, fname))
+    # One file per size of the hicolor icon theme's apps directories that desktops look up
+    # (menus 16-48, docks 64-256, app stores 512), so none is scaled from another size.
+    for size in APP_ICON_SIZES:
+        app_icon(size).save(os.path.join(HERE, f"{size}x{size}.png"))
+    app_icon(512).save(os.path.join(HERE, "icon.png"))
     preview(rendered).save(os.path.join(HERE, "preview.png"))
 
 

@@ -1,7 +1,7 @@
 /// <reference types="vitest/config" />
 import { defineConfig } from "vite";
 
-// Tauri loads the built files from ui/dist (tauri.conf.json: frontendDist "../ui/dist").
+// Tauri loads the built files from ui/dist (tauri.conf.json at the top of the repository: frontendDist "ui/dist").
 export default defineConfig({
   base: "./",
   clearScreen: false,

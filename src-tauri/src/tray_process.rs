@@ -102,7 +102,8 @@ pub fn run(
                 Ok(())
             }
         })
-        .build(tauri::generate_context!())?;
+        // The configuration is at the top of the repository (see build.rs).
+        .build(tauri::generate_context!("../tauri.conf.json"))?;
     app.run(move |app, event| match event {
         // No window of ours lives in this process: stay in the tray until Quit.
         RunEvent::ExitRequested {

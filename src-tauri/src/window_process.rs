@@ -70,7 +70,8 @@ pub fn run(view: View) -> Result<(), Box<dyn std::error::Error>> {
                 .spawn(move || read_tray(handle))?;
             Ok(())
         })
-        .run(tauri::generate_context!())?;
+        // The configuration is at the top of the repository (see build.rs).
+        .run(tauri::generate_context!("../tauri.conf.json"))?;
     Ok(())
 }
 
