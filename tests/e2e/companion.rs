@@ -310,7 +310,7 @@ async fn companion_follows_two_accounts_apart() {
     let (a_dir, b_dir) = (dir.path().join("a"), dir.path().join("b"));
     std::fs::create_dir_all(&a_dir).unwrap();
     std::fs::create_dir_all(&b_dir).unwrap();
-    let work = Backend::start(&a_dir, &[]);
+    let mut work = Backend::start(&a_dir, &[]);
     let mut home = Backend::start(&b_dir, &[]);
     let work_token = work.add_user("dev@work.example", "free");
     let home_token = home.add_user("me@home.example", "free");
@@ -424,5 +424,37 @@ async fn companion_follows_two_accounts_apart() {
     );
     let page: BuildPage = call(&c, Call::Builds(BuildQuery::default())).await.unwrap();
     assert_eq!(page.total, 3);
+
+    // The operator replaces work's token: the server signs the account out, and signing in
+    // again with the new token follows it again.
+    let new_token = work
+        .cli(&["user", "token", "--email", "dev@work.example"])
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .unwrap()
+        .to_owned();
+    work.restart();
+    let s = pushed(&c, "work signed out", |s| {
+        s.connection == Connection::SignedOut
+    })
+    .await;
+    assert_eq!(s.tray.state, TrayState::SignedOut);
+    let _: Snapshot = call(
+        &c,
+        Call::SignIn(SignInForm {
+            server: work.url(),
+            token: new_token,
+            name: None,
+        }),
+    )
+    .await
+    .unwrap();
+    let s = pushed(&c, "work connected again", |s| {
+        s.connection == Connection::Connected
+    })
+    .await;
+    assert_eq!(s.account.as_ref().unwrap().name, "work", "the name is kept");
     c.shutdown().await;
 }

@@ -16,7 +16,7 @@ use tokio::task::JoinHandle;
 use crate::clock::Clock;
 use crate::dashboard::{self, Moment};
 use crate::engine::{EngineConfig, Exit};
-use crate::ipc::{Call, ErrorCode, IpcError, Snapshot};
+use crate::ipc::{Call, Connection, ErrorCode, IpcError, Snapshot};
 use crate::lock::EngineLock;
 use crate::notifier::Notifier;
 use crate::paths::Paths;
@@ -250,6 +250,12 @@ impl Companion {
                 .await
                 .map_err(session_error)?;
                 Inner::stop_engine(inner, account.id).await;
+                // An account the server had signed out is started again with its new token
+                // (`start_engines` leaves signed-out accounts alone).
+                let id = account.id;
+                inner
+                    .read(move |s| s.set_connection(id, Connection::Connecting, None, now))
+                    .await?;
                 *inner.selected.lock().unwrap_or_else(|e| e.into_inner()) = Some(account.id);
                 Inner::start_engines(inner).await;
                 json(inner.refresh().await)
@@ -428,8 +434,8 @@ impl Inner {
         }
         let mut retry = false;
         for (connection, account) in accounts {
-            let signed_out = connection == crate::ipc::Connection::SignedOut
-                && !engines.tasks.contains_key(&account.id);
+            let signed_out =
+                connection == Connection::SignedOut && !engines.tasks.contains_key(&account.id);
             if engines.running(account.id) || signed_out {
                 continue;
             }
@@ -453,12 +459,7 @@ impl Inner {
                     let (id, detail, now) = (account.id, e.to_string(), self.clock.now_unix());
                     let _ = self
                         .read(move |s| {
-                            s.set_connection(
-                                id,
-                                crate::ipc::Connection::Offline,
-                                Some(&detail),
-                                now,
-                            )
+                            s.set_connection(id, Connection::Offline, Some(&detail), now)
                         })
                         .await;
                     // A locked keychain may be unlocked; a missing token needs a sign-in.
