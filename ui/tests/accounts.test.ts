@@ -85,6 +85,15 @@ describe("several accounts", () => {
     expect(app.currentView()).toBe("usage");
   });
 
+  it("says when the server refused one account's token, and keeps the views", async () => {
+    const { backend, work } = twoAccounts();
+    const { app } = await mount(backend);
+    backend.emit("snapshot", { ...work, connection: "signed_out", now: work.now + 1 });
+    await settle();
+    expect(app.currentView()).toBe("usage");
+    expect(byTestId("offline-banner").textContent).toContain("The server refused the token of work");
+  });
+
   it("has no switcher with one account", async () => {
     await mount(new FakeBackend());
     expect(byTestId<HTMLSelectElement>("account-switcher").hidden).toBe(true);

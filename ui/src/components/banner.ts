@@ -10,6 +10,8 @@ export function isLive(s: Snapshot): boolean {
 /** The banner's text, or null when none is due. */
 export function bannerText(s: Snapshot): string | null {
   if (!s.account || isLive(s)) return null;
+  // With one account the sign-in view says this; with several, the others stay usable.
+  if (s.connection === "signed_out" && s.accounts.length > 1) return `The server refused the token of ${s.account.name}: sign in to it again (Settings → Add another account)`;
   if (s.last_synced_at === null) return "Offline — never synced";
   return `Offline — showing cached data from ${unixDateTime(s.last_synced_at)} (${s.synced_ago ?? ""})`;
 }
