@@ -88,6 +88,21 @@ impl FromRequestParts<Shared> for AuthUser {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &Shared) -> Result<Self, ApiError> {
+        // Two credentials in one request are ambiguous (which one is meant, and which did a
+        // proxy add?): refused rather than resolved by taking the first.
+        if parts
+            .headers
+            .get_all(header::AUTHORIZATION)
+            .iter()
+            .nth(1)
+            .is_some()
+        {
+            return Err(ApiError::bad_request(
+                "invalid_header",
+                "Authorization is given more than once",
+            )
+            .with("header", "Authorization"));
+        }
         let token = parts
             .headers
             .get(header::AUTHORIZATION)

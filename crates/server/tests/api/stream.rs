@@ -392,6 +392,65 @@ async fn stream_requests_get_well_formed_answers() {
     assert!(after_usage.contains("retry: 1000"), "{after_usage}");
 }
 
+/// Two `Authorization` headers are refused with 400, on a stream request (served without
+/// hyper) as on any other route (hyper), even when both carry a valid token.
+#[tokio::test]
+async fn two_authorization_headers_are_refused_on_both_paths() {
+    let s = Server::start_with(&["--keepalive-secs", "60"]);
+    let token = s.add_user("twice@example.test", "free");
+    let other = s.add_user("other@example.test", "free");
+    let base = s.base.clone();
+    let twice = format!("Authorization: Bearer {token}\r\nAuthorization: Bearer {other}\r\n");
+    let answers = tokio::task::spawn_blocking(move || {
+        let request = |path: &str, extra: &str| {
+            format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{extra}\r\n")
+                .into_bytes()
+        };
+        let once = format!("Authorization: Bearer {token}\r\n");
+        (
+            raw_exchange(
+                &base,
+                &request("/api/v1/stream", &twice),
+                4096,
+                Duration::from_secs(5),
+            ),
+            raw_exchange(
+                &base,
+                &request("/api/v1/usage", &twice),
+                4096,
+                Duration::from_secs(5),
+            ),
+            raw_exchange(
+                &base,
+                &request("/api/v1/usage", &once),
+                4096,
+                Duration::from_secs(5),
+            ),
+        )
+    })
+    .await
+    .unwrap();
+    let (stream, usage, usage_once) = answers;
+    for (what, answer) in [("stream", &stream), ("usage", &usage)] {
+        assert!(
+            answer.starts_with("HTTP/1.1 400 Bad Request\r\n"),
+            "{what}: {answer}"
+        );
+        assert!(
+            answer.contains("\"invalid_header\"") && answer.contains("\"Authorization\""),
+            "{what}: {answer}"
+        );
+        assert!(
+            !answer.contains("retry:"),
+            "{what}: no stream opened: {answer}"
+        );
+    }
+    assert!(
+        usage_once.starts_with("HTTP/1.1 200 OK\r\n"),
+        "{usage_once}"
+    );
+}
+
 /// A subscriber that stops reading while large events pile up: the server's direct writes to
 /// idle streams are cut short by the full socket, the stream finishes them itself, and the
 /// subscriber, reading again, gets every event once, in order, in well-formed chunks.
