@@ -237,7 +237,7 @@ fn fault_soak() {
         .matches("clock jump: treating as a wake")
         .count();
     println!(
-        "soak: the engine noticed {wakes} of {jumps} clock jumps (it checks every 5 s; a kill may come first)"
+        "soak: the engine noticed {wakes} of {jumps} clock jumps (it looks at each keepalive; a kill may come first)"
     );
     assert!(
         jumps < 3 || wakes > 0,

@@ -660,7 +660,7 @@ fn watch(paths: &Paths, cfg: EngineConfig) -> Result<ExitCode, BoxError> {
         let notifier: Arc<DesktopNotifier> = Arc::new(DesktopNotifier::default());
         let (stop, stopped) = tokio::sync::watch::channel(false);
         // One wake watch for all accounts: the machine sleeps, not an account.
-        let wake = crate::engine::spawn_wake_watch(Arc::new(SystemClock), cfg.wake_check, cfg.wake_jump);
+        let wake = crate::wake::WakeWatch::new(Arc::new(SystemClock), cfg.wake_jump);
         let mut running = tokio::task::JoinSet::new();
         let mut failed = false;
         for account in accounts {
@@ -686,8 +686,6 @@ fn watch(paths: &Paths, cfg: EngineConfig) -> Result<ExitCode, BoxError> {
                 }
             }
         }
-        // The engines hold their copies; the watch ends with the last of them.
-        drop(wake);
         if running.is_empty() {
             return Err("no account's engine could start".into());
         }

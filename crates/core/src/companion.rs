@@ -24,6 +24,7 @@ use crate::secret::{Keychain, Token, TokenError};
 use crate::session::{self, SessionError};
 use crate::store::AccountRow;
 use crate::store::{Store, StoreError};
+use crate::wake::WakeWatch;
 
 /// How often the snapshot is recomputed with nothing else happening: "synced 2 min ago" and
 /// the end of a pause move with the clock.
@@ -57,9 +58,8 @@ struct Inner {
 struct Engines {
     lock: Option<EngineLock>,
     tasks: BTreeMap<i64, EngineTask>,
-    /// One wake watch for every account's engine (a suspend is the machine's), started with
-    /// the first engine and dropped with the last.
-    wake: Option<watch::Receiver<u64>>,
+    /// One wake watch for every account's engine (a suspend is the machine's).
+    wake: Option<WakeWatch>,
 }
 
 impl Engines {
@@ -441,13 +441,7 @@ impl Inner {
             }
             let wake = engines
                 .wake
-                .get_or_insert_with(|| {
-                    crate::engine::spawn_wake_watch(
-                        self.clock.clone(),
-                        self.cfg.wake_check,
-                        self.cfg.wake_jump,
-                    )
-                })
+                .get_or_insert_with(|| WakeWatch::new(self.clock.clone(), self.cfg.wake_jump))
                 .clone();
             match self.open_engine(account.clone(), wake).await {
                 Ok(task) => {
@@ -476,7 +470,7 @@ impl Inner {
     async fn open_engine(
         self: &Arc<Self>,
         account: AccountRow,
-        wake: watch::Receiver<u64>,
+        wake: WakeWatch,
     ) -> Result<EngineTask, SessionError> {
         let name = account.name.clone();
         let engine = session::open_engine(

@@ -28,6 +28,7 @@ use crate::policy::{self, Context, Settings};
 use crate::protocol::{EventsPage, Plan, Usage, kind};
 use crate::store::{AccountRow, Incoming, NotificationRow, Source, Store, StoreError};
 use crate::stream::{self, StreamError, StreamItem, StreamSettings};
+use crate::wake::WakeWatch;
 
 /// How long one notification call may take before it counts as failed.
 #[cfg(not(test))]
@@ -40,8 +41,6 @@ pub struct EngineConfig {
     pub stream: StreamSettings,
     /// Catch-up runs at least this often, whatever the stream does.
     pub backstop: Duration,
-    /// How often the wall clock is compared with the monotonic clock to spot a wake.
-    pub wake_check: Duration,
     /// A wall-clock jump beyond this (relative to monotonic time) counts as a wake.
     pub wake_jump: Duration,
     /// Consecutive stream failures (while `/events` answers) before falling back to long-poll.
@@ -58,7 +57,6 @@ impl Default for EngineConfig {
         Self {
             stream: StreamSettings::default(),
             backstop: Duration::from_secs(600),
-            wake_check: Duration::from_secs(5),
             wake_jump: Duration::from_secs(10),
             fallback_after: 3,
             fallback_for: Duration::from_secs(300),
@@ -110,8 +108,9 @@ pub struct Engine {
     forced_delay: Option<Duration>,
     /// Why the stream last failed: kept in the status while long-polling instead.
     last_stream_error: Option<String>,
-    /// The process's wake watch, shared by every account's engine (see [`Engine::sharing_wake`]).
-    wake: Option<watch::Receiver<u64>>,
+    /// Notices a suspend when the engine wakes anyway; the process's one, shared by every
+    /// account's engine (see [`Engine::sharing_wake`]), or the engine's own.
+    wake: WakeWatch,
 }
 
 enum StreamEnd {
@@ -130,6 +129,7 @@ impl Engine {
         clock: Arc<dyn Clock>,
         cfg: EngineConfig,
     ) -> Self {
+        let (clock_for_wake, wake_jump) = (clock.clone(), cfg.wake_jump);
         Self {
             store,
             account,
@@ -146,14 +146,14 @@ impl Engine {
             last_retry_hint: None,
             forced_delay: None,
             last_stream_error: None,
-            wake: None,
+            wake: WakeWatch::new(clock_for_wake, wake_jump),
         }
     }
 
-    /// Listens to `wake` (from [`spawn_wake_watch`]) instead of a watch of its own: a suspend
-    /// is the machine's, so one timer serves every account in the process.
-    pub fn sharing_wake(mut self, wake: watch::Receiver<u64>) -> Self {
-        self.wake = Some(wake);
+    /// Looks for a wake with `wake` instead of a watch of its own: a suspend is the
+    /// machine's, so every account in the process hears of it from whichever looks first.
+    pub fn sharing_wake(mut self, wake: WakeWatch) -> Self {
+        self.wake = wake;
         self
     }
 
@@ -162,10 +162,7 @@ impl Engine {
     }
 
     pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) -> Result<Exit, EngineError> {
-        let mut wake = match self.wake.take() {
-            Some(shared) => shared,
-            None => spawn_wake_watch(self.clock.clone(), self.cfg.wake_check, self.cfg.wake_jump),
-        };
+        let mut wake = self.wake.subscribe();
         // Notifications decided before a crash but not shown yet, failed ones, and those whose
         // call the crash interrupted (counted as possible repeats by the store).
         let leftover = self.store.notifications_to_resume(self.account.id)?;
@@ -618,16 +615,20 @@ impl Engine {
         };
         self.set_connection(Connection::Connecting, None)?;
         let started = self.clock.instant();
-        let (mut events, probe) =
-            match stream::connect(&self.api, state.cursor.as_deref(), self.cfg.stream) {
-                Ok(s) => s,
-                Err(error) => {
-                    return Ok(StreamEnd::Failed {
-                        error,
-                        lived: Duration::ZERO,
-                    });
-                }
-            };
+        let (mut events, probe) = match stream::connect(
+            &self.api,
+            state.cursor.as_deref(),
+            self.cfg.stream,
+            &self.wake,
+        ) {
+            Ok(s) => s,
+            Err(error) => {
+                return Ok(StreamEnd::Failed {
+                    error,
+                    lived: Duration::ZERO,
+                });
+            }
+        };
         let mut backstop = tokio::time::interval_at(
             tokio::time::Instant::now() + self.cfg.backstop,
             self.cfg.backstop,
@@ -757,6 +758,8 @@ impl Engine {
                 _ = wake.changed() => return Ok(None),
                 _ = stopped(shutdown) => return Ok(Some(Exit::Shutdown)),
             };
+            // An answer is a moment the engine is awake anyway: time to look for a suspend.
+            self.wake.look();
             let applied = match Page::fetched(answer) {
                 Ok(page) => self.apply(page, &epoch, Source::Stream).await,
                 Err(e) => Err(e.into()),
@@ -785,43 +788,9 @@ async fn stopped(rx: &mut watch::Receiver<bool>) {
     }
 }
 
-/// Compares wall-clock and monotonic time; a difference beyond `jump` between two checks
-/// means the machine slept (monotonic time stops in suspend) or the clock was set: the value
-/// in the channel changes so the engine reconnects and catches up at once.
-pub fn spawn_wake_watch(
-    clock: Arc<dyn Clock>,
-    every: Duration,
-    jump: Duration,
-) -> watch::Receiver<u64> {
-    let (tx, rx) = watch::channel(0u64);
-    tokio::spawn(async move {
-        let mut wall = clock.now_unix();
-        let mut mono = clock.instant();
-        let mut ticker = tokio::time::interval(every);
-        loop {
-            ticker.tick().await;
-            let (w, m) = (clock.now_unix(), clock.instant());
-            let wall_delta = (w - wall) as f64;
-            let mono_delta = m.saturating_duration_since(mono).as_secs_f64();
-            if (wall_delta - mono_delta).abs() > jump.as_secs_f64() {
-                tracing::info!(wall_delta, mono_delta, "clock jump: treating as a wake");
-                if tx.send(w as u64).is_err() {
-                    return;
-                }
-            }
-            if tx.is_closed() {
-                return;
-            }
-            (wall, mono) = (w, m);
-        }
-    });
-    rx
-}
-
 #[cfg(test)]
 mod tests {
     use std::sync::Mutex;
-    use std::sync::atomic::{AtomicI64, Ordering};
     use std::time::Instant;
 
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -1309,39 +1278,5 @@ mod tests {
         assert!(
             matches!(end, StreamEnd::Failed { error: StreamError::Api(ref e), .. } if e.is_auth())
         );
-    }
-
-    /// A wall clock that can be moved by hand; monotonic time is real.
-    struct JumpingClock(AtomicI64);
-
-    impl Clock for JumpingClock {
-        fn now_unix(&self) -> i64 {
-            1_700_000_000
-                + self.0.load(Ordering::SeqCst)
-                + Instant::now().elapsed().as_secs() as i64
-        }
-        fn instant(&self) -> Instant {
-            Instant::now()
-        }
-        fn utc_offset(&self, _: i64) -> i32 {
-            0
-        }
-    }
-
-    #[tokio::test]
-    async fn a_wall_clock_jump_is_a_wake() {
-        let clock = Arc::new(JumpingClock(AtomicI64::new(0)));
-        let mut wake = spawn_wake_watch(
-            clock.clone(),
-            Duration::from_millis(20),
-            Duration::from_secs(10),
-        );
-        let quiet = tokio::time::timeout(Duration::from_millis(200), wake.changed()).await;
-        assert!(quiet.is_err(), "no wake while the clocks agree");
-        clock.0.store(3600, Ordering::SeqCst); // an hour asleep
-        tokio::time::timeout(Duration::from_secs(2), wake.changed())
-            .await
-            .expect("the jump is noticed")
-            .unwrap();
     }
 }

@@ -27,3 +27,4 @@ pub mod store;
 #[cfg(test)]
 mod strategies;
 pub mod stream;
+pub mod wake;

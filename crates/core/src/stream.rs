@@ -24,6 +24,7 @@ use launchdarkly_sdk_transport::{ByteStream, HttpTransport, ResponseFuture, Tran
 use crate::client::{ApiClient, ApiError, status_error};
 use crate::sse_guard::{OVERSIZED, SseGuard, replace_invalid_utf8};
 use crate::store::Incoming;
+use crate::wake::WakeWatch;
 
 pub const MAX_EVENT_BYTES: usize = 1024 * 1024;
 
@@ -103,6 +104,9 @@ struct Transport {
     api: ApiClient,
     settings: StreamSettings,
     shared: Arc<Mutex<Shared>>,
+    /// Looked at with every chunk (keepalives included) and at a stall: the moments the
+    /// engine is awake anyway, where a suspend shows as wall time moving unlike monotonic.
+    wake: WakeWatch,
 }
 
 impl HttpTransport for Transport {
@@ -185,6 +189,7 @@ impl Transport {
         let silence = self.settings.keepalive.mul_f64(2.5);
         let max = self.settings.max_event_bytes;
         let shared = self.shared.clone();
+        let wake = self.wake.clone();
         let mut body = res.bytes_stream();
         tokio::spawn(async move {
             let mut guard = SseGuard::new(max);
@@ -194,6 +199,7 @@ impl Transport {
                     _ = tx.closed() => return,
                     next = tokio::time::timeout(silence, body.next()) => next,
                 };
+                wake.look();
                 let chunk = match next {
                     Err(_) => {
                         let _ = tx
@@ -250,6 +256,7 @@ pub fn connect(
     api: &ApiClient,
     cursor: Option<&str>,
     settings: StreamSettings,
+    wake: &WakeWatch,
 ) -> Result<
     (
         impl Stream<Item = Result<StreamItem, StreamError>> + Send + use<>,
@@ -262,6 +269,7 @@ pub fn connect(
         api: api.clone(),
         settings,
         shared: shared.clone(),
+        wake: wake.clone(),
     };
     let mut builder = es::ClientBuilder::for_url(api.server().api("stream").as_str())
         .map_err(|e| StreamError::Protocol(e.to_string()))?
@@ -365,7 +373,8 @@ mod tests {
             keepalive: Duration::from_millis(100),
             ..StreamSettings::default()
         };
-        let (mut events, _) = connect(&api, Some("3"), settings).unwrap();
+        let wake = WakeWatch::new(Arc::new(crate::clock::SystemClock), Duration::from_secs(10));
+        let (mut events, _) = connect(&api, Some("3"), settings, &wake).unwrap();
         let started = Instant::now();
         let first = tokio::time::timeout(Duration::from_secs(10), events.next())
             .await
@@ -377,8 +386,61 @@ mod tests {
         assert!(started.elapsed() < Duration::from_secs(3));
         drop(listener);
     }
-}
 
-/// Property tests ("fuzzing" on stable Rust; see `strategies.rs`).
-#[cfg(test)]
-mod props;
+    /// A wall clock that moves only when the test says; monotonic time is real.
+    struct MovableClock(std::sync::atomic::AtomicI64);
+
+    impl crate::clock::Clock for MovableClock {
+        fn now_unix(&self) -> i64 {
+            1_800_000_000 + self.0.load(std::sync::atomic::Ordering::SeqCst)
+        }
+        fn instant(&self) -> std::time::Instant {
+            std::time::Instant::now()
+        }
+        fn utc_offset(&self, _: i64) -> i32 {
+            0
+        }
+    }
+
+    /// The stream's keepalives are when a suspend is noticed: nothing else looks at the clock.
+    #[tokio::test]
+    async fn a_keepalive_after_a_clock_jump_announces_a_wake() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            let (mut tcp, _) = listener.accept().await.unwrap();
+            let mut head = [0u8; 4096];
+            let _ = tcp.read(&mut head).await;
+            tcp.write_all(
+                b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n",
+            )
+            .await
+            .unwrap();
+            loop {
+                if tcp.write_all(b"3\r\n:\n\n\r\n").await.is_err() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        });
+        let api =
+            ApiClient::new(ServerUrl::parse(&url).unwrap(), Token::new("t").unwrap()).unwrap();
+        let clock = Arc::new(MovableClock(std::sync::atomic::AtomicI64::new(0)));
+        let wake = WakeWatch::new(clock.clone(), Duration::from_secs(10));
+        let mut woke = wake.subscribe();
+        let (mut events, _) = connect(&api, Some("0"), StreamSettings::default(), &wake).unwrap();
+        let reader = tokio::spawn(async move { while events.next().await.is_some() {} });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(
+            !woke.has_changed().unwrap(),
+            "keepalives with the clocks agreeing"
+        );
+        clock.0.store(3600, std::sync::atomic::Ordering::SeqCst); // an hour asleep
+        tokio::time::timeout(Duration::from_secs(5), woke.changed())
+            .await
+            .expect("the next keepalive notices the jump")
+            .unwrap();
+        reader.abort();
+    }
+}
