@@ -55,6 +55,18 @@ fn testid(id: &str) -> String {
     format!("[data-testid=\"{id}\"]")
 }
 
+/// tauri-driver for the app on `profile`, its log in `dir`.
+fn driver_for(desktop: &Desktop, profile: &Path, dir: &Path) -> TauriDriver {
+    TauriDriver::start(
+        desktop,
+        &[
+            ("QUOTABELL_DATA_DIR", profile.as_os_str()),
+            ("RUST_LOG", OsStr::new("info")),
+        ],
+        &dir.join("app.log"),
+    )
+}
+
 /// Everything one test needs. Fields drop in order: the app (through its driver) first, the
 /// desktop session last.
 struct Harness {
@@ -80,14 +92,7 @@ impl Harness {
             &clock,
         );
         let profile = dir.path().join("profile");
-        let driver = TauriDriver::start(
-            &desktop,
-            &[
-                ("QUOTABELL_DATA_DIR", profile.as_os_str()),
-                ("RUST_LOG", OsStr::new("info")),
-            ],
-            &dir.path().join("app.log"),
-        );
+        let driver = driver_for(&desktop, &profile, dir.path());
         Self {
             driver,
             tray,
@@ -604,14 +609,7 @@ fn desktop_app_without_a_tray_host_opens_its_window_on_the_diagnosis() {
     let desktop = Desktop::start();
     let dir = tempfile::tempdir().unwrap();
     let profile = dir.path().join("profile");
-    let driver = TauriDriver::start(
-        &desktop,
-        &[
-            ("QUOTABELL_DATA_DIR", profile.as_os_str()),
-            ("RUST_LOG", OsStr::new("info")),
-        ],
-        &dir.path().join("app.log"),
-    );
+    let driver = driver_for(&desktop, &profile, dir.path());
     let s = driver.session(&bin("quotabell-app"), &["--hidden"]);
     let tray = s.wait_for(&testid("finding-tray"), WAIT);
     let text = s.text(&tray);
