@@ -489,16 +489,20 @@ fn status(
     json: bool,
     clock: &dyn Clock,
 ) -> Result<ExitCode, BoxError> {
-    let (store, chosen) = match open_cache(paths, which) {
-        Ok(opened) => opened,
-        Err(e) if which.account.is_none() && is_choose(&e) => {
-            (Store::open(&paths.db())?, store_first(paths)?)
-        }
-        Err(e) => return Err(e),
+    if !paths.db().exists() {
+        return Err(session::SessionError::NotSignedIn.into());
+    }
+    let store = Store::open(&paths.db())?;
+    let accounts = store.accounts()?;
+    let chosen = match &which.account {
+        Some(_) => session::choose(&store, which.account.as_deref())?,
+        None => accounts
+            .first()
+            .cloned()
+            .ok_or(session::SessionError::NotSignedIn)?,
     };
-    let several = which.account.is_none() && store.account_count()? > 1;
-    // Unknown (no lock file yet, no /proc) trusts what the engine stored.
-    let running = crate::lock::holder_running(&paths.lock()) != Some(false);
+    let several = which.account.is_none() && accounts.len() > 1;
+    let running = lock_says_running(paths);
     let moment = Moment {
         now: clock.now_unix(),
         clock,
@@ -508,7 +512,7 @@ fn status(
     if json {
         println!("{}", serde_json::to_string(&snap)?);
     } else if several {
-        for a in store.accounts()? {
+        for a in &accounts {
             let snap = dashboard::snapshot(&store, Some(a.id), &moment)?;
             println!("[{}]", a.name);
             print!("{}", status_text(&snap));
@@ -519,19 +523,10 @@ fn status(
     Ok(ExitCode::SUCCESS)
 }
 
-fn is_choose(e: &BoxError) -> bool {
-    matches!(
-        e.downcast_ref::<session::SessionError>(),
-        Some(session::SessionError::ChooseAccount(_))
-    )
-}
-
-fn store_first(paths: &Paths) -> Result<crate::store::AccountRow, BoxError> {
-    Store::open(&paths.db())?
-        .accounts()?
-        .into_iter()
-        .next()
-        .ok_or_else(|| session::SessionError::NotSignedIn.into())
+/// Whether the profile's engine runs, by its lock file. Unknown (no lock file yet, no /proc)
+/// trusts what the engine stored.
+fn lock_says_running(paths: &Paths) -> bool {
+    crate::lock::holder_running(&paths.lock()) != Some(false)
 }
 
 /// `quotabell accounts`: one line (or JSON object) per account.
@@ -541,7 +536,7 @@ fn accounts(paths: &Paths, json: bool, clock: &dyn Clock) -> Result<ExitCode, Bo
         return Ok(ExitCode::SUCCESS);
     }
     let store = Store::open(&paths.db())?;
-    let running = crate::lock::holder_running(&paths.lock()) != Some(false);
+    let running = lock_says_running(paths);
     let snap = dashboard::snapshot(
         &store,
         None,

@@ -250,12 +250,6 @@ impl Companion {
                 .await
                 .map_err(session_error)?;
                 Inner::stop_engine(inner, account.id).await;
-                // An account the server had signed out is started again with its new token
-                // (`start_engines` leaves signed-out accounts alone).
-                let id = account.id;
-                inner
-                    .read(move |s| s.set_connection(id, Connection::Connecting, None, now))
-                    .await?;
                 *inner.selected.lock().unwrap_or_else(|e| e.into_inner()) = Some(account.id);
                 Inner::start_engines(inner).await;
                 json(inner.refresh().await)

@@ -54,13 +54,10 @@ pub async fn login(
     let key = AccountRow::keychain_key_of(&url.origin(), &account.id);
     // A name another account has is refused before anything is filed. Only an existing cache
     // is read: with no keychain, a failed sign-in must leave no file behind.
-    if let Some(wanted) = name.filter(|_| paths.db().exists()) {
-        let store = Store::open(&paths.db())?;
-        if store.find_account(wanted)?.is_some_and(|a| {
-            a.name == wanted && (a.origin != url.origin() || a.user_id != account.id)
-        }) {
-            return Err(StoreError::NameTaken(wanted.to_owned()).into());
-        }
+    if let Some(wanted) = name.filter(|_| paths.db().exists())
+        && Store::open(&paths.db())?.name_taken(wanted, &url.origin(), &account.id)?
+    {
+        return Err(StoreError::NameTaken(wanted.to_owned()).into());
     }
     {
         let (kc, key, token) = (keychain.clone(), key.clone(), token.clone());

@@ -181,31 +181,22 @@ impl Store {
     ) -> Result<i64> {
         let plan = serde_json::to_string(&acct.plan)?;
         let tx = self.conn.transaction()?;
-        let known: Option<(i64, String)> = tx
+        let current: Option<String> = tx
             .query_row(
-                "SELECT id, name FROM accounts WHERE origin = ?1 AND user_id = ?2",
+                "SELECT name FROM accounts WHERE origin = ?1 AND user_id = ?2",
                 params![origin, acct.id],
-                |r| Ok((r.get(0)?, r.get(1)?)),
+                |r| r.get(0),
             )
             .optional()?;
-        let taken = |candidate: &str| -> Result<bool> {
-            let other: Option<i64> = tx
-                .query_row(
-                    "SELECT id FROM accounts WHERE name = ?1",
-                    [candidate],
-                    |r| r.get(0),
-                )
-                .optional()?;
-            Ok(other.is_some_and(|o| Some(o) != known.as_ref().map(|k| k.0)))
-        };
-        let name = match (name, &known) {
+        let taken = |candidate: &str| name_taken(&tx, candidate, origin, &acct.id);
+        let name = match (name, current) {
             (Some(n), _) => {
                 if taken(n)? {
                     return Err(StoreError::NameTaken(n.to_owned()));
                 }
                 n.to_owned()
             }
-            (None, Some((_, current))) => current.clone(),
+            (None, Some(current)) => current,
             (None, None) => {
                 let host = origin.split_once("://").map_or(origin, |(_, h)| h);
                 let with_host = format!("{} ({host})", acct.email);
@@ -234,8 +225,20 @@ impl Store {
             "INSERT OR IGNORE INTO sync_state (account_id) VALUES (?1)",
             [id],
         )?;
+        // A new token: an account the server had signed out is no longer (so whatever starts
+        // engines, now or at the next launch, starts this one again).
+        tx.execute(
+            "UPDATE sync_state SET connection = ?2, connection_detail = NULL
+             WHERE account_id = ?1 AND connection = ?3",
+            params![id, ConnectionState::Offline, ConnectionState::SignedOut],
+        )?;
         tx.commit()?;
         Ok(id)
+    }
+
+    /// Whether an account other than `origin`'s `user_id` is called `name`.
+    pub fn name_taken(&self, name: &str, origin: &str, user_id: &str) -> Result<bool> {
+        name_taken(&self.conn, name, origin, user_id)
     }
 
     /// Every account signed in, in the order they were added.
@@ -702,6 +705,14 @@ impl Store {
         )?;
         Ok(())
     }
+}
+
+fn name_taken(conn: &Connection, name: &str, origin: &str, user_id: &str) -> Result<bool> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT 1 FROM accounts WHERE name = ?1 AND NOT (origin = ?2 AND user_id = ?3)",
+        )?
+        .exists(params![name, origin, user_id])?)
 }
 
 fn known(tx: &Transaction<'_>, account: i64, key: &str) -> bool {
