@@ -27,11 +27,11 @@ use std::time::{Duration, Instant};
 use quotabell_testbed::process;
 use quotabell_testbed::{Desktop, ItemRef, Profile, TrayWatcher, X};
 
-use crate::cache::poll;
+use crate::cache::{Cache, poll};
 use crate::launcher::Launcher;
 use crate::report::{Fmt, Section, figure_row, ms, verdict_below};
 use crate::stats::Spread;
-use crate::sys::{self, GroupLoadProbe, Rollup};
+use crate::sys::{self, GroupLoadProbe, Rollup, Switches, ThreadSwitches};
 use crate::{BoxError, Common, posts};
 
 /// Desktop app targets: start to tray, and memory with the window never opened, open, closed.
@@ -39,6 +39,7 @@ const APP_TRAY_TARGET_MS: f64 = 400.0;
 const APP_HIDDEN_PSS_TARGET_MB: f64 = 90.0;
 const APP_OPEN_PSS_TARGET_MB: f64 = 250.0;
 const APP_CLOSED_PSS_TARGET_MB: f64 = 100.0;
+const APP_TRAY_WAKEUPS_TARGET: f64 = 0.1;
 
 /// The options of `app-start`, `app-memory` and `app`.
 #[derive(clap::Args, Clone)]
@@ -60,6 +61,10 @@ pub struct Args {
     /// Accounts signed in to the measured profile, each a user of its own with the same builds.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=20))]
     pub app_accounts: u16,
+    /// `app-memory`: measure the tray-only state alone (memory and wake-ups), never opening
+    /// the window; for long idle windows.
+    #[arg(long)]
+    pub tray_only: bool,
 }
 
 impl Args {
@@ -82,12 +87,13 @@ impl Args {
             memory,
             warm_up: !self.no_warm_up,
             accounts: self.app_accounts as usize,
+            tray_only: self.tray_only,
         }
     }
 }
 
 /// Picks one state's process tree out of an `app-memory` run.
-type StateOf = fn(&MemoryRep) -> &Tree;
+type StateOf = fn(&MemoryRep) -> Option<&Tree>;
 
 const EMAIL: &str = "app@bench.invalid";
 /// Builds posted before the app starts, so that its window shows data.
@@ -118,6 +124,7 @@ pub struct Config {
     /// Start each profile once, unmeasured, before measuring (see `run`).
     pub warm_up: bool,
     pub accounts: usize,
+    pub tray_only: bool,
 }
 
 pub struct StartRound {
@@ -271,6 +278,22 @@ pub struct OpenTimes {
 
 pub struct MemoryRep {
     pub hidden: Tree,
+    /// The tray process's context switches while idle in state (a), over `tray_secs`.
+    pub tray_switches: Switches,
+    pub tray_secs: f64,
+    /// States (b) and (c); `None` with `--tray-only`.
+    pub window: Option<WindowRep>,
+    /// Other processes' CPU use during each idle period, in cores.
+    pub load: Vec<Option<f64>>,
+}
+
+impl MemoryRep {
+    pub fn tray_wakeups_per_sec(&self) -> f64 {
+        self.tray_switches.total() as f64 / self.tray_secs
+    }
+}
+
+pub struct WindowRep {
     pub open: Tree,
     pub closed: Tree,
     pub open_times: OpenTimes,
@@ -278,8 +301,6 @@ pub struct MemoryRep {
     pub close_ms: Option<f64>,
     /// WebKit processes of this session still alive after the close (anywhere, also orphans).
     pub webkit_left: Vec<String>,
-    /// Other processes' CPU use during each idle period, in cores.
-    pub load: [Option<f64>; 3],
 }
 
 pub struct Report {
@@ -351,14 +372,25 @@ impl Report {
             let states: [(&str, StateOf, f64); 3] = [
                 (
                     "(a) tray only, window never opened",
-                    |m| &m.hidden,
+                    |m| Some(&m.hidden),
                     APP_HIDDEN_PSS_TARGET_MB,
                 ),
-                ("(b) window open", |m| &m.open, APP_OPEN_PSS_TARGET_MB),
-                ("(c) window closed", |m| &m.closed, APP_CLOSED_PSS_TARGET_MB),
+                (
+                    "(b) window open",
+                    |m| m.window.as_ref().map(|w| &w.open),
+                    APP_OPEN_PSS_TARGET_MB,
+                ),
+                (
+                    "(c) window closed",
+                    |m| m.window.as_ref().map(|w| &w.closed),
+                    APP_CLOSED_PSS_TARGET_MB,
+                ),
             ];
             for (state, tree, target) in states {
-                let pss = a.memory_spread(|m| Some(mb(tree(m).pss_kib())));
+                let pss = a.memory_spread(|m| tree(m).map(|t| mb(t.pss_kib())));
+                if pss.is_none() {
+                    continue;
+                }
                 let mut r = figure_row(
                     &label,
                     &format!("{state}: PSS of all processes"),
@@ -371,7 +403,7 @@ impl Report {
                 out.figure(
                     &label,
                     &format!("{state}: RSS of all processes (shared pages counted per process)"),
-                    a.memory_spread(|m| Some(mb(tree(m).rss_kib()))),
+                    a.memory_spread(|m| tree(m).map(|t| mb(t.rss_kib()))),
                     mbf,
                     "–",
                 );
@@ -382,7 +414,7 @@ impl Report {
                     "WebKitNetworkProcess",
                 ] {
                     let v = a.memory_spread(|m| {
-                        let t = tree(m);
+                        let t = tree(m)?;
                         t.procs
                             .iter()
                             .any(|p| p.role == role)
@@ -392,7 +424,7 @@ impl Report {
                         out.figure(&label, &format!("{state}: PSS of the {role}"), v, mbf, "–");
                     }
                 }
-                let procs = a.memory_spread(|m| Some(tree(m).procs.len() as f64));
+                let procs = a.memory_spread(|m| tree(m).map(|t| t.procs.len() as f64));
                 out.figure(
                     &label,
                     &format!("{state}: processes"),
@@ -400,8 +432,38 @@ impl Report {
                     &|v| format!("{v:.0}"),
                     "–",
                 );
+                if state.starts_with("(a)") {
+                    let mut w = figure_row(
+                        &label,
+                        &format!(
+                            "{state}: tray process wake-ups (context switches, all threads) per second"
+                        ),
+                        a.memory_spread(|m| Some(m.tray_wakeups_per_sec())),
+                        &|v| format!("{v:.3}/s"),
+                        "≤ 0.1/s",
+                    );
+                    w[5] = verdict_below(
+                        a.memory_spread(|m| Some(m.tray_wakeups_per_sec()))
+                            .map(|s| s.median + 1e-9),
+                        APP_TRAY_WAKEUPS_TARGET,
+                    );
+                    out.row(w);
+                    for (i, m) in a.memory.iter().enumerate() {
+                        out.note(format!(
+                            "{label}: run {}: tray process context switches in {:.0} s of state (a), by thread: {}",
+                            i + 1,
+                            m.tray_secs,
+                            m.tray_switches.by_thread_text()
+                        ));
+                    }
+                }
             }
-            let left: usize = a.memory.iter().map(|m| m.webkit_left.len()).sum();
+            let windows: Vec<&WindowRep> =
+                a.memory.iter().filter_map(|m| m.window.as_ref()).collect();
+            if windows.is_empty() {
+                return;
+            }
+            let left: usize = windows.iter().map(|w| w.webkit_left.len()).sum();
             out.row([
                 label.clone(),
                 "(c) WebKit processes left after the close (all runs)".into(),
@@ -413,28 +475,28 @@ impl Report {
             out.figure(
                 &label,
                 "WM_DELETE_WINDOW → window process exited",
-                a.memory_spread(|m| m.close_ms),
+                a.memory_spread(|m| m.window.as_ref()?.close_ms),
                 msf,
                 "–",
             );
             out.figure(
                 &label,
                 "tray \"Open\" click → window process started",
-                a.memory_spread(|m| m.open_times.spawn_ms),
+                a.memory_spread(|m| m.window.as_ref()?.open_times.spawn_ms),
                 msf,
                 "–",
             );
             out.figure(
                 &label,
                 "tray \"Open\" click → X window mapped",
-                a.memory_spread(|m| m.open_times.mapped_ms),
+                a.memory_spread(|m| m.window.as_ref()?.open_times.mapped_ms),
                 msf,
                 "–",
             );
             out.figure(
                 &label,
                 "tray \"Open\" click → web view's first call at the tray process",
-                a.memory_spread(|m| m.open_times.first_call_ms),
+                a.memory_spread(|m| m.window.as_ref()?.open_times.first_call_ms),
                 msf,
                 "–",
             );
@@ -777,6 +839,21 @@ async fn start_round(
     })
 }
 
+/// Waits until every account of the profile in `dir` is connected (its engine has caught up
+/// and follows the stream), or until `deadline`: the wake-up count then holds idle time only.
+async fn wait_synced(dir: &Path, accounts: usize, deadline: Instant) {
+    let db = dir.join("quotabell.db");
+    while Instant::now() < deadline {
+        let connected = Cache::open(&db)
+            .and_then(|c| c.views())
+            .is_ok_and(|v| v.len() == accounts && v.iter().all(|v| v.connection == "connected"));
+        if connected {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 async fn memory_rep(
     desktop: &Desktop,
     watcher: &TrayWatcher,
@@ -811,12 +888,41 @@ async fn memory_rep(
         app.pid, cfg.idle_secs
     );
 
-    // (a) tray only, as at login.
+    // (a) tray only, as at login. Wake-ups are counted from the engine's first sync on, so
+    // start-up's own work is not in them.
+    wait_synced(dir, cfg.accounts, t0 + idle).await;
     let probe = GroupLoadProbe::start();
-    sleep_until(t0 + idle).await;
+    let counted = Instant::now();
+    let mut switches =
+        ThreadSwitches::start(app.pid).ok_or("cannot read the tray process's threads")?;
+    while Instant::now() < t0 + idle {
+        tokio::time::sleep(
+            Duration::from_secs(1).min((t0 + idle).saturating_duration_since(Instant::now())),
+        )
+        .await;
+        switches.sample();
+    }
+    let tray_switches = switches.finish();
+    let tray_secs = counted.elapsed().as_secs_f64();
     let hidden = Tree::measure(app.pid);
     let load_a = probe.other_cores();
     hidden.print("(a) hidden, tray only");
+    println!(
+        "[app-memory] {n}: tray process: {} context switches in {tray_secs:.1} s = {:.3}/s; by thread: {}",
+        tray_switches.total(),
+        tray_switches.total() as f64 / tray_secs.max(1e-9),
+        tray_switches.by_thread_text()
+    );
+    if cfg.tray_only {
+        app.quit(watcher, Some(&reg)).await;
+        return Ok(MemoryRep {
+            hidden,
+            tray_switches,
+            tray_secs,
+            window: None,
+            load: vec![load_a],
+        });
+    }
 
     // (b) the window, opened from the tray menu.
     let click = Instant::now();
@@ -963,12 +1069,16 @@ async fn memory_rep(
     app.quit(watcher, Some(&reg)).await;
     Ok(MemoryRep {
         hidden,
-        open,
-        closed,
-        open_times,
-        close_ms,
-        webkit_left,
-        load: [load_a, load_b, load_c],
+        tray_switches,
+        tray_secs,
+        window: Some(WindowRep {
+            open,
+            closed,
+            open_times,
+            close_ms,
+            webkit_left,
+        }),
+        load: vec![load_a, load_b, load_c],
     })
 }
 

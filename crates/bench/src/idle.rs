@@ -6,7 +6,6 @@
 //! are read once a second (reading /proc wakes nobody), so a thread that ends during the
 //! window counts with its last reading.
 
-use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use std::path::PathBuf;
@@ -198,25 +197,15 @@ pub async fn run(launcher: &Launcher, cfg: &Config) -> Result<Report, BoxError> 
         }
         drop(cache);
 
-        let start = sys::context_switches(watch.pid).ok_or("cannot read the engine's threads")?;
+        let mut switches =
+            sys::ThreadSwitches::start(watch.pid).ok_or("cannot read the engine's threads")?;
         let cpu0 = sys::stat_cpu_seconds(watch.pid);
         let t0 = Instant::now();
-        let mut latest: HashMap<u32, (u64, u64)> = start.clone();
-        let mut names: HashMap<u32, String> = HashMap::new();
         let window = Duration::from_secs_f64(cfg.secs);
         while t0.elapsed() < window {
             let left = window.saturating_sub(t0.elapsed());
             tokio::time::sleep(left.min(Duration::from_secs(1))).await;
-            if let Some(now) = sys::context_switches(watch.pid) {
-                for tid in now.keys() {
-                    if !names.contains_key(tid)
-                        && let Some(name) = sys::thread_name(watch.pid, *tid)
-                    {
-                        names.insert(*tid, name);
-                    }
-                }
-                latest.extend(now);
-            }
+            switches.sample();
             if let Some(status) = watch.exited() {
                 return Err(format!(
                     "the engine exited while idle: {status}\n{}",
@@ -228,25 +217,15 @@ pub async fn run(launcher: &Launcher, cfg: &Config) -> Result<Report, BoxError> 
         let secs = t0.elapsed().as_secs_f64();
         let mem = Memory::of(watch.pid);
         let cpu1 = sys::stat_cpu_seconds(watch.pid);
-        let (mut voluntary, mut involuntary) = (0, 0);
-        let mut by_name: HashMap<String, u64> = HashMap::new();
-        for (tid, (v, n)) in &latest {
-            let (v0, n0) = start.get(tid).copied().unwrap_or((0, 0));
-            voluntary += v.saturating_sub(v0);
-            involuntary += n.saturating_sub(n0);
-            let name = names.get(tid).cloned().unwrap_or_else(|| "?".into());
-            *by_name.entry(name).or_default() += v.saturating_sub(v0) + n.saturating_sub(n0);
-        }
-        let mut by_thread: Vec<(String, u64)> = by_name.into_iter().collect();
-        by_thread.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        let switches = switches.finish();
         let round = Round {
             secs,
             mem,
-            voluntary,
-            involuntary,
-            threads_seen: latest.len(),
+            voluntary: switches.voluntary,
+            involuntary: switches.involuntary,
+            threads_seen: switches.threads_seen,
             cpu_ms: cpu0.zip(cpu1).map(|(a, b)| (b - a) * 1e3),
-            by_thread,
+            by_thread: switches.by_thread,
         };
         watch.stop(Duration::from_secs(5));
         println!(

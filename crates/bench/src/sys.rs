@@ -209,6 +209,99 @@ pub fn context_switches(pid: u32) -> Option<std::collections::HashMap<u32, (u64,
     Some(out)
 }
 
+/// Context switches of a process's threads over a window, by thread name: read once a second
+/// (reading /proc wakes nobody), so a thread that ends during the window counts with its last
+/// reading and a periodic timer shows up under its thread's name.
+pub struct ThreadSwitches {
+    pid: u32,
+    start: std::collections::HashMap<u32, (u64, u64)>,
+    latest: std::collections::HashMap<u32, (u64, u64)>,
+    names: std::collections::HashMap<u32, String>,
+}
+
+/// What [`ThreadSwitches`] counted.
+#[derive(Debug, Clone, Default)]
+pub struct Switches {
+    pub voluntary: u64,
+    pub involuntary: u64,
+    pub threads_seen: usize,
+    /// Context switches by thread name, most first.
+    pub by_thread: Vec<(String, u64)>,
+}
+
+impl Switches {
+    pub fn total(&self) -> u64 {
+        self.voluntary + self.involuntary
+    }
+
+    /// "quotabell 40, tokio-runtime-w 2".
+    pub fn by_thread_text(&self) -> String {
+        let parts: Vec<String> = self
+            .by_thread
+            .iter()
+            .map(|(name, n)| format!("{name} {n}"))
+            .collect();
+        if parts.is_empty() {
+            "none".into()
+        } else {
+            parts.join(", ")
+        }
+    }
+}
+
+impl ThreadSwitches {
+    pub fn start(pid: u32) -> Option<Self> {
+        let start = context_switches(pid)?;
+        let mut s = Self {
+            pid,
+            latest: start.clone(),
+            start,
+            names: std::collections::HashMap::new(),
+        };
+        s.name_new_threads();
+        Some(s)
+    }
+
+    fn name_new_threads(&mut self) {
+        for tid in self.latest.keys() {
+            if !self.names.contains_key(tid)
+                && let Some(name) = thread_name(self.pid, *tid)
+            {
+                self.names.insert(*tid, name);
+            }
+        }
+    }
+
+    /// One reading; call about once a second.
+    pub fn sample(&mut self) {
+        if let Some(now) = context_switches(self.pid) {
+            self.latest.extend(now);
+            self.name_new_threads();
+        }
+    }
+
+    /// The counts since `start`, with a last reading.
+    pub fn finish(mut self) -> Switches {
+        self.sample();
+        let mut out = Switches {
+            threads_seen: self.latest.len(),
+            ..Switches::default()
+        };
+        let mut by_name: std::collections::HashMap<String, u64> = std::collections::HashMap::new();
+        for (tid, (v, n)) in &self.latest {
+            let (v0, n0) = self.start.get(tid).copied().unwrap_or((0, 0));
+            out.voluntary += v.saturating_sub(v0);
+            out.involuntary += n.saturating_sub(n0);
+            let name = self.names.get(tid).cloned().unwrap_or_else(|| "?".into());
+            *by_name.entry(name).or_default() += v.saturating_sub(v0) + n.saturating_sub(n0);
+        }
+        out.by_thread = by_name.into_iter().filter(|(_, n)| *n > 0).collect();
+        out.by_thread
+            .sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        out
+    }
+}
+
 /// CPU seconds of every process in this process group (the bench, its children, and whatever
 /// runs it in the same job, such as `xvfb-run` and its Xvfb), including children they reaped.
 /// A child that ends between two readings moves from its own line to its parent's `cutime`, so
