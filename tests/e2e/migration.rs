@@ -89,7 +89,7 @@ fn a_cache_of_the_previous_release_opens_with_cursor_history_and_notifications()
         .unwrap()
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .unwrap();
-    assert_eq!(version, 4, "migrated to this build's schema");
+    assert_eq!(version, 5, "migrated to this build's schema");
 
     // The account got a name (its email) and is the one `--account` and `accounts` know.
     let accounts = lines(&engine, &["accounts", "--json"]);

@@ -120,7 +120,7 @@ fn main() {
             created_at: rfc3339(t),
         })
         .collect();
-    store.store_builds(id, &builds).unwrap();
+    store.store_builds(id, &builds, None).unwrap();
 
     let settings = Settings::default();
     let clock = quotabell_core::clock::SystemClock;

@@ -592,14 +592,25 @@ impl Engine {
         Ok(None)
     }
 
+    /// Pages `/builds` after the builds cursor, unless the cached builds are already complete
+    /// up to the event cursor (every later build then came as its `build.accepted` event).
     async fn sync_builds(&mut self) -> Result<(), EngineError> {
+        let state = self.store.sync_state(self.account.id)?;
+        if state.builds_complete {
+            return Ok(());
+        }
+        let events_at = state.cursor;
+        let mut after = state.builds_cursor;
         loop {
-            let after = self.store.sync_state(self.account.id)?.builds_cursor;
             let page = self.api.builds_after(after, 1000).await?;
-            self.store.store_builds(self.account.id, &page.builds)?;
-            if !page.has_more || page.builds.is_empty() {
+            let last = !page.has_more || page.builds.is_empty();
+            let complete = if last { events_at.as_deref() } else { None };
+            self.store
+                .store_builds(self.account.id, &page.builds, complete)?;
+            if last {
                 return Ok(());
             }
+            after = self.store.sync_state(self.account.id)?.builds_cursor;
         }
     }
 
@@ -1200,12 +1211,15 @@ mod tests {
     async fn a_page_of_the_cursors_epoch_is_stored() {
         let dir = tempfile::tempdir().unwrap();
         let (mut engine, _) = engine(&dir, "http://127.0.0.1:1", EngineConfig::default());
-        let wire: EventsPage = serde_json::from_value(serde_json::json!({
-            "events": [{"id": "6", "type": kind::BUILD_ACCEPTED, "data": {"id": 1, "app": "web",
-                "version": "1", "commit": "c", "overage": false,
-                "created_at": "2026-11-02T00:00:00Z"}}],
-            "has_more": false, "last_event_id": "6", "stream_epoch": "e1"
-        }))
+        let wire: EventsPage = serde_json::from_str(
+            &serde_json::json!({
+                "events": [{"id": "6", "type": kind::BUILD_ACCEPTED, "data": {"id": 1, "app": "web",
+                    "version": "1", "commit": "c", "overage": false,
+                    "created_at": "2026-11-02T00:00:00Z"}}],
+                "has_more": false, "last_event_id": "6", "stream_epoch": "e1"
+            })
+            .to_string(),
+        )
         .unwrap();
         let page = Page::fetched(Ok(wire)).unwrap();
         let applied = engine.apply(page, "e1", Source::CatchUp).await.unwrap();
@@ -1216,6 +1230,47 @@ mod tests {
             Some("6")
         );
         assert!(engine.store.gaps(account).unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn builds_are_paged_once_then_come_as_events_until_a_history_gap() {
+        let pages = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = pages.clone();
+        let url = serve(move |target| match target {
+            t if t.starts_with("/api/v1/usage") => json("200 OK", USAGE),
+            t if t.starts_with("/api/v1/events") => json("200 OK", NO_EVENTS),
+            t if t.starts_with("/api/v1/builds") => {
+                counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                json(
+                    "200 OK",
+                    r#"{"builds":[{"id":3,"app":"web","version":"1","commit":"c","overage":false,"created_at":"2026-11-02T00:00:00Z"}],"has_more":false}"#,
+                )
+            }
+            _ => json("404 Not Found", "{}"),
+        })
+        .await;
+        let dir = tempfile::tempdir().unwrap();
+        let (mut engine, _) = engine(&dir, &url, EngineConfig::default());
+        let account = engine.account.id;
+        let paged = || pages.load(std::sync::atomic::Ordering::SeqCst);
+
+        engine.catch_up().await.unwrap();
+        assert_eq!(paged(), 1, "the first catch-up pages /builds");
+        assert!(engine.store.sync_state(account).unwrap().builds_complete);
+        assert_eq!(engine.store.sync_state(account).unwrap().builds_cursor, 3);
+        engine.catch_up().await.unwrap();
+        assert_eq!(paged(), 1, "complete builds are not paged again");
+
+        // A history gap drops the cached builds: the next sync pages them again.
+        let usage: Usage = serde_json::from_str(USAGE).unwrap();
+        engine
+            .store
+            .resync(account, &usage, "history_gap", "test", 0)
+            .unwrap();
+        assert!(!engine.store.sync_state(account).unwrap().builds_complete);
+        engine.catch_up().await.unwrap();
+        assert_eq!(paged(), 2, "after a gap /builds is paged again");
+        assert!(engine.store.sync_state(account).unwrap().builds_complete);
     }
 
     #[tokio::test]

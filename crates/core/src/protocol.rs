@@ -57,12 +57,14 @@ pub struct BuildsPage {
 }
 
 /// An event as `/events` returns it. On the stream the same event arrives as SSE fields.
+/// `data` stays the server's text (checked to be JSON, not built into a tree): the store
+/// keeps that text and parses it once, as it does the stream's `data:` lines.
 #[derive(Debug, Clone, Deserialize)]
 pub struct WireEvent {
     pub id: String,
     #[serde(rename = "type")]
     pub kind: String,
-    pub data: Value,
+    pub data: Box<serde_json::value::RawValue>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

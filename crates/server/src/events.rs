@@ -1,7 +1,9 @@
 //! The per-user event log (the outbox). Events are appended inside the caller's transaction,
 //! so an event exists exactly when the change it describes was committed.
 
+use serde::Serialize;
 use serde_json::Value;
+use serde_json::value::RawValue;
 
 use crate::error::StoreError;
 use crate::store::{Sql, params};
@@ -45,14 +47,35 @@ impl StoredEvent {
         )
     }
 
-    pub fn to_json(&self) -> Value {
-        serde_json::json!({
-            "id": self.id.to_string(),
-            "type": self.kind,
-            "data": serde_json::from_str::<Value>(&self.data).unwrap_or(Value::Null),
-            "created_at": crate::period::rfc3339(self.created_at),
-        })
+    /// The event as `/events` lists it. `data` is the stored text as it is (it was written
+    /// by `serde_json`, so it is the same bytes a parse and re-serialization would give), not
+    /// built into a tree and serialized again: that was most of the server's work in a
+    /// catch-up. Stored text that is not JSON reads as `null`, as it always did.
+    pub fn wire(&self) -> WireEvent<'_> {
+        let data = serde_json::from_str::<&RawValue>(&self.data).unwrap_or_else(|_| null_raw());
+        WireEvent {
+            created_at: crate::period::rfc3339(self.created_at),
+            data,
+            id: self.id.to_string(),
+            kind: self.kind,
+        }
     }
+}
+
+/// An event as `/events` lists it; the fields in the order a `serde_json::Value` map (sorted
+/// keys) wrote them, so the bytes are unchanged.
+#[derive(Serialize)]
+pub struct WireEvent<'a> {
+    created_at: String,
+    data: &'a RawValue,
+    id: String,
+    #[serde(rename = "type")]
+    kind: EventKind,
+}
+
+fn null_raw() -> &'static RawValue {
+    static NULL: std::sync::OnceLock<Box<RawValue>> = std::sync::OnceLock::new();
+    NULL.get_or_init(|| RawValue::from_string("null".into()).expect("null is JSON"))
 }
 
 /// Appends one event for `user_id`, taking the next id of that user's contiguous sequence.

@@ -7,11 +7,10 @@ use axum::Json;
 use axum::extract::{RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use serde_json::json;
 
 use super::{AuthUser, Params, Shared, epoch_header};
 use crate::error::{ApiError, StoreError};
-use crate::events::{self, LogBounds, StoredEvent};
+use crate::events::{self, LogBounds, StoredEvent, WireEvent};
 use crate::store::Sql;
 
 const MAX_WAIT_SECS: u64 = 30;
@@ -79,12 +78,12 @@ pub async fn list(
         };
         let now = tokio::time::Instant::now();
         if !evs.is_empty() || now >= deadline || *shutdown.borrow() {
-            let body = json!({
-                "events": evs.iter().map(StoredEvent::to_json).collect::<Vec<_>>(),
-                "has_more": evs.last().is_some_and(|e| e.id < bounds.last_id),
-                "last_event_id": bounds.last_id.to_string(),
-                "stream_epoch": epoch,
-            });
+            let body = EventsPage {
+                events: evs.iter().map(StoredEvent::wire).collect(),
+                has_more: evs.last().is_some_and(|e| e.id < bounds.last_id),
+                last_event_id: bounds.last_id.to_string(),
+                stream_epoch: &epoch,
+            };
             return Ok(([epoch_header(&epoch)], Json(body)).into_response());
         }
         tokio::select! {
@@ -93,6 +92,16 @@ pub async fn list(
             _ = shutdown.changed() => {}
         }
     }
+}
+
+/// A page of `/events`, its fields in the order a `serde_json::Value` map (sorted keys)
+/// wrote them.
+#[derive(serde::Serialize)]
+struct EventsPage<'a> {
+    events: Vec<WireEvent<'a>>,
+    has_more: bool,
+    last_event_id: String,
+    stream_epoch: &'a str,
 }
 
 enum Page {
