@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use quotabell_core::clock::SystemClock;
 use quotabell_core::companion::Companion;
@@ -18,12 +19,25 @@ use tauri_plugin_autostart::MacosLauncher;
 use crate::tray::{self, Tray};
 use crate::window_host::WindowHost;
 
+/// How long an idle blocking thread of the runtime waits for work before it ends.
+const BLOCKING_THREAD_KEEP_ALIVE: Duration = Duration::from_secs(24 * 3600);
+
 pub fn run(
     data_dir: Option<PathBuf>,
     hidden: bool,
     view: View,
 ) -> Result<(), Box<dyn std::error::Error>> {
     quotabell_core::client::install_crypto_provider();
+    // The runtime Tauri and the engines run on. One worker: a keepalive then wakes one thread
+    // rather than one and a stealing second. Blocking threads (cache reads, notification
+    // calls) are kept rather than ended after tokio's default 10 s idle, so that an idle
+    // process does not start one for each read (ARCHITECTURE.md, "Idle").
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_keep_alive(BLOCKING_THREAD_KEEP_ALIVE)
+        .enable_all()
+        .build()?;
+    tauri::async_runtime::set(runtime.handle().clone());
     let paths = Paths::resolve(data_dir.as_deref());
     // A notification's "Open usage" (or a click on it) arrives on a notification thread, with
     // the account the notification is about.

@@ -135,6 +135,8 @@ impl WindowHost {
         }
         let mut child = cmd.spawn()?;
         tracing::info!(pid = child.id(), "window process started");
+        // Its "last synced 2 min ago" follows the clock while it lives.
+        self.companion.set_window_open(true);
         let mut stdin = child.stdin.take().expect("piped");
         let mut lines = BufReader::new(child.stdout.take().expect("piped")).lines();
         let (replies, mut reply_rx) = mpsc::unbounded_channel::<Message>();
@@ -183,7 +185,9 @@ impl WindowHost {
             r = reader => r,
             r = writer => r,
         };
-        let status = child.wait().await?;
+        let waited = child.wait().await;
+        self.companion.set_window_open(false);
+        let status = waited?;
         tracing::info!(%status, "window process exited");
         match ended {
             Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e),

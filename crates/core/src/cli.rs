@@ -503,11 +503,8 @@ fn status(
     };
     let several = which.account.is_none() && accounts.len() > 1;
     let running = lock_says_running(paths);
-    let moment = Moment {
-        now: clock.now_unix(),
-        clock,
-        engine_running: &|_| running,
-    };
+    let engine_running = |_| running;
+    let moment = Moment::new(clock.now_unix(), clock, &engine_running);
     let snap = dashboard::snapshot(&store, Some(chosen.id), &moment)?;
     if json {
         println!("{}", serde_json::to_string(&snap)?);
@@ -540,11 +537,7 @@ fn accounts(paths: &Paths, json: bool, clock: &dyn Clock) -> Result<ExitCode, Bo
     let snap = dashboard::snapshot(
         &store,
         None,
-        &Moment {
-            now: clock.now_unix(),
-            clock,
-            engine_running: &|_| running,
-        },
+        &Moment::new(clock.now_unix(), clock, &|_| running),
     )?;
     if snap.accounts.is_empty() {
         println!("Not signed in.");

@@ -26,9 +26,13 @@ use crate::store::AccountRow;
 use crate::store::{Store, StoreError};
 use crate::wake::WakeWatch;
 
-/// How often the snapshot is recomputed with nothing else happening: "synced 2 min ago" and
-/// the end of a pause move with the clock.
+/// How often the snapshot is recomputed while a window shows it: its "last synced 2 min ago"
+/// moves with the clock. With no window, only the tray's words count, and they are refreshed
+/// when they change (`Moment::next_change`), not on a timer.
 const TICK: Duration = Duration::from_secs(30);
+/// With no wording due to change, the snapshot is still recomputed this often (a plan for
+/// later that costs nothing now).
+const LONGEST_WAIT: Duration = Duration::from_secs(6 * 3600);
 /// A failed engine (its store, say) is started again after this long.
 const ENGINE_RESTART: Duration = Duration::from_secs(30);
 
@@ -46,6 +50,10 @@ struct Inner {
     /// has its own; SQLite's WAL lets both work at once.
     store: Mutex<Option<Store>>,
     snapshots: watch::Sender<Snapshot>,
+    /// When the snapshot's tray words next change by themselves (unix seconds).
+    next_change: Mutex<Option<i64>>,
+    /// Whether a window shows the snapshot (its words then follow the clock).
+    window_open: watch::Sender<bool>,
     engines: tokio::sync::Mutex<Engines>,
     /// The account the window shows; `None` (or an account since signed out): the first.
     selected: Mutex<Option<i64>>,
@@ -95,6 +103,8 @@ impl Companion {
                 cfg,
                 store: Mutex::new(None),
                 snapshots: watch::channel(first).0,
+                next_change: Mutex::new(None),
+                window_open: watch::channel(false).0,
                 engines: tokio::sync::Mutex::new(Engines::default()),
                 selected: Mutex::new(None),
             }),
@@ -106,15 +116,34 @@ impl Companion {
     pub async fn start(&self) {
         self.inner.refresh().await;
         Inner::start_engines(&self.inner).await;
-        let inner = Arc::downgrade(&self.inner);
+        let weak = Arc::downgrade(&self.inner);
+        let mut window_open = self.inner.window_open.subscribe();
+        let mut snapshots = self.inner.snapshots.subscribe();
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(TICK);
-            tick.tick().await;
             loop {
-                tick.tick().await;
-                let Some(inner) = inner.upgrade() else { break };
+                let wait = {
+                    let Some(inner) = weak.upgrade() else { break };
+                    inner.until_next_refresh(*window_open.borrow_and_update())
+                };
+                snapshots.borrow_and_update();
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    // A new snapshot or a window opening or closing: plan again.
+                    r = snapshots.changed() => { if r.is_err() { break } continue }
+                    r = window_open.changed() => { if r.is_err() { break } }
+                }
+                let Some(inner) = weak.upgrade() else { break };
                 inner.refresh().await;
             }
+        });
+    }
+
+    /// Whether a window shows the snapshot; while one does, its words follow the clock.
+    pub fn set_window_open(&self, open: bool) {
+        self.inner.window_open.send_if_modified(|cur| {
+            let changed = *cur != open;
+            *cur = open;
+            changed
         });
     }
 
@@ -316,20 +345,14 @@ impl Inner {
         let selected = self.selected();
         let got = self
             .read(move |s| {
-                let now = clock.now_unix();
-                dashboard::snapshot(
-                    s,
-                    selected,
-                    &Moment {
-                        now,
-                        clock: clock.as_ref(),
-                        engine_running: &|id| running.contains(&id),
-                    },
-                )
+                let running = |id| running.contains(&id);
+                let at = Moment::new(clock.now_unix(), clock.as_ref(), &running);
+                Ok((dashboard::snapshot(s, selected, &at)?, at.next_change.get()))
             })
             .await;
         match got {
-            Ok(snap) => {
+            Ok((snap, next_change)) => {
+                *self.next_change.lock().unwrap_or_else(|e| e.into_inner()) = next_change;
                 self.snapshots.send_if_modified(|cur| {
                     // `now` alone changing is no news.
                     let changed = Snapshot {
@@ -345,6 +368,20 @@ impl Inner {
                 tracing::warn!(error = %e.message, "cannot read the cache for the snapshot");
                 self.snapshots.borrow().clone()
             }
+        }
+    }
+
+    /// How long until the snapshot must be recomputed with nothing else happening.
+    fn until_next_refresh(&self, window_open: bool) -> Duration {
+        if window_open {
+            return TICK;
+        }
+        let next = *self.next_change.lock().unwrap_or_else(|e| e.into_inner());
+        match next {
+            // A second late, so that the words have changed when it is read.
+            Some(at) => Duration::from_secs((at - self.clock.now_unix()).max(0) as u64 + 1)
+                .min(LONGEST_WAIT),
+            None => LONGEST_WAIT,
         }
     }
 

@@ -1,6 +1,8 @@
 //! The read model of the desktop app: what the tray and each view show, computed from the
 //! cache alone (so every view works offline) and the time passed in (never an implicit now).
 
+use std::cell::Cell;
+
 use crate::clock::Clock;
 use crate::foresight;
 use crate::ipc::{
@@ -29,6 +31,29 @@ pub struct Moment<'a> {
     /// (a killed engine could not record that it stopped) and reads as offline, here and
     /// nowhere else.
     pub engine_running: &'a dyn Fn(i64) -> bool,
+    /// The earliest time after `now` at which a wording of the tray changes by itself (an
+    /// offline "synced 5 min ago", a forecast's "in about 5 hours", the end of a pause), as
+    /// the snapshot found while it was computed: the companion refreshes then, not on a timer.
+    pub next_change: Cell<Option<i64>>,
+}
+
+impl<'a> Moment<'a> {
+    pub fn new(now: i64, clock: &'a dyn Clock, engine_running: &'a dyn Fn(i64) -> bool) -> Self {
+        Self {
+            now,
+            clock,
+            engine_running,
+            next_change: Cell::new(None),
+        }
+    }
+
+    /// Notes that a wording shown now changes at `at`.
+    fn changes_at(&self, at: Option<i64>) {
+        if let Some(at) = at.filter(|&t| t > self.now) {
+            let next = self.next_change.get().map_or(at, |n| n.min(at));
+            self.next_change.set(Some(next));
+        }
+    }
 }
 
 /// One account's part of a snapshot.
@@ -130,6 +155,7 @@ fn account_view(
         for m in &mut meters {
             if let (Some(pace), Some(end)) = (watch.pace(&m.metric, &u.period.start), end) {
                 m.forecast = foresight::pace_line(pace, m.limit, end, at.now, at.clock);
+                at.changes_at(foresight::pace_line_changes_at(pace, at.now));
                 m.pace = Some(pace.clone());
             }
         }
@@ -156,14 +182,7 @@ fn account_view(
 
 /// The snapshot before the cache has been read.
 pub fn snapshot_signed_out(now: i64, clock: &dyn Clock) -> Snapshot {
-    signed_out(
-        None,
-        &Moment {
-            now,
-            clock,
-            engine_running: &|_| false,
-        },
-    )
+    signed_out(None, &Moment::new(now, clock, &|_| false))
 }
 
 fn signed_out(paused_until: Option<i64>, at: &Moment<'_>) -> Snapshot {
@@ -273,17 +292,16 @@ fn account_tray(
         .collect();
     match connection {
         Connection::SignedOut => lines.push("Signed out".into()),
-        c => {
-            let synced = match last_synced_at {
-                Some(t) => format!("Synced {}", ago(at.now, t)),
-                None => "Not synced yet".into(),
-            };
-            lines.push(if c.is_live() {
-                synced
-            } else {
-                format!("Offline — {}", lowercase_first(&synced))
-            });
-        }
+        // Live, the cache is as current as the server: no age to show (and none to redraw
+        // every minute). Offline, how old it is matters.
+        c if c.is_live() => lines.push(UP_TO_DATE.into()),
+        _ => lines.push(match last_synced_at {
+            Some(t) => {
+                at.changes_at(Some(ago_changes_at(at.now, t)));
+                format!("Offline — synced {}", ago(at.now, t))
+            }
+            None => "Offline — not synced yet".into(),
+        }),
     }
     (state, lines)
 }
@@ -315,6 +333,7 @@ fn tray_model(
     at: &Moment<'_>,
 ) -> TrayModel {
     if let Some(until) = paused_until {
+        at.changes_at(Some(until));
         lines.push(format!(
             "Notifications paused until {}",
             local_hhmm(at.clock, until)
@@ -333,12 +352,19 @@ fn tray_model(
     }
 }
 
-fn lowercase_first(s: &str) -> String {
-    let mut c = s.chars();
-    match c.next() {
-        Some(f) => f.to_lowercase().chain(c).collect(),
-        None => String::new(),
-    }
+/// The tray's line for an account whose cache follows the server live.
+pub const UP_TO_DATE: &str = "Up to date";
+
+/// When `ago(now, then)` next reads differently.
+pub fn ago_changes_at(now: i64, then: i64) -> i64 {
+    let s = (now - then).max(0);
+    // Its words count whole minutes, then hours, then days.
+    let step = match s {
+        0..3600 => 60,
+        3600..86400 => 3600,
+        _ => 86400,
+    };
+    then + (s / step + 1) * step
 }
 
 /// "2 min ago": coarse on purpose, the tray refreshes it once a minute. The tray, the
@@ -667,6 +693,22 @@ mod tests {
         assert_eq!(ago(3 * 3600, 0), "3 h ago");
         assert_eq!(ago(86400, 0), "1 day ago");
         assert_eq!(ago(5 * 86400 + 10, 0), "5 days ago");
+    }
+
+    /// The refresh time is exact: the words hold until just before it and change at it.
+    #[test]
+    fn ago_changes_exactly_when_named() {
+        let then = 1_000_000;
+        for now in (then..then + 3 * 86400).step_by(7) {
+            let at = ago_changes_at(now, then);
+            assert!(at > now, "{now}");
+            assert_eq!(
+                ago(at - 1, then),
+                ago(now, then),
+                "held until {at}, from {now}"
+            );
+            assert_ne!(ago(at, then), ago(now, then), "changed at {at}, from {now}");
+        }
     }
 
     #[test]

@@ -110,6 +110,30 @@ pub fn pace_line(
     }
 }
 
+/// When `pace_line` next reads differently with nothing else changing: only a limit ahead
+/// counts down ("in about 5 hours"); `None` when the words stay.
+pub fn pace_line_changes_at(pace: &Pace, now: i64) -> Option<i64> {
+    match *pace {
+        Pace::LimitBeforeEnd { limit_at, .. } => {
+            from_now_changes_in(limit_at - now).map(|before| limit_at - before)
+        }
+        _ => None,
+    }
+}
+
+/// The largest `secs' < secs` at which `from_now(secs')` differs from `from_now(secs)`.
+fn from_now_changes_in(secs: i64) -> Option<i64> {
+    if secs < HOUR {
+        None
+    } else if secs < 36 * HOUR {
+        let h = (secs + HOUR / 2) / HOUR;
+        Some((h * HOUR - HOUR / 2 - 1).max(HOUR - 1))
+    } else {
+        let d = (secs + DAY / 2) / DAY;
+        Some((d * DAY - DAY / 2 - 1).max(36 * HOUR - 1))
+    }
+}
+
 /// "Nov 27" in local time.
 pub fn day(clock: &dyn Clock, unix: i64) -> String {
     clock.local_time(unix).strftime("%b %-d").to_string()
@@ -437,6 +461,37 @@ mod tests {
             seen.insert(d.dedupe_key.clone());
         }
         out
+    }
+
+    /// The refresh time is exact: the line holds until just before it and changes at it; a
+    /// line that no longer counts down names none.
+    #[test]
+    fn the_pace_line_names_when_it_next_changes() {
+        let limit_at = NOV_1 + 20 * DAY;
+        let pace = Pace::LimitBeforeEnd {
+            per_day: 5.0,
+            limit_at,
+            at_period_end: 130,
+        };
+        let line = |now| pace_line(&pace, 100, DEC_1, now, &Utc);
+        for now in (limit_at - 5 * DAY..limit_at + HOUR).step_by(61) {
+            match pace_line_changes_at(&pace, now) {
+                Some(at) => {
+                    assert!(at > now, "{now}");
+                    assert_eq!(line(at - 1), line(now), "held until {at}, from {now}");
+                    assert_ne!(line(at), line(now), "changed at {at}, from {now}");
+                }
+                None => {
+                    assert!(limit_at - now < HOUR, "{now}");
+                    assert_eq!(line(limit_at + DAY), line(now));
+                }
+            }
+        }
+        let within = Pace::WithinLimit {
+            per_day: 2.0,
+            at_period_end: 62,
+        };
+        assert_eq!(pace_line_changes_at(&within, NOV_1), None);
     }
 
     #[test]
