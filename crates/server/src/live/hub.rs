@@ -204,52 +204,91 @@ const EVENTS_PER_CHUNK: usize = 256;
 
 /// The hub's fan-out task: after each commit, writes the new batch to every parked sink whose
 /// cursor is just before it (framed once per distinct cursor, nearly always one), and wakes
-/// the parked ones it cannot serve. It ends with the hub.
+/// the parked ones it cannot serve. With many sinks the pass is split over the runtime's
+/// workers (`PARALLEL_AT`): each sink is in exactly one part, and the next commit's pass starts
+/// only when every part of this one is done, so no stream's bytes are reordered. It ends with
+/// the hub.
 async fn fan_out(hub: Weak<UserHub>, mut newest: watch::Receiver<u64>) {
+    let workers = tokio::runtime::Handle::current().metrics().num_workers();
     while newest.changed().await.is_ok() {
         let now = *newest.borrow_and_update();
-        let sinks: Vec<Arc<Sink>> = {
+        let sinks: Arc<[Arc<Sink>]> = {
             let Some(hub) = hub.upgrade() else { return };
-            lock(&hub.sinks).live()
+            lock(&hub.sinks).live().into()
         };
-        let mut framed: Option<(u64, u64, Bytes)> = None;
-        for (i, sink) in sinks.iter().enumerate() {
-            if i > 0 && i % SINKS_PER_SLICE == 0 {
-                tokio::task::yield_now().await;
-            }
-            let Some(after) = sink.parked_at() else {
-                continue;
-            };
-            let Some(hub) = hub.upgrade() else { return };
-            // Before the cursor check: retiring announces no new id, so a caught-up stream
-            // would otherwise sleep on the old log until its keepalive.
-            if hub.is_retired() {
-                sink.wake();
-                continue;
-            }
-            if after >= now {
-                continue;
-            }
-            if framed.as_ref().is_none_or(|f| f.0 != after) {
-                framed = match hub.after(after, EVENTS_PER_CHUNK) {
-                    Some(Some(c)) => Some((after, c.last_id, direct::chunk(&c.bytes))),
-                    // The tail does not reach back that far: the stream reads the database.
-                    _ => None,
-                };
-            }
-            match &framed {
-                Some((_, last, bytes)) => {
-                    // A chunk that stops short of `now` (more than one chunk's worth arrived
-                    // at once, or the tail ends early): the stream reads the rest itself
-                    // rather than waiting for the next commit.
-                    if sink.offer(after, *last, bytes) == Offer::Written && *last < now {
-                        sink.wake();
-                    }
-                }
-                None => sink.wake(),
-            }
+        let parts = if sinks.len() >= PARALLEL_AT {
+            workers.min(sinks.len() / SINKS_PER_SLICE).max(1)
+        } else {
+            1
+        };
+        let size = sinks.len().div_ceil(parts);
+        let mut others = Vec::with_capacity(parts - 1);
+        for p in 1..parts {
+            let (hub, sinks) = (hub.clone(), sinks.clone());
+            let range = p * size..((p + 1) * size).min(sinks.len());
+            others.push(tokio::spawn(async move {
+                write_parked(&hub, &sinks[range], now).await
+            }));
+        }
+        let mut alive = write_parked(&hub, &sinks[..size.min(sinks.len())], now).await;
+        for part in others {
+            // A part that panicked has left its sinks parked; their streams' keepalives
+            // find them (`Sink::unpark` on the stream's side).
+            alive &= part.await.unwrap_or(true);
+        }
+        if !alive {
+            return;
         }
     }
+}
+
+/// Sinks at or above which one commit's pass is split over the runtime's workers: below it,
+/// a pass is shorter than handing a part to another worker.
+const PARALLEL_AT: usize = 2 * SINKS_PER_SLICE;
+
+/// One part of a fan-out pass: `sinks` parked just before the batch ending at `now` get it;
+/// the others that are parked are woken. `false` when the hub is gone.
+async fn write_parked(hub: &Weak<UserHub>, sinks: &[Arc<Sink>], now: u64) -> bool {
+    let mut framed: Option<(u64, u64, Bytes)> = None;
+    for (i, sink) in sinks.iter().enumerate() {
+        if i > 0 && i % SINKS_PER_SLICE == 0 {
+            tokio::task::yield_now().await;
+        }
+        let Some(after) = sink.parked_at() else {
+            continue;
+        };
+        let Some(hub) = hub.upgrade() else {
+            return false;
+        };
+        // Before the cursor check: retiring announces no new id, so a caught-up stream
+        // would otherwise sleep on the old log until its keepalive.
+        if hub.is_retired() {
+            sink.wake();
+            continue;
+        }
+        if after >= now {
+            continue;
+        }
+        if framed.as_ref().is_none_or(|f| f.0 != after) {
+            framed = match hub.after(after, EVENTS_PER_CHUNK) {
+                Some(Some(c)) => Some((after, c.last_id, direct::chunk(&c.bytes))),
+                // The tail does not reach back that far: the stream reads the database.
+                _ => None,
+            };
+        }
+        match &framed {
+            Some((_, last, bytes)) => {
+                // A chunk that stops short of `now` (more than one chunk's worth arrived
+                // at once, or the tail ends early): the stream reads the rest itself
+                // rather than waiting for the next commit.
+                if sink.offer(after, *last, bytes) == Offer::Written && *last < now {
+                    sink.wake();
+                }
+            }
+            None => sink.wake(),
+        }
+    }
+    true
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
