@@ -14,7 +14,9 @@ pub const WINDOW: &str = "main";
 
 /// WebKitGTK settings that keep the window light: accelerated compositing brings in GL (Mesa,
 /// and with it libLLVM when there is no GPU) and its buffers — about 90 MB of the web process
-/// for a page that is text, bars and one SVG chart (BENCHMARKS.md). A user's own setting wins.
+/// for a page that is text, bars and one SVG chart — and JavaScriptCore's JIT keeps compiled
+/// code and its pools for a page whose script runs a few times a minute (about 6 MB; the
+/// interpreter is quick enough for it). BENCHMARKS.md has both. A user's own setting wins.
 ///
 /// Not under WebDriver (`TAURI_WEBVIEW_AUTOMATION`): WebKitWebDriver's screenshot command never
 /// answers when compositing is off (seen with WebKitGTK 2.50 on Xvfb), and the end-to-end test
@@ -24,13 +26,15 @@ fn light_webkit() {
     if std::env::var_os("TAURI_WEBVIEW_AUTOMATION").is_some() {
         return;
     }
-    for var in [
-        "WEBKIT_DISABLE_COMPOSITING_MODE",
-        "WEBKIT_DISABLE_DMABUF_RENDERER",
+    // Inherited by WebKit's web process, which is where they take effect.
+    for (var, value) in [
+        ("WEBKIT_DISABLE_COMPOSITING_MODE", "1"),
+        ("WEBKIT_DISABLE_DMABUF_RENDERER", "1"),
+        ("JSC_useJIT", "0"),
     ] {
         if std::env::var_os(var).is_none() {
             // SAFETY: called first thing in `run`, before this process starts any thread.
-            unsafe { std::env::set_var(var, "1") };
+            unsafe { std::env::set_var(var, value) };
         }
     }
 }
