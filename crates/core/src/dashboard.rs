@@ -367,8 +367,8 @@ pub fn ago_changes_at(now: i64, then: i64) -> i64 {
     then + (s / step + 1) * step
 }
 
-/// "2 min ago": coarse on purpose, the tray refreshes it once a minute. The tray, the
-/// window's menu lines and `quotabell status` all say it this way.
+/// "2 min ago": coarse on purpose, so that it changes rarely (`ago_changes_at` says when).
+/// The tray, the window's menu lines and `quotabell status` all say it this way.
 pub fn ago(now: i64, then: i64) -> String {
     let s = (now - then).max(0);
     match s {
