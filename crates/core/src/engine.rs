@@ -649,10 +649,14 @@ impl Engine {
         let end = loop {
             let item = match held_over.take() {
                 Some(item) => item,
+                // Biased, in this order: what the connection already delivered is stored as
+                // live before a clock jump noticed with it is taken for a wake; by the draw of
+                // an unbiased `select!`, those events would go to the catch-up's digest.
                 None => tokio::select! {
+                    biased;
+                    _ = stopped(shutdown) => break StreamEnd::Shutdown,
                     item = events.next() => item,
                     _ = wake.changed() => break StreamEnd::Wake,
-                    _ = stopped(shutdown) => break StreamEnd::Shutdown,
                     _ = backstop.tick() => {
                         // A full catch-up (events after the cursor, usage, builds) even while
                         // the stream looks healthy; events it fetches first are skipped when

@@ -199,9 +199,9 @@ impl Transport {
                     _ = tx.closed() => return,
                     next = tokio::time::timeout(silence, body.next()) => next,
                 };
-                wake.look();
                 let chunk = match next {
                     Err(_) => {
+                        wake.look();
                         let _ = tx
                             .send(Err(TransportError::new(StreamError::Stalled(silence))))
                             .await;
@@ -209,6 +209,7 @@ impl Transport {
                     }
                     Ok(None) => return,
                     Ok(Some(Err(e))) => {
+                        wake.look();
                         let _ = tx
                             .send(Err(TransportError::new(ApiError::Transport(
                                 crate::client::without_url(&e),
@@ -228,6 +229,9 @@ impl Transport {
                         return; // the connection was dropped by the engine
                     }
                 }
+                // After the chunk is handed over: its events are the engine's before a clock
+                // jump seen with them is announced as a wake.
+                wake.look();
             }
         });
         let stream: ByteStream = Box::pin(tokio_stream_from(rx));
