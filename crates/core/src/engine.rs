@@ -610,7 +610,8 @@ impl Engine {
             if last {
                 return Ok(());
             }
-            after = self.store.sync_state(self.account.id)?.builds_cursor;
+            // Where the store moved the builds cursor (it never moves back).
+            after = page.builds.iter().map(|b| b.id).fold(after, i64::max);
         }
     }
 

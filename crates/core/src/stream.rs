@@ -391,21 +391,6 @@ mod tests {
         drop(listener);
     }
 
-    /// A wall clock that moves only when the test says; monotonic time is real.
-    struct MovableClock(std::sync::atomic::AtomicI64);
-
-    impl crate::clock::Clock for MovableClock {
-        fn now_unix(&self) -> i64 {
-            1_800_000_000 + self.0.load(std::sync::atomic::Ordering::SeqCst)
-        }
-        fn instant(&self) -> std::time::Instant {
-            std::time::Instant::now()
-        }
-        fn utc_offset(&self, _: i64) -> i32 {
-            0
-        }
-    }
-
     /// The stream's keepalives are when a suspend is noticed: nothing else looks at the clock.
     #[tokio::test]
     async fn a_keepalive_after_a_clock_jump_announces_a_wake() {
@@ -430,7 +415,7 @@ mod tests {
         });
         let api =
             ApiClient::new(ServerUrl::parse(&url).unwrap(), Token::new("t").unwrap()).unwrap();
-        let clock = Arc::new(MovableClock(std::sync::atomic::AtomicI64::new(0)));
+        let clock = Arc::new(crate::wake::tests::JumpingClock::default());
         let wake = WakeWatch::new(clock.clone(), Duration::from_secs(10));
         let mut woke = wake.subscribe();
         let (mut events, _) = connect(&api, Some("0"), StreamSettings::default(), &wake).unwrap();
@@ -448,3 +433,7 @@ mod tests {
         reader.abort();
     }
 }
+
+/// Property tests ("fuzzing" on stable Rust; see `strategies.rs`).
+#[cfg(test)]
+mod props;

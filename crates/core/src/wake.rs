@@ -63,13 +63,14 @@ impl WakeWatch {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::sync::atomic::{AtomicI64, Ordering};
 
     use super::*;
 
     /// Wall time moves only when the test says; monotonic time is the real one.
-    struct JumpingClock(AtomicI64);
+    #[derive(Default)]
+    pub(crate) struct JumpingClock(pub(crate) AtomicI64);
 
     impl Clock for JumpingClock {
         fn now_unix(&self) -> i64 {

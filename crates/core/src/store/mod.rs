@@ -862,9 +862,9 @@ fn project(
 /// parsing and rewriting the stored JSON for each was a tenth of the page's time).
 #[derive(Default)]
 struct UsageFold {
-    /// `None` until first needed; then the stored snapshot, if there is one.
+    /// `None` until a quota event needs it; then the stored snapshot, if there is one (and
+    /// then it is folded into, so written back).
     usage: Option<Option<Usage>>,
-    changed: bool,
 }
 
 impl UsageFold {
@@ -885,13 +885,12 @@ impl UsageFold {
         // Without a usage snapshot there is nothing to fold into; the next /usage brings one.
         if let Some(Some(u)) = &mut self.usage {
             f(u);
-            self.changed = true;
         }
         Ok(())
     }
 
     fn write(self, tx: &Transaction<'_>, account: i64) -> Result<()> {
-        if let (true, Some(Some(u))) = (self.changed, &self.usage) {
+        if let Some(Some(u)) = &self.usage {
             tx.prepare_cached("UPDATE sync_state SET usage = ?2 WHERE account_id = ?1")?
                 .execute(params![account, serde_json::to_string(u)?])?;
         }
